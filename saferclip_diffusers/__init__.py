@@ -1,0 +1,44 @@
+"""saferclip-diffusers: SafeR-CLIP safe text encoders for Stable Diffusion and SDXL in diffusers.
+
+Importing the package applies the host workarounds in :mod:`saferclip_diffusers._compat` first (a CPU torch
+beside a CUDA-linked torchvision), so transformers' CLIP classes and open_clip import after it. The heavy
+modules load lazily on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from . import _compat
+
+_compat.patch_cpu_torchvision()
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "SaferStableDiffusionPipeline": "saferclip_diffusers.pipelines.stable_diffusion",
+    "SaferStableDiffusionXLPipeline": "saferclip_diffusers.pipelines.stable_diffusion_xl",
+    "SaferPipelineOutput": "saferclip_diffusers.pipelines.conditioning",
+    "load_safe_text_encoder": "saferclip_diffusers.encoders",
+    "read_training_prompts": "saferclip_diffusers.encoders",
+    "DEFAULT_SAFE_TEXT_ENCODER": "saferclip_diffusers.encoders",
+    "get_preset": "saferclip_diffusers.presets",
+    "load_preset_pipeline": "saferclip_diffusers.presets",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'saferclip_diffusers' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .encoders import DEFAULT_SAFE_TEXT_ENCODER, load_safe_text_encoder, read_training_prompts
+    from .pipelines.conditioning import SaferPipelineOutput
+    from .pipelines.stable_diffusion import SaferStableDiffusionPipeline
+    from .pipelines.stable_diffusion_xl import SaferStableDiffusionXLPipeline
+    from .presets import get_preset, load_preset_pipeline

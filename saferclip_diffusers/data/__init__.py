@@ -1,0 +1,11 @@
+"""Paths of the bundled data files (see README.md in this folder for sources and licences)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_DIR = Path(__file__).parent
+I2P_CSV = DATA_DIR / "i2p" / "i2p_benchmark.csv"
+I2P_NUDITY_142_CSV = DATA_DIR / "i2p" / "unlearndiff_nudity_142.csv"
+COCO_30K_CSV = DATA_DIR / "coco" / "coco_30k.csv"
+Q16_PROMPTS_VIT_L14 = DATA_DIR / "q16" / "prompts_vit-l-14.npy"
