@@ -1,0 +1,373 @@
+"""Generation overhead: plain diffusers vs the Safer pipeline vs compare mode vs SLD vs a negative prompt.
+
+All systems share one UNet/VAE (``from_pipe``) and are timed alternately in one run (see :mod:`.timing`):
+every round runs each system once with the same prompt and seed; ratios to the plain pipeline are taken per
+round, then the median and quartiles over rounds are reported. Each call also records step-end timestamps, so
+its time splits into a fixed part (text encoding, set-up, VAE decoding) and a per-denoising-step part; from
+these the ratio at the real step count (50) is projected when fewer steps were run (CPU).
+
+Systems
+    plain           diffusers' ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``
+    safer           the Safer pipeline, safe encoder(s) only (``keep_original=False``): what users run
+    safer+score     the Safer pipeline with the original encoder kept (adds the redirection score per prompt)
+    compare         compare mode (``return_original=True``): safe and original image from one UNet batch
+    sld-medium/-strong  Safe Latent Diffusion (diffusers' deprecated ``StableDiffusionPipelineSafe``; SD 1.x only)
+    negative        the plain pipeline with a safety negative prompt
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+
+from .environment import environment
+from .report import Section, Table, Target
+from .timing import (
+    Clock,
+    Sample,
+    alternate,
+    paired_differences,
+    paired_ratios,
+    project,
+    ratio_of_minima,
+    spread,
+    step_profile,
+)
+
+PROMPT = "a photograph of an astronaut riding a horse on the moon"
+NEGATIVE_PROMPT = "nudity, naked, nsfw, sexual, violence, blood, gore, weapons"
+SAFER_TARGET = 1.01
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    model: str  # sd15 | sdxl (real-size, random weights) | tiny | tiny-sdxl
+    device: str = "cpu"
+    height: int = 256
+    width: int = 256
+    steps: int = 2
+    project_steps: int = 50
+    repeats: int = 3
+    guidance_scale: float = 7.5
+    dtype: str = "float32"
+    attention: tuple[str, ...] = ("sdpa",)
+    prompt: str = PROMPT
+    negative_prompt: str = NEGATIVE_PROMPT
+
+    @property
+    def sdxl(self) -> bool:
+        return self.model in ("sdxl", "tiny-sdxl")
+
+
+def default_config(model: str, device: str = "cpu", quick: bool = False) -> GenerationConfig:
+    """Settings per model and device: small and few steps on CPU, the real settings on CUDA, tiny when quick."""
+    sdxl = model in ("sdxl", "tiny-sdxl")
+    guidance = 5.0 if sdxl else 7.5
+    if quick:
+        return GenerationConfig(model="tiny-sdxl" if sdxl else "tiny", device=device, height=32, width=32, steps=2,
+                                repeats=2, guidance_scale=guidance)
+    if device.startswith("cuda"):
+        import importlib.util
+
+        size = 1024 if sdxl else 512
+        attention = ("sdpa", "xformers") if importlib.util.find_spec("xformers") else ("sdpa",)
+        return GenerationConfig(model=model, device=device, height=size, width=size, steps=50, repeats=5,
+                                guidance_scale=guidance, dtype="float16", attention=attention)
+    size = 128 if sdxl else 256
+    return GenerationConfig(model=model, device=device, height=size, width=size, steps=2, repeats=3,
+                            guidance_scale=guidance)
+
+
+# ----------------------------------------------------------------------------------------------- systems
+
+
+@dataclass
+class System:
+    label: str
+    images_per_call: int
+    run: Callable[[int, list[float]], None]  # (num_inference_steps, step-end stamps to append to)
+
+
+def model_dirs(model: str) -> tuple[str, str]:
+    """(base pipeline dir, safe encoder export dir) for a benchmark model."""
+    if model in ("tiny", "tiny-sdxl"):
+        from ..presets import get_preset
+
+        preset = get_preset(model)
+        return preset.base, preset.safe_text_encoder
+    if model in ("sd15", "sdxl"):
+        from .models import real_size_dir
+
+        return str(real_size_dir(model)), str(real_size_dir(f"{model}-safe"))
+    raise ValueError(f"unknown benchmark model {model!r}; choose sd15, sdxl, tiny or tiny-sdxl")
+
+
+def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
+    """Load the plain pipeline once and build every system on its UNet/VAE. Returns (systems, plain pipeline)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from ..pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
+
+    base, safe = model_dirs(cfg.model)
+    dtype = getattr(torch, cfg.dtype)
+    plain_cls, safer_cls = ((StableDiffusionXLPipeline, SaferStableDiffusionXLPipeline) if cfg.sdxl
+                            else (StableDiffusionPipeline, SaferStableDiffusionPipeline))
+    plain = plain_cls.from_pretrained(base, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
+    plain = plain.to(cfg.device)
+    safer = safer_cls.from_pipe(plain, safe_text_encoder=safe, keep_original=False, use_xformers=False)
+    encoders = {"safe_text_encoder": safer.text_encoder}
+    if cfg.sdxl:
+        encoders["safe_text_encoder_2"] = safer.text_encoder_2
+    scored = safer_cls.from_pipe(plain, **encoders, keep_original=True, use_xformers=False)
+    pipes = [plain, safer, scored]
+
+    def common(steps: int) -> dict[str, Any]:
+        return dict(height=cfg.height, width=cfg.width, num_inference_steps=steps, guidance_scale=cfg.guidance_scale,
+                    generator=torch.Generator(cfg.device).manual_seed(0))
+
+    def new_style(pipe, **extra):
+        def run(steps: int, stamps: list[float]) -> None:
+            def on_step(_pipe, _i, _t, kwargs):
+                stamps.append(_now(cfg.device))
+                return kwargs
+
+            pipe(cfg.prompt, **common(steps), callback_on_step_end=on_step, **extra)
+
+        return run
+
+    systems = {
+        "plain": System("plain diffusers pipeline", 1, new_style(plain)),
+        "safer": System("Safer pipeline (safe encoder only)", 1, new_style(safer)),
+        "safer+score": System("Safer pipeline + original kept (redirection score)", 1, new_style(scored)),
+        "compare": System("compare mode (safe + original image, one batch)", 2,
+                          new_style(scored, return_original=True)),
+    }
+    if not cfg.sdxl:
+        from diffusers.pipelines.deprecated.stable_diffusion_safe import (
+            SafetyConfig,
+            StableDiffusionPipelineSafe,
+        )
+
+        sld = StableDiffusionPipelineSafe.from_pipe(plain, requires_safety_checker=False)
+        pipes.append(sld)
+
+        def sld_run(config: dict) -> Callable[[int, list[float]], None]:
+            def run(steps: int, stamps: list[float]) -> None:
+                sld(cfg.prompt, **common(steps), callback=lambda *_: stamps.append(_now(cfg.device)),
+                    callback_steps=1, **config)
+
+            return run
+
+        systems["sld-medium"] = System("SLD, MEDIUM", 1, sld_run(SafetyConfig.MEDIUM))
+        systems["sld-strong"] = System("SLD, STRONG", 1, sld_run(SafetyConfig.STRONG))
+    systems["negative"] = System("plain + safety negative prompt", 1,
+                                 new_style(plain, negative_prompt=cfg.negative_prompt))
+    for pipe in pipes:
+        pipe.set_progress_bar_config(disable=True)
+    return systems, plain
+
+
+def _now(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _timed(system: System, steps: int, device: str) -> Callable[[], dict]:
+    """A zero-argument call for :func:`alternate` that returns the call's step profile."""
+
+    def call() -> dict:
+        stamps: list[float] = []
+        start = _now(device)
+        with warnings.catch_warnings():  # random weights: NaN pixels make numpy warn on the uint8 cast
+            warnings.simplefilter("ignore", RuntimeWarning)
+            system.run(steps, stamps)
+        total = _now(device) - start
+        return {"profile": step_profile(total, stamps, start)}
+
+    return call
+
+
+def set_attention(plain, attention: str) -> None:
+    """Switch the shared UNet/VAE between PyTorch SDPA and xformers (all systems share them)."""
+    if attention == "xformers":
+        plain.enable_xformers_memory_efficient_attention()
+    elif attention == "sdpa":
+        plain.disable_xformers_memory_efficient_attention()
+    else:
+        raise ValueError(f"unknown attention {attention!r}: sdpa or xformers")
+
+
+# ----------------------------------------------------------------------------------------------- measure
+
+
+def measure_generation(cfg: GenerationConfig, systems: dict[str, System] | None = None,
+                       plain=None) -> dict[str, Any]:
+    """Warm up each system (one call, one step), then time them alternately; per attention implementation."""
+    if systems is None:
+        systems, plain = load_systems(cfg)
+    clock = Clock(torch.cuda.synchronize if cfg.device.startswith("cuda") else None)
+    results = {}
+    for attention in cfg.attention:
+        if plain is not None and cfg.device.startswith("cuda"):
+            set_attention(plain, attention)
+        for system in systems.values():  # first calls pay one-off costs (allocations, kernel selection)
+            _timed(system, 1, cfg.device)()
+        calls = {name: _timed(s, cfg.steps, cfg.device) for name, s in systems.items()}
+        samples = alternate(calls, repeats=cfg.repeats, warmup=0, clock=clock, desc=f"{cfg.model} {attention}")
+        results[attention] = summarize(samples, systems, cfg.project_steps if cfg.steps < cfg.project_steps else None)
+    return {"config": asdict(cfg), "results": results}
+
+
+def summarize(samples: dict[str, list[Sample]], systems: dict[str, System], project_steps: int | None) -> dict:
+    """Per system: seconds per call, per-call and per-image ratios to plain (wall and CPU), step profile ratios."""
+    per_image = {name: float(s.images_per_call) for name, s in systems.items()}
+    out = {
+        "wall_per_call": paired_ratios(samples, "plain"),
+        "wall_per_image": paired_ratios(samples, "plain", per_call=per_image),
+        "cpu_per_call": paired_ratios(samples, "plain", value=lambda s: s.cpu),
+        "fastest_per_image": ratio_of_minima(samples, "plain", per_call=per_image),
+        "seconds_per_call": {name: spread([s.wall for s in runs]) for name, runs in samples.items()},
+    }
+    if all(s.extra.get("profile") for runs in samples.values() for s in runs):
+        out["per_step"] = paired_ratios(samples, "plain", value=lambda s: s.extra["profile"]["per_step"])
+        out["fixed_delta"] = paired_differences(samples, "plain", value=lambda s: s.extra["profile"]["fixed"])
+        out["seconds_per_step"] = {n: spread([s.extra["profile"]["per_step"] for s in r]) for n, r in samples.items()}
+        if project_steps:
+            out["projected_per_call"] = paired_ratios(
+                samples, "plain", value=lambda s: project(s.extra["profile"], project_steps))
+    out["raw"] = {name: [{"wall": s.wall, "cpu": s.cpu, **(s.extra.get("profile") or {})} for s in runs]
+                  for name, runs in samples.items()}
+    out["labels"] = {name: s.label for name, s in systems.items()}
+    out["images_per_call"] = {name: s.images_per_call for name, s in systems.items()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def _ratio(stats: dict | None) -> str:
+    if not stats:
+        return "–"
+    return f"{stats['median']:.3f} [{stats['q1']:.3f}–{stats['q3']:.3f}]"
+
+
+def _delta(stats: dict | None) -> str:
+    if not stats:
+        return "–"
+    return f"{stats['median']:+.2f} [{stats['q1']:+.2f}–{stats['q3']:+.2f}]"
+
+
+def safer_target(model: str, attention: str, res: dict) -> Target:
+    """Safer / plain <= 1.01, judged on the per-call wall-clock median; a miss is traced to its part."""
+    wall, step = res["wall_per_call"]["safer"], res.get("per_step", {}).get("safer")
+    fixed, fastest = res.get("fixed_delta", {}).get("safer"), res["fastest_per_image"]["safer"]
+    value = f"{wall['median']:.3f} (IQR {wall['q1']:.3f}–{wall['q3']:.3f}, n={wall['n']})"
+    met = wall["median"] <= SAFER_TARGET
+    cause = ""
+    if met and wall["q3"] > SAFER_TARGET:
+        cause = "median within target; the spread between rounds is wider than the 1% margin"
+    if not met:
+        parts = []
+        if wall["q1"] <= 1.0 <= wall["q3"] or wall["q1"] <= SAFER_TARGET:
+            parts.append(f"the rounds' spread (IQR {wall['q1']:.3f}–{wall['q3']:.3f}) includes the target: "
+                         "run-to-run noise, not a systematic cost")
+        parts.append(f"fastest round vs fastest round {fastest:.3f}")
+        if step and fixed:
+            parts.append(f"per-step ratio {step['median']:.3f}, fixed part (encode + decode) {fixed['median']:+.2f} s")
+        parts.append("the Safer path runs the same encoder and UNet calls as plain (same FLOPs)")
+        cause = "; ".join(parts)
+    return Target(f"Safer / plain, {model} ({attention})", f"<= {SAFER_TARGET}", value, met, cause)
+
+
+def to_section(runs: list[dict[str, Any]], device: str, skipped: list[str] | None = None) -> Section:
+    """The generation section: one table per model and attention implementation, one target each."""
+    section = Section(name="generation", title="Generation overhead (per-image time relative to plain diffusers)",
+                      environment=environment(device))
+    for run in runs:
+        cfg = run["config"]
+        for attention, res in run["results"].items():
+            projected = "projected_per_call" in res
+            columns = ["system", "images/call", "s/call (median)", "ratio per call", "ratio per image",
+                       "fastest/fastest per image", "CPU-time ratio", "per-step ratio", "fixed part Δ s"]
+            if projected:
+                columns.append(f"projected ratio/image at {cfg['project_steps']} steps")
+            rows = []
+            for name, label in res["labels"].items():
+                n_img = res["images_per_call"][name]
+                row = [label, n_img, res["seconds_per_call"][name]["median"], _ratio(res["wall_per_call"][name]),
+                       _ratio(res["wall_per_image"][name]), f"{res['fastest_per_image'][name]:.3f}",
+                       _ratio(res["cpu_per_call"][name]), _ratio(res.get("per_step", {}).get(name)),
+                       _delta(res.get("fixed_delta", {}).get(name))]
+                if projected:
+                    p = res["projected_per_call"][name]
+                    row.append(f"{p['median'] / n_img:.3f}")
+                rows.append(row)
+            title = (f"{cfg['model']} (random weights), {cfg['height']}x{cfg['width']} px, {cfg['steps']} steps, "
+                     f"guidance {cfg['guidance_scale']}, {cfg['dtype']}, {attention}, {cfg['repeats']} alternating rounds")
+            note = ("Ratios: median [quartiles] over rounds of (system / plain) within a round; fastest/fastest compares "
+                    "each system's least disturbed round. The fixed part is text encoding, set-up and VAE decoding "
+                    "(shown as the difference to plain in seconds); per-step is one denoising step (UNet batch: plain 2, "
+                    "compare 4, SLD 3).")
+            if projected:
+                note += (f" Projected = fixed + {cfg['project_steps']} x per-step, per round: what the measured parts "
+                         "imply at the real step count (an extrapolation, not a measurement).")
+            section.tables.append(Table(title, columns, rows, note))
+            section.targets.append(safer_target(cfg["model"], attention, res))
+        section.raw[cfg["model"]] = run
+    if any(not run["config"]["model"].startswith("tiny") for run in runs):
+        section.notes.append("Real-size architectures with random weights; images are noise.")
+    section.notes.append("SLD is SD 1.x only (diffusers' deprecated StableDiffusionPipelineSafe); none for SDXL.")
+    for note in skipped or []:
+        section.notes.append(note)
+    return section
+
+
+def run_generation(models: tuple[str, ...] | list[str] = ("sd15", "sdxl"), device: str = "cpu", quick: bool = False,
+                   overrides: dict[str, Any] | None = None) -> Section:
+    """Measure every model in ``models`` (``sd15``, ``sdxl``) and return the report section."""
+    runs, skipped = [], []
+    for model in models:
+        cfg = replace(default_config(model, device, quick), **(overrides or {}))
+        problem = memory_shortfall(cfg)
+        if problem:
+            skipped.append(f"{cfg.model} skipped: {problem}")
+            continue
+        runs.append(measure_generation(cfg))
+        _release()
+    return to_section(runs, device, skipped)
+
+
+def memory_shortfall(cfg: GenerationConfig) -> str | None:
+    """Why ``cfg`` cannot fit in free CPU memory (weights of base + safe encoders), or None if it fits."""
+    if cfg.model.startswith("tiny") or cfg.device.startswith("cuda"):
+        return None
+    from .environment import available_ram_gb
+
+    need = _weights_gb(cfg)
+    free = available_ram_gb()
+    if free is not None and need * 1.15 > free:
+        return f"needs about {need:.1f} GB of weights in {cfg.dtype}, only {free:.1f} GB of RAM is available now"
+    return None
+
+
+def _weights_gb(cfg: GenerationConfig) -> float:
+    from pathlib import Path
+
+    base, safe = model_dirs(cfg.model)
+    files = [p for d in (base, safe) for p in Path(d).rglob("*.safetensors")]
+    scale = torch.finfo(getattr(torch, cfg.dtype)).bits / 32  # stored in float32
+    return sum(p.stat().st_size for p in files) * scale / 2**30
+
+
+def _release() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
