@@ -1,0 +1,83 @@
+"""The generation benchmark's logic on the tiny models: systems, profiles, ratios, report section."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from saferclip_diffusers.benchmarks import generation as g
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    cfg = replace(g.default_config("sd15", quick=True), repeats=2)
+    systems, plain = g.load_systems(cfg)
+    return cfg, systems, plain, g.measure_generation(cfg, systems, plain)
+
+
+def test_default_configs_per_device():
+    cpu, cuda, quick = g.default_config("sd15"), g.default_config("sd15", "cuda"), g.default_config("sdxl", quick=True)
+    assert cpu.steps < 50 and cpu.dtype == "float32"
+    assert (cuda.height, cuda.steps, cuda.dtype) == (512, 50, "float16")
+    assert g.default_config("sdxl", "cuda").height == 1024
+    assert quick.model == "tiny-sdxl" and quick.sdxl and quick.guidance_scale == 5.0
+
+
+def test_systems_share_one_unet_and_cover_the_alternatives(tiny_run):
+    cfg, systems, plain, _ = tiny_run
+    assert set(systems) == {"plain", "safer", "safer+score", "compare", "sld-medium", "sld-strong", "negative"}
+    assert systems["compare"].images_per_call == 2
+    assert all(s.images_per_call == 1 for n, s in systems.items() if n != "compare")
+
+
+def test_each_system_records_its_steps_and_measurement_pairs_rounds(tiny_run):
+    cfg, systems, plain, measured = tiny_run
+    res = measured["results"]["sdpa"]
+    iterations = len(plain.scheduler.timesteps)  # every denoising iteration is seen through the callbacks
+    assert iterations >= cfg.steps
+    for name in systems:
+        runs = res["raw"][name]
+        assert len(runs) == cfg.repeats
+        assert all(r["steps"] == iterations for r in runs)
+        assert all(r["wall"] > 0 and r["per_step"] > 0 for r in runs)
+    assert res["wall_per_call"]["plain"]["median"] == pytest.approx(1.0)
+    compare = res["wall_per_call"]["compare"]["median"]
+    assert res["wall_per_image"]["compare"]["median"] == pytest.approx(compare / 2)
+    assert "projected_per_call" in res  # 2 steps measured, 50 projected
+
+
+def test_section_has_one_table_and_one_target_per_model(tiny_run):
+    _, _, _, measured = tiny_run
+    section = g.to_section([measured], "cpu")
+    assert section.name == "generation"
+    [table] = section.tables
+    assert len(table.rows) == 7 and "projected" in table.columns[-1]
+    [target] = section.targets
+    assert target.name.startswith("Safer / plain, tiny") and target.target == "<= 1.01"
+    assert target.met == (measured["results"]["sdpa"]["wall_per_call"]["safer"]["median"] <= 1.01)
+    if not target.met:
+        assert "same FLOPs" in target.cause
+
+
+def test_safer_target_explains_a_miss():
+    stats = lambda m, q1, q3: {"median": m, "q1": q1, "q3": q3, "min": q1, "max": q3, "n": 3}  # noqa: E731
+    res = {"wall_per_call": {"safer": stats(1.03, 0.99, 1.06)}, "fastest_per_image": {"safer": 1.0},
+           "per_step": {"safer": stats(1.0, 0.99, 1.01)}, "fixed_delta": {"safer": stats(0.2, 0.1, 0.3)}}
+    target = g.safer_target("sd15", "sdpa", res)
+    assert target.met is False
+    assert "noise" in target.cause and "per-step ratio 1.000" in target.cause
+    res["wall_per_call"]["safer"] = stats(1.004, 1.0, 1.008)
+    assert g.safer_target("sd15", "sdpa", res).met is True
+
+
+def test_sdxl_has_no_sld_and_tiny_needs_no_memory_check():
+    cfg = g.default_config("sdxl", quick=True)
+    assert g.memory_shortfall(cfg) is None
+    with pytest.raises(ValueError, match="unknown benchmark model"):
+        g.model_dirs("sd3")
+
+
+def test_set_attention_rejects_unknown(tiny_run):
+    with pytest.raises(ValueError, match="sdpa or xformers"):
+        g.set_attention(tiny_run[2], "flash")
