@@ -24,6 +24,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from saferclip_diffusers.benchmarks.suite import FAMILIES, default_device, parse_only, run_suite  # noqa: E402
 
 
+def quiet_libraries() -> None:
+    """diffusers/transformers chatter (deprecations of SLD, dtype casts) would bury the progress bars."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help=f"comma-separated families: {','.join(FAMILIES)} (default: all)")
@@ -33,15 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="sd15,sdxl", help="generation: sd15, sdxl or both (default both)")
     p.add_argument("--repeats", type=int, help="generation: alternating rounds (default 3 on CPU, 5 on CUDA)")
     p.add_argument("--steps", type=int, help="generation: denoising steps (default 2 on CPU, 50 on CUDA)")
-    p.add_argument("--size", type=int, help="generation: image side in px (default: see saferclip_diffusers.benchmarks)")
+    p.add_argument("--size", type=int, help="generation: image side in px (default 128 on CPU)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="generation: default float16 on CUDA; on CPU bfloat16 where the CPU has native bf16, else float32")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is steadiest on a busy machine)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    quiet_libraries()
     try:
         families = parse_only(a.only)
     except ValueError as err:
         p.error(str(err))
-    overrides = {k: v for k, v in {"repeats": a.repeats, "steps": a.steps, "height": a.size, "width": a.size}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"repeats": a.repeats, "steps": a.steps, "height": a.size, "width": a.size,
+                                   "dtype": a.dtype}.items() if v is not None}
+    if a.threads:
+        import torch
+
+        if a.threads < 1:
+            p.error("--threads must be at least 1")
+        torch.set_num_threads(a.threads)
     models = tuple(m.strip() for m in a.models.split(",") if m.strip())
     bad = [m for m in models if m not in ("sd15", "sdxl")]
     if bad:

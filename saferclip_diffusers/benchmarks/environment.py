@@ -24,6 +24,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16), where bf16 runs fast."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return False
+    flags = next((line for line in cpuinfo.read_text(errors="replace").splitlines() if line.startswith("flags")), "")
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def total_ram_gb() -> float | None:
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():

@@ -55,6 +55,7 @@ class GenerationConfig:
     repeats: int = 3
     guidance_scale: float = 7.5
     dtype: str = "float32"
+    threads: int | None = None  # CPU: torch threads (None: torch's default); 1 is steadiest on a shared machine
     attention: tuple[str, ...] = ("sdpa",)
     prompt: str = PROMPT
     negative_prompt: str = NEGATIVE_PROMPT
@@ -78,9 +79,13 @@ def default_config(model: str, device: str = "cpu", quick: bool = False) -> Gene
         attention = ("sdpa", "xformers") if importlib.util.find_spec("xformers") else ("sdpa",)
         return GenerationConfig(model=model, device=device, height=size, width=size, steps=50, repeats=5,
                                 guidance_scale=guidance, dtype="float16", attention=attention)
-    size = 128 if sdxl else 256
-    return GenerationConfig(model=model, device=device, height=size, width=size, steps=2, repeats=3,
-                            guidance_scale=guidance)
+    from .environment import cpu_supports_bf16
+
+    # bfloat16 where the CPU has native bf16 (about 2x faster than float32 there, and half the memory, so SDXL
+    # fits beside other work in 24 GB); the ratios between systems are what is measured
+    dtype = "bfloat16" if cpu_supports_bf16() else "float32"
+    return GenerationConfig(model=model, device=device, height=128, width=128, steps=2, repeats=5,
+                            guidance_scale=guidance, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------- systems
@@ -91,6 +96,7 @@ class System:
     label: str
     images_per_call: int
     run: Callable[[int, list[float]], None]  # (num_inference_steps, step-end stamps to append to)
+    pipe: Any = None  # its pipeline: the scheduler tells how many denoising iterations a call ran
 
 
 def model_dirs(model: str) -> tuple[str, str]:
@@ -141,11 +147,11 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
         return run
 
     systems = {
-        "plain": System("plain diffusers pipeline", 1, new_style(plain)),
-        "safer": System("Safer pipeline (safe encoder only)", 1, new_style(safer)),
-        "safer+score": System("Safer pipeline + original kept (redirection score)", 1, new_style(scored)),
+        "plain": System("plain diffusers pipeline", 1, new_style(plain), plain),
+        "safer": System("Safer pipeline (safe encoder only)", 1, new_style(safer), safer),
+        "safer+score": System("Safer pipeline + original kept (redirection score)", 1, new_style(scored), scored),
         "compare": System("compare mode (safe + original image, one batch)", 2,
-                          new_style(scored, return_original=True)),
+                          new_style(scored, return_original=True), scored),
     }
     if not cfg.sdxl:
         from diffusers.pipelines.deprecated.stable_diffusion_safe import (
@@ -163,10 +169,10 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
 
             return run
 
-        systems["sld-medium"] = System("SLD, MEDIUM", 1, sld_run(SafetyConfig.MEDIUM))
-        systems["sld-strong"] = System("SLD, STRONG", 1, sld_run(SafetyConfig.STRONG))
+        systems["sld-medium"] = System("SLD, MEDIUM", 1, sld_run(SafetyConfig.MEDIUM), sld)
+        systems["sld-strong"] = System("SLD, STRONG", 1, sld_run(SafetyConfig.STRONG), sld)
     systems["negative"] = System("plain + safety negative prompt", 1,
-                                 new_style(plain, negative_prompt=cfg.negative_prompt))
+                                 new_style(plain, negative_prompt=cfg.negative_prompt), plain)
     for pipe in pipes:
         pipe.set_progress_bar_config(disable=True)
     return systems, plain
@@ -188,7 +194,8 @@ def _timed(system: System, steps: int, device: str) -> Callable[[], dict]:
             warnings.simplefilter("ignore", RuntimeWarning)
             system.run(steps, stamps)
         total = _now(device) - start
-        return {"profile": step_profile(total, stamps, start)}
+        iterations = len(system.pipe.scheduler.timesteps) if system.pipe is not None else None
+        return {"profile": step_profile(total, stamps, start, iterations)}
 
     return call
 
@@ -212,6 +219,17 @@ def measure_generation(cfg: GenerationConfig, systems: dict[str, System] | None 
     if systems is None:
         systems, plain = load_systems(cfg)
     clock = Clock(torch.cuda.synchronize if cfg.device.startswith("cuda") else None)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        results = _measure(cfg, systems, plain, clock)
+    finally:
+        torch.set_num_threads(threads)
+    return {"config": {**asdict(cfg), "threads": cfg.threads or threads}, "results": results}
+
+
+def _measure(cfg: GenerationConfig, systems: dict[str, System], plain, clock: Clock) -> dict[str, Any]:
     results = {}
     for attention in cfg.attention:
         if plain is not None and cfg.device.startswith("cuda"):
@@ -221,7 +239,7 @@ def measure_generation(cfg: GenerationConfig, systems: dict[str, System] | None 
         calls = {name: _timed(s, cfg.steps, cfg.device) for name, s in systems.items()}
         samples = alternate(calls, repeats=cfg.repeats, warmup=0, clock=clock, desc=f"{cfg.model} {attention}")
         results[attention] = summarize(samples, systems, cfg.project_steps if cfg.steps < cfg.project_steps else None)
-    return {"config": asdict(cfg), "results": results}
+    return results
 
 
 def summarize(samples: dict[str, list[Sample]], systems: dict[str, System], project_steps: int | None) -> dict:
@@ -241,6 +259,10 @@ def summarize(samples: dict[str, list[Sample]], systems: dict[str, System], proj
         if project_steps:
             out["projected_per_call"] = paired_ratios(
                 samples, "plain", value=lambda s: project(s.extra["profile"], project_steps))
+            plain_projected = spread([project(s.extra["profile"], project_steps) for s in samples["plain"]])["median"]
+            # the fixed-part difference as a share of a projected plain image: for systems with plain's UNet batch
+            # (safer, safer+score, negative) this is their whole extra cost, free of the per-step noise
+            out["fixed_delta_share"] = {n: d["median"] / plain_projected for n, d in out["fixed_delta"].items()}
     out["raw"] = {name: [{"wall": s.wall, "cpu": s.cpu, **(s.extra.get("profile") or {})} for s in runs]
                   for name, runs in samples.items()}
     out["labels"] = {name: s.label for name, s in systems.items()}
@@ -267,6 +289,7 @@ def safer_target(model: str, attention: str, res: dict) -> Target:
     """Safer / plain <= 1.01, judged on the per-call wall-clock median; a miss is traced to its part."""
     wall, step = res["wall_per_call"]["safer"], res.get("per_step", {}).get("safer")
     fixed, fastest = res.get("fixed_delta", {}).get("safer"), res["fastest_per_image"]["safer"]
+    share = res.get("fixed_delta_share", {}).get("safer")
     value = f"{wall['median']:.3f} (IQR {wall['q1']:.3f}–{wall['q3']:.3f}, n={wall['n']})"
     met = wall["median"] <= SAFER_TARGET
     cause = ""
@@ -280,8 +303,12 @@ def safer_target(model: str, attention: str, res: dict) -> Target:
         parts.append(f"fastest round vs fastest round {fastest:.3f}")
         if step and fixed:
             parts.append(f"per-step ratio {step['median']:.3f}, fixed part (encode + decode) {fixed['median']:+.2f} s")
+        if share is not None:
+            parts.append(f"at 50 steps the fixed-part difference is {100 * share:+.2f}% of a plain image")
         parts.append("the Safer path runs the same encoder and UNet calls as plain (same FLOPs)")
         cause = "; ".join(parts)
+    elif share is not None:
+        cause = (cause + "; " if cause else "") + f"projected text-side cost at 50 steps {100 * share:+.2f}%"
     return Target(f"Safer / plain, {model} ({attention})", f"<= {SAFER_TARGET}", value, met, cause)
 
 
@@ -296,7 +323,8 @@ def to_section(runs: list[dict[str, Any]], device: str, skipped: list[str] | Non
             columns = ["system", "images/call", "s/call (median)", "ratio per call", "ratio per image",
                        "fastest/fastest per image", "CPU-time ratio", "per-step ratio", "fixed part Δ s"]
             if projected:
-                columns.append(f"projected ratio/image at {cfg['project_steps']} steps")
+                columns += [f"projected ratio/image at {cfg['project_steps']} steps",
+                            f"fixed Δ / {cfg['project_steps']}-step plain image"]
             rows = []
             for name, label in res["labels"].items():
                 n_img = res["images_per_call"][name]
@@ -306,17 +334,20 @@ def to_section(runs: list[dict[str, Any]], device: str, skipped: list[str] | Non
                        _delta(res.get("fixed_delta", {}).get(name))]
                 if projected:
                     p = res["projected_per_call"][name]
-                    row.append(f"{p['median'] / n_img:.3f}")
+                    row += [f"{p['median'] / n_img:.3f}", f"{100 * res['fixed_delta_share'][name]:+.2f}%"]
                 rows.append(row)
             title = (f"{cfg['model']} (random weights), {cfg['height']}x{cfg['width']} px, {cfg['steps']} steps, "
-                     f"guidance {cfg['guidance_scale']}, {cfg['dtype']}, {attention}, {cfg['repeats']} alternating rounds")
+                     f"guidance {cfg['guidance_scale']}, {cfg['dtype']}, {attention}, {cfg['threads']} torch threads, "
+                     f"{cfg['repeats']} alternating rounds")
             note = ("Ratios: median [quartiles] over rounds of (system / plain) within a round; fastest/fastest compares "
                     "each system's least disturbed round. The fixed part is text encoding, set-up and VAE decoding "
                     "(shown as the difference to plain in seconds); per-step is one denoising step (UNet batch: plain 2, "
                     "compare 4, SLD 3).")
             if projected:
                 note += (f" Projected = fixed + {cfg['project_steps']} x per-step, per round: what the measured parts "
-                         "imply at the real step count (an extrapolation, not a measurement).")
+                         "imply at the real step count (an extrapolation, not a measurement). Fixed Δ / plain image: "
+                         "the median fixed-part difference over a projected plain image; for systems that run plain's "
+                         "UNet batch (Safer, negative prompt) it is their whole extra cost at the real step count.")
             section.tables.append(Table(title, columns, rows, note))
             section.targets.append(safer_target(cfg["model"], attention, res))
         section.raw[cfg["model"]] = run

@@ -148,18 +148,22 @@ def ratio_of_minima(
             for name, runs in samples.items()}
 
 
-def step_profile(total: float, stamps: list[float], start: float) -> dict[str, float] | None:
+def step_profile(total: float, stamps: list[float], start: float, iterations: int | None = None) -> dict[str, float] | None:
     """Split one generation into a fixed part and a per-denoising-step part from step-end timestamps.
 
-    ``stamps`` are the ``perf_counter`` readings at the end of each denoising step, ``start`` the reading at the
-    call's start, ``total`` its duration. per_step = (last - first) / (k - 1); fixed = total - k * per_step
-    (text encoding, set-up, VAE decoding). Needs k >= 2 stamps; else None.
+    ``stamps`` are the ``perf_counter`` readings at the end of consecutive denoising steps, ``start`` the reading
+    at the call's start, ``total`` its duration, ``iterations`` the number of denoising iterations the call ran
+    (default: one per stamp; some pipelines skip the callback on warm-up iterations).
+    per_step = (last - first) / (k - 1); fixed = total - iterations * per_step (text encoding, set-up, VAE
+    decoding). Needs k >= 2 stamps; else None.
     """
     k = len(stamps)
     if k < 2:
         return None
+    iterations = iterations or k
     per_step = (stamps[-1] - stamps[0]) / (k - 1)
-    return {"per_step": per_step, "fixed": total - k * per_step, "steps": k, "start_offset": stamps[0] - start}
+    return {"per_step": per_step, "fixed": total - iterations * per_step, "steps": iterations,
+            "start_offset": stamps[0] - start}
 
 
 def project(profile: dict[str, float], steps: int) -> float:

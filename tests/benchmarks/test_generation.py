@@ -16,9 +16,14 @@ def tiny_run():
     return cfg, systems, plain, g.measure_generation(cfg, systems, plain)
 
 
-def test_default_configs_per_device():
+def test_default_configs_per_device(monkeypatch):
+    from saferclip_diffusers.benchmarks import environment
+
     cpu, cuda, quick = g.default_config("sd15"), g.default_config("sd15", "cuda"), g.default_config("sdxl", quick=True)
-    assert cpu.steps < 50 and cpu.dtype == "float32"
+    assert cpu.steps < 50 and cpu.project_steps == 50
+    assert cpu.dtype == ("bfloat16" if environment.cpu_supports_bf16() else "float32")
+    monkeypatch.setattr(environment, "cpu_supports_bf16", lambda: False)
+    assert g.default_config("sd15").dtype == "float32"
     assert (cuda.height, cuda.steps, cuda.dtype) == (512, 50, "float16")
     assert g.default_config("sdxl", "cuda").height == 1024
     assert quick.model == "tiny-sdxl" and quick.sdxl and quick.guidance_scale == 5.0
@@ -52,7 +57,7 @@ def test_section_has_one_table_and_one_target_per_model(tiny_run):
     section = g.to_section([measured], "cpu")
     assert section.name == "generation"
     [table] = section.tables
-    assert len(table.rows) == 7 and "projected" in table.columns[-1]
+    assert len(table.rows) == 7 and "projected" in table.columns[-2] and "plain image" in table.columns[-1]
     [target] = section.targets
     assert target.name.startswith("Safer / plain, tiny") and target.target == "<= 1.01"
     assert target.met == (measured["results"]["sdpa"]["wall_per_call"]["safer"]["median"] <= 1.01)

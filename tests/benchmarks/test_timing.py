@@ -126,3 +126,11 @@ def test_step_profile_splits_fixed_and_per_step_time_and_projects():
     assert profile["steps"] == 3
     assert project(profile, 50) == pytest.approx(52.0)
     assert step_profile(1.0, [0.5], 0.0) is None
+
+
+def test_step_profile_counts_iterations_the_callback_did_not_see():
+    # 3 iterations, the callback skipped the first (as SLD's pipeline does for scheduler warm-up iterations)
+    profile = step_profile(total=5.0, stamps=[13.5, 14.5], start=10.0, iterations=3)
+    assert profile["per_step"] == pytest.approx(1.0)
+    assert profile["fixed"] == pytest.approx(2.0)
+    assert profile["steps"] == 3
