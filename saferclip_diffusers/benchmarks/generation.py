@@ -159,7 +159,8 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
             StableDiffusionPipelineSafe,
         )
 
-        sld = StableDiffusionPipelineSafe.from_pipe(plain, requires_safety_checker=False)
+        # from_pipe casts the modules it shares to its torch_dtype (float32 by default): pass the pipeline's own
+        sld = StableDiffusionPipelineSafe.from_pipe(plain, requires_safety_checker=False, torch_dtype=dtype)
         pipes.append(sld)
 
         def sld_run(config: dict) -> Callable[[int, list[float]], None]:

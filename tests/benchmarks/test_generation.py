@@ -32,6 +32,7 @@ def test_default_configs_per_device(monkeypatch):
 def test_systems_share_one_unet_and_cover_the_alternatives(tiny_run):
     cfg, systems, plain, _ = tiny_run
     assert set(systems) == {"plain", "safer", "safer+score", "compare", "sld-medium", "sld-strong", "negative"}
+    assert all(s.pipe.unet is plain.unet and s.pipe.vae is plain.vae for s in systems.values())
     assert systems["compare"].images_per_call == 2
     assert all(s.images_per_call == 1 for n, s in systems.items() if n != "compare")
 
@@ -81,6 +82,18 @@ def test_sdxl_has_no_sld_and_tiny_needs_no_memory_check():
     assert g.memory_shortfall(cfg) is None
     with pytest.raises(ValueError, match="unknown benchmark model"):
         g.model_dirs("sd3")
+
+
+def test_half_precision_systems_keep_one_dtype():
+    # diffusers' from_pipe casts shared modules to its torch_dtype (float32 by default): every system must stay
+    # in the configured dtype, or a half-precision safe encoder meets a float32 UNet
+    import torch
+
+    cfg = replace(g.default_config("sd15", quick=True), dtype="bfloat16", repeats=1)
+    systems, plain = g.load_systems(cfg)
+    for system in systems.values():
+        assert system.pipe.unet.dtype == system.pipe.text_encoder.dtype == torch.bfloat16
+    g._timed(systems["safer"], 1, "cpu")()
 
 
 def test_set_attention_rejects_unknown(tiny_run):
