@@ -1,0 +1,12 @@
+"""Shared test set-up: offline, tiny models cached once per session (or in $SAFERCLIP_TINY_CACHE)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("SAFERCLIP_TINY_CACHE", os.path.join(tempfile.gettempdir(), "saferclip-tiny-test-cache"))
+
+import saferclip_diffusers  # noqa: E402,F401  - applies the CPU torchvision workaround before transformers
