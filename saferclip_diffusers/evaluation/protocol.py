@@ -7,6 +7,7 @@ Presets (every field can be overridden):
 ``fixed``  the same with one image per prompt (the convention of most concept-erasure tables).
 ``sdxl``   SDXL defaults: 1024 px, CFG 5.0, 50 steps, one image per prompt.
 ``tiny``   offline smoke run: tiny random-weight SD, 32 px, 2 steps, 2 images per prompt, 6 prompts.
+``tiny-sdxl``  the same through the SDXL code path (tiny random-weight SDXL, CFG 5, one image per prompt, 4 prompts).
 
 Initial latents are drawn by us, never by the pipeline: image ``k`` of a prompt with seed ``s`` starts from
 ``torch.randn((n_images, C, h, w), generator=torch.Generator("cpu").manual_seed(s))[k]`` (float32, then cast),
@@ -43,6 +44,7 @@ class Protocol:
     width: int | None
     per_row_guidance: bool = False  # True: the CSV's guidance per prompt (clipped to guidance_clip), a variant
     guidance_clip: tuple[float, float] = (1.0, 30.0)
+    batch_size: int = 8  # images per pipeline call; fixed, so resumed and sharded runs compute identically
     limit: int | None = None  # default prompt limit of the preset (tiny only)
 
     def guidance_for(self, row_guidance: float) -> float:
@@ -62,15 +64,23 @@ class Protocol:
         for side in (self.height, self.width):
             if side is not None and (side < 8 or side % 8):
                 raise ValueError(f"height and width must be multiples of 8 (at least 8), got {side}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must not be negative, got {self.guidance_scale}")
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "i2p": Protocol("i2p", "sd15", num_images_per_prompt=10, guidance_scale=7.5, num_inference_steps=50, height=512, width=512),
-    "fixed": Protocol("fixed", "sd15", num_images_per_prompt=1, guidance_scale=7.5, num_inference_steps=50, height=512, width=512),
-    "sdxl": Protocol("sdxl", "sdxl", num_images_per_prompt=1, guidance_scale=5.0, num_inference_steps=50, height=1024, width=1024),
-    "tiny": Protocol("tiny", "tiny", num_images_per_prompt=2, guidance_scale=7.5, num_inference_steps=2, height=32, width=32, limit=6),
+    "i2p": Protocol("i2p", "sd15", num_images_per_prompt=10, guidance_scale=7.5, num_inference_steps=50, height=512,
+                    width=512, batch_size=10),
+    "fixed": Protocol("fixed", "sd15", num_images_per_prompt=1, guidance_scale=7.5, num_inference_steps=50, height=512,
+                      width=512, batch_size=8),
+    "sdxl": Protocol("sdxl", "sdxl", num_images_per_prompt=1, guidance_scale=5.0, num_inference_steps=50, height=1024,
+                     width=1024, batch_size=4),
+    "tiny": Protocol("tiny", "tiny", num_images_per_prompt=2, guidance_scale=7.5, num_inference_steps=2, height=32,
+                     width=32, batch_size=2, limit=6),
+    "tiny-sdxl": Protocol("tiny-sdxl", "tiny-sdxl", num_images_per_prompt=1, guidance_scale=5.0, num_inference_steps=2,
+                          height=32, width=32, batch_size=2, limit=4),
 }
 
 
@@ -135,7 +145,6 @@ class RunConfig:
     systems: tuple[SystemSpec, ...]
     prompts: dict[str, Any]  # the selection, the prompt ids and a digest of (id, prompt, seed, guidance)
     scoring: ScoringSpec
-    batch_size: int  # images per pipeline call (fixed layout: identical numerics on resume)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))

@@ -226,6 +226,24 @@ def _describe_system(system: dict[str, Any]) -> str:
     return f"`{system['name']}` (original text encoder)"
 
 
+def console_summary(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal: overall IP, EMI and nudity rate per system."""
+    lines = []
+    if summary["random_weights"]:
+        lines.append("(tiny random-weight models: these numbers say nothing about real models)")
+    if not summary["completeness"]["complete"]:
+        c = summary["completeness"]
+        lines.append(f"INCOMPLETE: {c['found_images']} of {c['expected_images']} images")
+    lines.append(f"{'system':<24} {'IP % [95% CI]':>22} {'EMI %':>14} {'nudity %':>9}")
+    for system, groups in summary["metrics"].items():
+        e = groups[ALL]
+        emi = e["expected_max_inappropriateness"]
+        lines.append(f"{system:<24} {_ci(e['inappropriate_probability']):>22} "
+                     f"{emi['mean']:>6.1f} ± {emi['std']:<5.1f} {e['nudity_rate']['value']:>9.1f}")
+    lines.append(f"unsafe = {summary['scoring']['unsafe_rule']}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------- figures
 
 

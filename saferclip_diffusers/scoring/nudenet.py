@@ -129,7 +129,10 @@ def nudenet_info(model_path: str | os.PathLike | None = None) -> dict[str, Any]:
 class NudeNetScorer:
     """Batched raw NudeNet detections for PIL images (or RGB arrays)."""
 
-    def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 8):
+    def __init__(self, model_path: str | os.PathLike | None = None, batch_size: int = 8, num_threads: int = 0):
+        """``num_threads``: onnxruntime intra-op threads (0: its default). Its threads do not spin-wait, so
+        scoring in a worker thread leaves the CPU to the generator between batches."""
+        import onnxruntime as ort
         from nudenet import NudeDetector
 
         if model_path is not None and not Path(model_path).is_file():
@@ -137,6 +140,14 @@ class NudeNetScorer:
         self.model_path = model_path
         self.batch_size = batch_size
         self.detector = NudeDetector(model_path=str(model_path) if model_path else None)
+        # nudenet 3.4.2 builds its session with default options (and ignores `providers`); rebuild it from the
+        # same file with non-spinning threads. Same model, same execution provider: same detections.
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = int(num_threads)
+        self.detector.onnx_session = ort.InferenceSession(
+            str(model_path or _onnx_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        )
 
     def info(self) -> dict[str, Any]:
         return nudenet_info(self.model_path)

@@ -1,0 +1,221 @@
+"""The systems compared in one I2P run, sharing one UNet and VAE, fed identical initial latents.
+
+``original``          the base pipeline with its own text encoder
+``safe``              the base pipeline with a safe text encoder swapped in (SafeR-CLIP by default; any hub id or local
+                      dir: a training export, Safe-CLIP, AdvUnlearn ...), built with ``Safer*Pipeline.from_pipe``
+``negative-prompt``   the base pipeline with SLD's safety concept as negative prompt
+``sld-weak|medium|strong|max``
+                      Safe Latent Diffusion through diffusers' deprecated ``StableDiffusionPipelineSafe``
+                      (SD 1.x/2.x only; skipped with a notice where it does not import or the base is SDXL)
+
+All pipelines are made from one loaded base pipeline with ``from_pipe``, which shares every component it is not
+given: the UNet and VAE exist once in memory. The safety checker is off everywhere (it would black out images
+and hide the effect being measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .protocol import SAFETY_CONCEPT, SystemSpec
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("original", "safe", "negative-prompt", "sld-weak", "sld-medium", "sld-strong", "sld-max")
+
+
+def sld_configs() -> dict[str, dict[str, float]] | None:
+    """SLD's named hyper-parameter sets, or None when diffusers no longer ships the pipeline."""
+    try:
+        from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig
+    except ImportError:
+        return None
+    return {"sld-weak": dict(SafetyConfig.WEAK), "sld-medium": dict(SafetyConfig.MEDIUM),
+            "sld-strong": dict(SafetyConfig.STRONG), "sld-max": dict(SafetyConfig.MAX)}
+
+
+def encoder_digest(spec: str | None) -> str | None:
+    """sha256 over the weight files of a local encoder directory (None for hub ids): the identity of an export."""
+    if spec is None or not Path(spec).expanduser().is_dir():
+        return None
+    root = Path(spec).expanduser()
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".bin"))
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_safe_encoder(arg: str) -> tuple[str | None, str]:
+    """``NAME=SPEC`` or ``SPEC`` -> (name or None, spec)."""
+    name, sep, spec = arg.partition("=")
+    if sep and name and "/" not in name and os.sep not in name:
+        return name, spec
+    return None, arg
+
+
+def build_system_specs(
+    systems: Sequence[str],
+    safe_encoders: Sequence[str],
+    *,
+    sdxl: bool,
+    safe_encoder_2: str | None = None,
+    negative_prompt: str = SAFETY_CONCEPT,
+) -> list[SystemSpec]:
+    """Expand system names (``safe`` = one system per safe encoder) into specs; unavailable SLD is skipped."""
+    unknown = [s for s in systems if s not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown system(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINES)}")
+    if len(set(systems)) != len(systems):
+        raise ValueError(f"a system is listed twice: {', '.join(systems)}")
+    specs: list[SystemSpec] = []
+    sld = None
+    for name in systems:
+        if name == "original":
+            specs.append(SystemSpec("original", "original"))
+        elif name == "negative-prompt":
+            specs.append(SystemSpec("negative-prompt", "negative-prompt", negative_prompt=negative_prompt))
+        elif name == "safe":
+            if not safe_encoders:
+                raise ValueError("system 'safe' needs at least one --safe-encoder")
+            parsed = [parse_safe_encoder(s) for s in safe_encoders]
+            for i, (label, spec) in enumerate(parsed):
+                label = label or ("safe" if len(parsed) == 1 else f"safe-{i + 1}:{Path(spec.rstrip('/')).name}")
+                specs.append(SystemSpec(label, "safe", safe_text_encoder=spec, safe_text_encoder_2=safe_encoder_2,
+                                        encoder_digest=encoder_digest(spec)))
+        else:  # sld-*
+            if sdxl:
+                logger.warning("skipping %s: Safe Latent Diffusion exists for SD 1.x/2.x only, not SDXL", name)
+                continue
+            sld = sld if sld is not None else sld_configs()
+            if sld is None:
+                logger.warning("skipping %s: this diffusers no longer ships StableDiffusionPipelineSafe", name)
+                continue
+            specs.append(SystemSpec(name, "sld", sld=sld[name]))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two systems share a name: {', '.join(names)}; name safe encoders with NAME=SPEC")
+    if not specs:
+        raise ValueError("no system left to evaluate")
+    return specs
+
+
+@dataclass
+class GenerationBatch:
+    """One pipeline call: a prompt per image, its initial latents (unit variance), the CFG scale."""
+
+    prompts: list[str]
+    latents: torch.Tensor
+    guidance_scale: float
+    num_inference_steps: int
+    height: int
+    width: int
+
+
+Generate = Callable[[GenerationBatch], tuple[list[Any], list[float] | None]]
+
+
+def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, device: torch.device | str,
+                       local_files_only: bool = False, allow_pickle: bool = False):
+    """The plain diffusers pipeline every system is made from (safety checker off, progress bar off)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": local_files_only}
+    if not allow_pickle:
+        kwargs["use_safetensors"] = True
+    if sdxl:
+        pipe = StableDiffusionXLPipeline.from_pretrained(base, **kwargs)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, feature_extractor=None,
+                                                       requires_safety_checker=False, **kwargs)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _call_kwargs(batch: GenerationBatch, pipe) -> dict[str, Any]:
+    return {
+        "prompt": batch.prompts,
+        "latents": batch.latents.to(device=pipe.device, dtype=pipe.unet.dtype),
+        "guidance_scale": batch.guidance_scale,
+        "num_inference_steps": batch.num_inference_steps,
+        "height": batch.height,
+        "width": batch.width,
+        "num_images_per_prompt": 1,
+        "output_type": "pil",
+    }
+
+
+def build_generators(base_pipe, specs: Sequence[SystemSpec], *, sdxl: bool, allow_pickle: bool = False,
+                     local_files_only: bool = False) -> dict[str, Generate]:
+    """A generate function per system, all sharing ``base_pipe``'s UNet and VAE."""
+    generators: dict[str, Generate] = {}
+    for spec in specs:
+        if spec.kind == "original":
+            generators[spec.name] = _plain(base_pipe)
+        elif spec.kind == "negative-prompt":
+            generators[spec.name] = _plain(base_pipe, negative_prompt=spec.negative_prompt)
+        elif spec.kind == "safe":
+            generators[spec.name] = _safe(base_pipe, spec, sdxl, allow_pickle, local_files_only)
+        elif spec.kind == "sld":
+            generators[spec.name] = _sld(base_pipe, spec)
+        else:
+            raise ValueError(f"unknown system kind {spec.kind!r}")
+    return generators
+
+
+def _plain(pipe, negative_prompt: str | None = None) -> Generate:
+    def generate(batch: GenerationBatch):
+        kwargs = _call_kwargs(batch, pipe)
+        if negative_prompt is not None:
+            kwargs["negative_prompt"] = [negative_prompt] * len(batch.prompts)
+        with torch.no_grad():
+            return list(pipe(**kwargs).images), None
+
+    return generate
+
+
+def _safe(base_pipe, spec: SystemSpec, sdxl: bool, allow_pickle: bool, local_files_only: bool) -> Generate:
+    from ..pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
+
+    cls = SaferStableDiffusionXLPipeline if sdxl else SaferStableDiffusionPipeline
+    kwargs: dict[str, Any] = {"safe_text_encoder": spec.safe_text_encoder, "keep_original": True,
+                              "allow_pickle": allow_pickle}
+    if local_files_only:
+        kwargs["local_files_only"] = True
+    if sdxl and spec.safe_text_encoder_2 is not None:
+        kwargs["safe_text_encoder_2"] = spec.safe_text_encoder_2
+    pipe = cls.from_pipe(base_pipe, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+
+    def generate(batch: GenerationBatch):
+        out = pipe(**_call_kwargs(batch, pipe))
+        return list(out.images), out.redirection_scores
+
+    return generate
+
+
+def _sld(base_pipe, spec: SystemSpec) -> Generate:
+    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
+
+    pipe = StableDiffusionPipelineSafe.from_pipe(base_pipe, safety_checker=None, feature_extractor=None,
+                                                 requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    params = dict(spec.sld or {})
+
+    def generate(batch: GenerationBatch):
+        with torch.no_grad():
+            return list(pipe(**_call_kwargs(batch, pipe), **params).images), None
+
+    return generate
