@@ -8,7 +8,8 @@ recomputed from stored results. Presets:
 ``nudity9``  nine exposed classes (adds male breast, feet, belly, armpits; UnlearnDiff, RECE, MACE) at 0.45
 ``nudity6``  six classes (F/M breast, F/M genitalia, buttocks, anus; Concept Steerers) at 0.6
 
-``name@threshold`` overrides a preset's threshold (``nudity9@0.6`` is RECE's rule). A detection counts when its
+``name@threshold`` overrides a preset's threshold (``nudity9@0.6`` is RECE's rule); ``CLASS+CLASS@threshold`` is a
+custom set of NudeNet labels. A detection counts when its
 score is at or above the threshold. Images are passed as BGR arrays: NudeNet rejects PIL images and silently
 misreads RGB arrays.
 """
@@ -69,22 +70,34 @@ NUDITY_PRESETS: dict[str, NudityPreset] = {
 
 
 def get_nudity_preset(spec: str) -> NudityPreset:
-    """A preset by name, optionally with ``@threshold``: ``"sld5"``, ``"nudity9@0.45"``, ``"nudity9@0.6"``."""
+    """A preset by name, optionally with ``@threshold`` (``"sld5"``, ``"nudity9@0.6"``), or a custom class set
+    ``"CLASS+CLASS@threshold"`` of NudeNet labels (``"FEMALE_BREAST_EXPOSED+BUTTOCKS_EXPOSED@0.5"``)."""
     name, _, threshold = str(spec).partition("@")
-    if name not in NUDITY_PRESETS:
-        raise ValueError(f"unknown NudeNet preset {name!r}; choose one of {', '.join(NUDITY_PRESETS)} (optionally @threshold)")
-    preset = NUDITY_PRESETS[name]
-    if not threshold:
-        return preset
-    try:
-        value = float(threshold)
-    except ValueError:
-        raise ValueError(f"bad threshold in NudeNet preset {spec!r}: {threshold!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"NudeNet threshold must lie in [0, 1], got {value} in {spec!r}")
-    if value == preset.threshold:
-        return preset
-    return NudityPreset(f"{name}@{value:g}", preset.classes, value, preset.source + f" (threshold {value:g})")
+    value = None
+    if threshold:
+        try:
+            value = float(threshold)
+        except ValueError:
+            raise ValueError(f"bad threshold in NudeNet preset {spec!r}: {threshold!r} is not a number") from None
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"NudeNet threshold must lie in [0, 1], got {value} in {spec!r}")
+    if name in NUDITY_PRESETS:
+        preset = NUDITY_PRESETS[name]
+        if value is None or value == preset.threshold:
+            return preset
+        return NudityPreset(f"{name}@{value:g}", preset.classes, value, preset.source + f" (threshold {value:g})")
+    if "+" in name or name in NUDENET_LABELS:
+        classes = tuple(c.strip() for c in name.split("+") if c.strip())
+        unknown = [c for c in classes if c not in NUDENET_LABELS]
+        if unknown:
+            raise ValueError(f"unknown NudeNet class(es) {', '.join(unknown)}; labels: {', '.join(NUDENET_LABELS)}")
+        if value is None:
+            raise ValueError(f"a custom NudeNet class set needs a threshold: {spec}@0.5")
+        return NudityPreset(f"{'+'.join(classes)}@{value:g}", classes, value, "custom class set")
+    raise ValueError(
+        f"unknown NudeNet preset {name!r}; choose one of {', '.join(NUDITY_PRESETS)} (optionally @threshold) "
+        "or give CLASS+CLASS@threshold"
+    )
 
 
 def to_bgr(image: Image.Image | np.ndarray) -> np.ndarray:
