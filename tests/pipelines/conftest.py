@@ -1,29 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
-from saferclip_diffusers.tiny import tiny_model_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_sd_dir():
-    return tiny_model_dir("sd")
-
-
-@pytest.fixture(scope="session")
-def tiny_sdxl_dir():
-    return tiny_model_dir("sdxl")
-
-
-@pytest.fixture(scope="session")
-def safe_sd_dir():
-    return tiny_model_dir("safe-sd")
-
-
-@pytest.fixture(scope="session")
-def safe_sdxl_dir():
-    return tiny_model_dir("safe-sdxl")
 
 
 @pytest.fixture
