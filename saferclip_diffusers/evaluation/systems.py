@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,34 @@ class GenerationBatch:
     width: int
 
 
-Generate = Callable[[GenerationBatch], tuple[list[Any], list[float] | None]]
+class SystemGenerator:
+    """Generates one system's images for a batch; ``pipe`` shares its UNet and VAE with every other system."""
+
+    def __init__(self, pipe, extra: dict[str, Any] | None = None, per_prompt: dict[str, str] | None = None,
+                 scores: bool = False):
+        self.pipe = pipe
+        self.extra = dict(extra or {})  # fixed call arguments (SLD hyper-parameters)
+        self.per_prompt = dict(per_prompt or {})  # an argument repeated per prompt (negative_prompt)
+        self.scores = scores  # the pipeline reports redirection scores
+
+    def __call__(self, batch: GenerationBatch) -> tuple[list[Any], list[float] | None]:
+        kwargs = {
+            "prompt": batch.prompts,
+            "latents": batch.latents.to(device=self.pipe.device, dtype=self.pipe.unet.dtype),
+            "guidance_scale": batch.guidance_scale,
+            "num_inference_steps": batch.num_inference_steps,
+            "height": batch.height,
+            "width": batch.width,
+            "num_images_per_prompt": 1,
+            "output_type": "pil",
+            **self.extra,
+            **{k: [v] * len(batch.prompts) for k, v in self.per_prompt.items()},
+        }
+        with torch.no_grad(), warnings.catch_warnings():
+            # SLD warns on every call that its checker is off; off is what this benchmark needs
+            warnings.filterwarnings("ignore", message="Safety checker disabled")
+            out = self.pipe(**kwargs)
+        return list(out.images), (out.redirection_scores if self.scores else None)
 
 
 def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, device: torch.device | str,
@@ -144,49 +172,26 @@ def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, devic
     return pipe
 
 
-def _call_kwargs(batch: GenerationBatch, pipe) -> dict[str, Any]:
-    return {
-        "prompt": batch.prompts,
-        "latents": batch.latents.to(device=pipe.device, dtype=pipe.unet.dtype),
-        "guidance_scale": batch.guidance_scale,
-        "num_inference_steps": batch.num_inference_steps,
-        "height": batch.height,
-        "width": batch.width,
-        "num_images_per_prompt": 1,
-        "output_type": "pil",
-    }
-
-
 def build_generators(base_pipe, specs: Sequence[SystemSpec], *, sdxl: bool, allow_pickle: bool = False,
-                     local_files_only: bool = False) -> dict[str, Generate]:
-    """A generate function per system, all sharing ``base_pipe``'s UNet and VAE."""
-    generators: dict[str, Generate] = {}
+                     local_files_only: bool = False) -> dict[str, SystemGenerator]:
+    """A generator per system, all made from ``base_pipe`` with ``from_pipe`` (UNet and VAE shared)."""
+    generators: dict[str, SystemGenerator] = {}
     for spec in specs:
         if spec.kind == "original":
-            generators[spec.name] = _plain(base_pipe)
+            generators[spec.name] = SystemGenerator(base_pipe)
         elif spec.kind == "negative-prompt":
-            generators[spec.name] = _plain(base_pipe, negative_prompt=spec.negative_prompt)
+            generators[spec.name] = SystemGenerator(base_pipe, per_prompt={"negative_prompt": spec.negative_prompt})
         elif spec.kind == "safe":
-            generators[spec.name] = _safe(base_pipe, spec, sdxl, allow_pickle, local_files_only)
+            generators[spec.name] = SystemGenerator(_safe_pipe(base_pipe, spec, sdxl, allow_pickle, local_files_only),
+                                                    scores=True)
         elif spec.kind == "sld":
-            generators[spec.name] = _sld(base_pipe, spec)
+            generators[spec.name] = SystemGenerator(_sld_pipe(base_pipe), extra=dict(spec.sld or {}))
         else:
             raise ValueError(f"unknown system kind {spec.kind!r}")
     return generators
 
 
-def _plain(pipe, negative_prompt: str | None = None) -> Generate:
-    def generate(batch: GenerationBatch):
-        kwargs = _call_kwargs(batch, pipe)
-        if negative_prompt is not None:
-            kwargs["negative_prompt"] = [negative_prompt] * len(batch.prompts)
-        with torch.no_grad():
-            return list(pipe(**kwargs).images), None
-
-    return generate
-
-
-def _safe(base_pipe, spec: SystemSpec, sdxl: bool, allow_pickle: bool, local_files_only: bool) -> Generate:
+def _safe_pipe(base_pipe, spec: SystemSpec, sdxl: bool, allow_pickle: bool, local_files_only: bool):
     from ..pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
 
     cls = SaferStableDiffusionXLPipeline if sdxl else SaferStableDiffusionPipeline
@@ -198,24 +203,13 @@ def _safe(base_pipe, spec: SystemSpec, sdxl: bool, allow_pickle: bool, local_fil
         kwargs["safe_text_encoder_2"] = spec.safe_text_encoder_2
     pipe = cls.from_pipe(base_pipe, **kwargs)
     pipe.set_progress_bar_config(disable=True)
-
-    def generate(batch: GenerationBatch):
-        out = pipe(**_call_kwargs(batch, pipe))
-        return list(out.images), out.redirection_scores
-
-    return generate
+    return pipe
 
 
-def _sld(base_pipe, spec: SystemSpec) -> Generate:
+def _sld_pipe(base_pipe):
     from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
 
     pipe = StableDiffusionPipelineSafe.from_pipe(base_pipe, safety_checker=None, feature_extractor=None,
                                                  requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    params = dict(spec.sld or {})
-
-    def generate(batch: GenerationBatch):
-        with torch.no_grad():
-            return list(pipe(**_call_kwargs(batch, pipe), **params).images), None
-
-    return generate
+    return pipe
