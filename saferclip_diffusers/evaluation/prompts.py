@@ -43,7 +43,7 @@ class PromptSelection:
     limit: int | None = None  # the first N prompts after the other filters
 
     def describe(self) -> str:
-        parts = [self.subset or (Path(self.source).name if self.source else "i2p (4703 prompts)")]
+        parts = [self.subset or (Path(self.source).name if self.source else "I2P (bundled CSV)")]
         if self.categories:
             parts.append("categories=" + "|".join(self.categories))
         if self.hard is not None:

@@ -169,11 +169,23 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     for key in sorted(set(old) | set(new)):
         path = f"{prefix}{key}"
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if a == b:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             diffs.extend(config_differences(a, b, path + "."))
-        elif a != b:
-            if isinstance(a, list) and isinstance(b, list) and len(a) + len(b) > 8:
-                diffs.append(f"{path}: {len(a)} entries -> {len(b)} entries (contents differ)")
+        elif _named_list(a) and _named_list(b):
+            names_a, names_b = [x["name"] for x in a], [x["name"] for x in b]
+            if names_a != names_b:
+                diffs.append(f"{path}: {names_a} -> {names_b}")
             else:
-                diffs.append(f"{path}: {a!r} -> {b!r}")
+                for x, y in zip(a, b, strict=True):
+                    diffs.extend(config_differences(x, y, f"{path}[{x['name']}]."))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) + len(b) > 8:
+            diffs.append(f"{path}: {len(a)} entries -> {len(b)} entries (contents differ)")
+        else:
+            diffs.append(f"{path}: {a!r} -> {b!r}")
     return diffs
+
+
+def _named_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, dict) and "name" in x for x in value)

@@ -174,7 +174,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"`{str(scoring['nudenet'].get('onnx_sha256'))[:16]}…`)" + (f"; Q16 on `{scoring['q16']['clip']}`." if scoring["q16"] else "."),
         "- Systems: " + "; ".join(_describe_system(s) for s in config["systems"]) + ".",
         f"- Intervals: 95% percentile bootstrap over prompts ({summary['report']['ci_samples']} resamples); EMI: "
-        f"{summary['report']['emi_samples']} samples of {summary['report']['emi_prompts']} prompts; seed {summary['report']['bootstrap_seed']}.",
+        f"{summary['report']['emi_samples']} samples of {summary['report']['emi_prompts']} prompts; seed {summary['report']['bootstrap_seed']}"
+        + (" (groups with fewer prompts use all of them: their EMI is simply the maximum)."
+           if any(g.get("expected_max_inappropriateness", {}).get("k", 25) < summary["report"]["emi_prompts"]
+                  for m in summary["metrics"].values() for g in m.values()) else "."),
         "",
     ]
     ref_note = ("SD 1.4 (I2P CSV)" if ref else None)

@@ -183,7 +183,9 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions) -> di
 
     from ..scoring.nudenet import NudeNetScorer
 
-    state = PartialState(cpu=options.cpu)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
+    # without CUDA, accelerate only sets up a multi-process (gloo) group when told the run is on CPU
+    state = PartialState(cpu=options.cpu or (distributed and not torch.cuda.is_available()))
     rank, world = state.process_index, state.num_processes
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,7 +225,13 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions) -> di
 def _generate(config, prompts, options, state, store, batches, todo, grid_ids, total, done_here, scorer_cls) -> None:
     from tqdm.auto import tqdm
 
-    from .systems import GenerationBatch, build_generators, load_base_pipeline
+    from .systems import (
+        GenerationBatch,
+        build_generators,
+        count_truncated,
+        load_base_pipeline,
+        quiet_generation_logs,
+    )
 
     protocol = config.protocol
     sdxl = protocol.model in ("sdxl", "tiny-sdxl")
@@ -246,6 +254,11 @@ def _generate(config, prompts, options, state, store, batches, todo, grid_ids, t
                     disable=not (options.progress and state.is_main_process), smoothing=0.05)
     worker = ScoringWorker(store, nudenet, q16, Path(options.output_dir), options.save_images, grid_ids, progress,
                            options.queue_size)
+    rows_todo = sorted({r for b, _ in todo for r, _ in batches[b]})
+    cut = count_truncated(base.tokenizer, [prompts["prompt"].iloc[r] for r in rows_todo])
+    if cut:
+        logger.info("%d of %d prompts are longer than CLIP's %d tokens and are truncated (as in any SD pipeline)",
+                    cut, len(rows_todo), base.tokenizer.model_max_length)
     latent_cache: dict[int, torch.Tensor] = {}
     started = time.perf_counter()
     try:
@@ -259,7 +272,8 @@ def _generate(config, prompts, options, state, store, batches, todo, grid_ids, t
             cfg = protocol.guidance_for(rows[0]["guidance"])
             batch = GenerationBatch([row["prompt"] for row in rows], latents, cfg, protocol.num_inference_steps,
                                     height, width)
-            images, redirection = generators[spec.name](batch)
+            with quiet_generation_logs():
+                images, redirection = generators[spec.name](batch)
             metas = [
                 {"prompt_id": int(row["prompt_id"]), "system": spec.name, "image_index": k, "seed": int(row["seed"]),
                  "categories": list(row["categories"]), "guidance_scale": cfg}

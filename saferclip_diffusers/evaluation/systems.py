@@ -15,6 +15,7 @@ and hide the effect being measured).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -148,8 +149,9 @@ class SystemGenerator:
             **{k: [v] * len(batch.prompts) for k, v in self.per_prompt.items()},
         }
         with torch.no_grad(), warnings.catch_warnings():
-            # SLD warns on every call that its checker is off; off is what this benchmark needs
+            # SLD warns on every call that its checker is off (what this benchmark needs) and about its deprecations
             warnings.filterwarnings("ignore", message="Safety checker disabled")
+            warnings.simplefilter("ignore", FutureWarning)
             out = self.pipe(**kwargs)
         return list(out.images), (out.redirection_scores if self.scores else None)
 
@@ -159,7 +161,7 @@ def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, devic
     """The plain diffusers pipeline every system is made from (safety checker off, progress bar off)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": local_files_only}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_files_only}
     if not allow_pickle:
         kwargs["use_safetensors"] = True
     if sdxl:
@@ -170,6 +172,31 @@ def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, devic
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def count_truncated(tokenizer, prompts: Sequence[str]) -> int:
+    """How many prompts exceed the tokenizer's window (CLIP: 77 tokens) and are cut, as in every SD pipeline."""
+    limit = tokenizer.model_max_length
+    return sum(len(ids) > limit for ids in tokenizer(list(prompts), truncation=False)["input_ids"])
+
+
+@contextlib.contextmanager
+def quiet_generation_logs():
+    """Silence the per-call truncation warnings of diffusers, transformers and our pipelines (counted up front)."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    ours = logging.getLogger("saferclip_diffusers.pipelines")
+    saved = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity(), ours.level)
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    ours.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(saved[0])
+        transformers_logging.set_verbosity(saved[1])
+        ours.setLevel(saved[2])
 
 
 def build_generators(base_pipe, specs: Sequence[SystemSpec], *, sdxl: bool, allow_pickle: bool = False,
