@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ..scoring.nudenet import get_nudity_preset
-from .metrics import ALL, category_groups, image_flags, reference_summary, summarize_system
+from .metrics import ALL, category_groups, compare_systems, image_flags, reference_summary, summarize_system
 from .protocol import ReportSpec
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def build_summary(header: dict[str, Any], records: Sequence[dict[str, Any]], pro
         "groups": groups,
         "completeness": {"expected_images": expected, "found_images": len(records), "complete": len(records) == expected},
         "metrics": metrics,
+        "vs_original": compare_systems(flags, "original", systems, groups, spec.ci_samples, spec.bootstrap_seed),
         "reference_sd14": reference_summary(prompts, groups, spec.emi_prompts, spec.emi_samples, spec.bootstrap_seed),
     }
     return summary, flags
@@ -145,6 +146,10 @@ def _pct(x: float | None) -> str:
 
 def _ci(entry: dict[str, float]) -> str:
     return f"{entry['value']:.1f} [{entry['ci_low']:.1f}, {entry['ci_high']:.1f}]"
+
+
+def _signed(entry: dict[str, float]) -> str:
+    return f"{entry['value']:+.1f} [{entry['ci_low']:+.1f}, {entry['ci_high']:+.1f}]"
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -201,11 +206,26 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines += table("Expected maximum inappropriateness (%, mean ± std)",
                    lambda e: f"{e['expected_max_inappropriateness']['mean']:.1f} ± {e['expected_max_inappropriateness']['std']:.1f}",
                    lambda r: f"{r['expected_max_inappropriateness']['mean']:.1f} ± {r['expected_max_inappropriateness']['std']:.1f}")
+    if summary["vs_original"]:
+        others = [s for s in systems if s in summary["vs_original"]]
+        head = ["category", *others]
+        lines += ["## Change in inappropriate probability vs `original` (points, paired 95% CI)", "",
+                  "Same prompts and initial latents for every system, so the interval resamples prompts jointly.", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for group in summary["groups"]:
+            cells = [summary["vs_original"][s].get(group) for s in others]
+            if any(cells):
+                lines.append("| " + " | ".join([group] + [_signed(c) if c else "–" for c in cells]) + " |")
+        lines.append("")
     lines += table(f"Nudity rate (%, `{scoring['nudity_preset']['name']}`, 95% CI)", lambda e: _ci(e["nudity_rate"]),
                    lambda r: _pct(r["nudity_rate"]))
     lines += table(f"NudeNet `{scoring['nudenet_preset']['name']}` / Q16 rates (%)",
                    lambda e: f"{e['nudenet_rate']:.1f} / {_pct(e['q16_rate'])}",
                    lambda r: f"– / {_pct(r['q16_rate'])}")
+    redirect = [s for s in systems if summary["metrics"][s][ALL].get("redirection_score") is not None]
+    if redirect:
+        lines += ["Mean redirection score cos(original, safe pooled text embedding) over all prompts: "
+                  + ", ".join(f"`{s}` {summary['metrics'][s][ALL]['redirection_score']:.3f}" for s in redirect) + ".", ""]
     if ref:
         lines += [
             "The SD 1.4 column repeats the I2P CSV's own figures for the same prompts (10 images each, NudeNet v2 + Q16, "

@@ -38,7 +38,7 @@ from .report import (
     slug,
     write_report,
 )
-from .store import ResultStore, merge_results
+from .store import ResultStore, merge_results, shard_path
 
 logger = logging.getLogger(__name__)
 
@@ -177,11 +177,32 @@ def _marker(output_dir: Path, rank: int, world: int) -> Path:
     return output_dir / "shards" / f"done-{rank:03d}-of-{world:03d}"
 
 
+@dataclass
+class _Work:
+    """This process's share: the global batch layout, the (batch, system) pairs still to do, progress counts."""
+
+    batches: list[list[tuple[int, int]]]
+    todo: list[tuple[int, SystemSpec]]
+    total: int
+    done: int
+    grid_ids: set[int]
+
+
+def _plan_work(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, store: ResultStore, rank: int,
+               world: int) -> _Work:
+    batches = plan_batches(prompts, config.protocol, config.protocol.batch_size)
+    mine = [b for b in range(len(batches)) if b % world == rank]
+    ids = [int(i) for i in prompts["prompt_id"]]
+    todo = [(b, spec) for b in mine for spec in config.systems
+            if not all((ids[r], spec.name, k) in store.done for r, k in batches[b])]
+    total = sum(len(batches[b]) for b in mine) * len(config.systems)
+    done = total - sum(len(batches[b]) for b, _ in todo)
+    return _Work(batches, todo, total, done, set(select_grid_prompts(prompts, options.report.grid_prompts)))
+
+
 def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions) -> dict[str, Any] | None:
     """Generate, score and store every (prompt, system, image) not yet done; the main process returns the summary."""
     from accelerate import PartialState
-
-    from ..scoring.nudenet import NudeNetScorer
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
     # without CUDA, accelerate only sets up a multi-process (gloo) group when told the run is on CPU
@@ -189,42 +210,42 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions) -> di
     rank, world = state.process_index, state.num_processes
     out = Path(options.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config_dict = config.to_dict()
-    fingerprint = config.fingerprint()
-    protocol = config.protocol
-
-    batches = plan_batches(prompts, protocol, protocol.batch_size)
-    mine = [b for b in range(len(batches)) if b % world == rank]
-    grid_ids = set(select_grid_prompts(prompts, options.report.grid_prompts))
     _marker(out, rank, world).unlink(missing_ok=True)
-    with ResultStore(out, config_dict, fingerprint, rank, world) as store:
+    with ResultStore(out, config.to_dict(), config.fingerprint(), rank, world) as store:
         if state.is_main_process:
             save_prompt_snapshot(prompts, out)
-        state.wait_for_everyone()  # every stale done marker is gone before anyone can finish
-
-        todo = []
-        for b in mine:
-            for spec in config.systems:
-                keys = [(int(prompts["prompt_id"].iloc[r]), spec.name, k) for r, k in batches[b]]
-                if not all(key in store.done for key in keys):
-                    todo.append((b, spec))
-        total = sum(len(batches[b]) for b in mine) * len(config.systems)
-        done_here = total - sum(len(batches[b]) for b, _ in todo)
+        state.wait_for_everyone()  # every stale done marker is gone and every shard exists before anyone finishes
+        shared = all(shard_path(out, r, world).exists() for r in range(world))
+        work = _plan_work(config, prompts, options, store, rank, world)
         logger.info("process %d/%d: %d of %d images to do (%d batches of up to %d)", rank + 1, world,
-                    total - done_here, total, len(todo), protocol.batch_size)
-        if todo:
-            _generate(config, prompts, options, state, store, batches, todo, grid_ids, total, done_here, NudeNetScorer)
+                    work.total - work.done, work.total, len(work.todo), config.protocol.batch_size)
+        if work.todo:
+            tiny_on_cpu = config.protocol.model.startswith("tiny") and state.device.type == "cpu"
+            threads = torch.get_num_threads()
+            if tiny_on_cpu:
+                torch.set_num_threads(1)  # tiny layers gain nothing from threads; OpenMP waits cost seconds
+            try:
+                _generate(config, prompts, options, state, store, work)
+            finally:
+                torch.set_num_threads(threads)
     _marker(out, rank, world).write_text("done\n")
     if not state.is_main_process:
+        return None
+    if not shared:
+        logger.warning(
+            "%s is not shared between the machines of this run, so the shards cannot be merged here: copy every "
+            "machine's shards/ folder into one directory, then run `python eval/i2p.py report DIR`", out)
         return None
     _wait_for_shards(out, world)
     header, records = merge_results(out)
     return write_report(out, header, records, options.report)
 
 
-def _generate(config, prompts, options, state, store, batches, todo, grid_ids, total, done_here, scorer_cls) -> None:
+def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, state, store: ResultStore,
+              work: _Work) -> None:
     from tqdm.auto import tqdm
 
+    from ..scoring.nudenet import NudeNetScorer
     from .systems import (
         GenerationBatch,
         build_generators,
@@ -243,35 +264,38 @@ def _generate(config, prompts, options, state, store, batches, todo, grid_ids, t
     height = protocol.height or base.unet.config.sample_size * base.vae_scale_factor
     width = protocol.width or base.unet.config.sample_size * base.vae_scale_factor
     shape = (base.unet.config.in_channels, height // base.vae_scale_factor, width // base.vae_scale_factor)
-    nudenet = scorer_cls(batch_size=options.nudenet_batch_size)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+    nudenet = NudeNetScorer(batch_size=options.nudenet_batch_size, num_threads=max(1, (os.cpu_count() or 1) // per_node))
     q16 = None
     if config.scoring.q16_clip:
         from ..scoring.q16 import Q16Classifier
 
         hub = {"local_files_only": True} if local else {}
         q16 = Q16Classifier(config.scoring.q16_clip, prompts=config.scoring.q16_prompts, device=state.device, **hub)
-    progress = tqdm(total=total, initial=done_here, desc="I2P images", unit="img", dynamic_ncols=True,
-                    disable=not (options.progress and state.is_main_process), smoothing=0.05)
-    worker = ScoringWorker(store, nudenet, q16, Path(options.output_dir), options.save_images, grid_ids, progress,
-                           options.queue_size)
-    rows_todo = sorted({r for b, _ in todo for r, _ in batches[b]})
-    cut = count_truncated(base.tokenizer, [prompts["prompt"].iloc[r] for r in rows_todo])
+    rows_todo = sorted({r for b, _ in work.todo for r, _ in work.batches[b]})
+    with quiet_generation_logs():
+        cut = count_truncated(base.tokenizer, [prompts["prompt"].iloc[r] for r in rows_todo])
     if cut:
         logger.info("%d of %d prompts are longer than CLIP's %d tokens and are truncated (as in any SD pipeline)",
                     cut, len(rows_todo), base.tokenizer.model_max_length)
-    latent_cache: dict[int, torch.Tensor] = {}
+    progress = tqdm(total=work.total, initial=work.done, desc="I2P images", unit="img", dynamic_ncols=True,
+                    disable=not (options.progress and state.is_main_process), smoothing=0.05)
+    worker = ScoringWorker(store, nudenet, q16, Path(options.output_dir), options.save_images, work.grid_ids, progress,
+                           options.queue_size)
+    latents_of: dict[int, torch.Tensor] = {}  # row -> the noise of all its images (rows arrive in order)
     started = time.perf_counter()
     try:
-        for b, spec in todo:
-            items = batches[b]
-            rows = [prompts.iloc[r] for r, _ in items]
+        for b, spec in work.todo:
+            items = work.batches[b]
+            for r in [r for r in latents_of if r < items[0][0]]:
+                del latents_of[r]
             for r, _ in items:
-                if r not in latent_cache:
-                    latent_cache[r] = initial_latents(int(prompts["seed"].iloc[r]), protocol.num_images_per_prompt, shape)
-            latents = torch.stack([latent_cache[r][k] for r, k in items])
+                if r not in latents_of:
+                    latents_of[r] = initial_latents(int(prompts["seed"].iloc[r]), protocol.num_images_per_prompt, shape)
+            rows = [prompts.iloc[r] for r, _ in items]
             cfg = protocol.guidance_for(rows[0]["guidance"])
-            batch = GenerationBatch([row["prompt"] for row in rows], latents, cfg, protocol.num_inference_steps,
-                                    height, width)
+            batch = GenerationBatch([row["prompt"] for row in rows], torch.stack([latents_of[r][k] for r, k in items]),
+                                    cfg, protocol.num_inference_steps, height, width)
             with quiet_generation_logs():
                 images, redirection = generators[spec.name](batch)
             metas = [
@@ -280,8 +304,6 @@ def _generate(config, prompts, options, state, store, batches, todo, grid_ids, t
                 for row, (_, k) in zip(rows, items, strict=True)
             ]
             worker.submit(metas, images, redirection)
-            for r in [r for r in latent_cache if r < items[0][0]]:
-                del latent_cache[r]
     finally:
         worker.close()
         progress.close()

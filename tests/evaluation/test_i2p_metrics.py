@@ -10,9 +10,11 @@ import pytest
 
 from saferclip_diffusers.evaluation.metrics import (
     category_groups,
+    compare_systems,
     expected_maximum,
     expected_maximum_exact,
     image_flags,
+    paired_difference,
     proportion_with_interval,
     summarize_system,
 )
@@ -124,3 +126,27 @@ def test_flags_and_per_category_summary_on_hand_made_records():
     flags = image_flags(no_q16, get_nudity_preset("sld5"), get_nudity_preset("nudity9"))
     assert list(flags["unsafe"]) == [True, False, False, False, False, False]
     assert summarize_system(flags, ["all"], emi_samples=10, ci_samples=10)["all"]["q16_rate"] is None
+
+
+def test_paired_difference_known_answers():
+    same = paired_difference([3, 0, 5], [3, 0, 5], [10, 10, 10], samples=300)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    shifted = paired_difference([3, 0, 5, 1], [2, 0, 4, 0], [10, 10, 10, 10], samples=300)
+    assert shifted.value == pytest.approx(-7.5)  # 3 fewer unsafe images out of 40
+    assert shifted.low <= -7.5 <= shifted.high and shifted.high <= 0.0
+    uniform = paired_difference([5, 1, 9], [4, 0, 8], [10, 10, 10], samples=300)  # every prompt exactly one fewer
+    assert (uniform.value, uniform.low, uniform.high) == pytest.approx((-10.0, -10.0, -10.0))
+
+
+def test_compare_systems_pairs_prompts():
+    records = [_record(p, s, k, ["sexual"] if p == 1 else ["hate"], [("ANUS_EXPOSED", 0.9)] if unsafe else [])
+               for p, s, k, unsafe in [(1, "original", 0, True), (1, "original", 1, True), (2, "original", 0, True),
+                                       (2, "original", 1, False), (1, "safe", 0, False), (1, "safe", 1, False),
+                                       (2, "safe", 0, True), (2, "safe", 1, False)]]
+    flags = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9"))
+    diff = compare_systems(flags, "original", ["original", "safe"], ["all", "hate", "sexual"], samples=200)
+    assert list(diff) == ["safe"]
+    assert diff["safe"]["all"]["value"] == pytest.approx(-50.0)  # 3 of 4 unsafe -> 1 of 4
+    assert diff["safe"]["sexual"]["value"] == pytest.approx(-100.0)
+    assert diff["safe"]["hate"]["value"] == pytest.approx(0.0)
+    assert compare_systems(flags, "missing", ["safe"], ["all"]) == {}

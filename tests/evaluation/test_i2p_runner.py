@@ -5,22 +5,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from saferclip_diffusers.evaluation.prompts import PromptSelection, load_prompts
 from saferclip_diffusers.evaluation.protocol import ReportSpec, SystemSpec, get_protocol
 from saferclip_diffusers.evaluation.runner import (
     RunOptions,
+    ScoringWorker,
     initial_latents,
     plan_batches,
     prepare_run,
     run_i2p,
 )
-from saferclip_diffusers.evaluation.store import ConfigMismatchError, load_results, shard_path
+from saferclip_diffusers.evaluation.store import ConfigMismatchError, ResultStore, load_results, shard_path
 from saferclip_diffusers.evaluation.systems import (
     GenerationBatch,
     build_generators,
@@ -29,6 +32,16 @@ from saferclip_diffusers.evaluation.systems import (
     sld_configs,
 )
 from saferclip_diffusers.tiny import tiny_model_dir
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from more threads, and on a busy 2-core machine OpenMP spin-waits cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 FAST = ReportSpec(emi_samples=200, ci_samples=100, grid_prompts=2)
 
@@ -116,6 +129,10 @@ def test_tiny_run_writes_everything(reference_run):
     assert {r["system"] for r in records} == {"original", "safe"}
     assert all(type(r["seed"]) is int and r["nudenet"] == [] for r in records)  # random tiny images: nothing found
     assert all(r["redirection_score"] is not None for r in records if r["system"] == "safe")
+    scores = {r["prompt_id"]: r["redirection_score"] for r in records if r["system"] == "safe"}
+    assert summary["metrics"]["safe"]["all"]["redirection_score"] == pytest.approx(np.mean(list(scores.values())))
+    assert summary["metrics"]["original"]["all"]["redirection_score"] is None
+    assert set(summary["vs_original"]) == {"safe"} and summary["vs_original"]["safe"]["all"]["value"] == 0.0
     assert summary["random_weights"] and summary["completeness"]["complete"]
     assert summary["scoring"]["nudenet"]["version"] and "NudeNet only" in summary["scoring"]["unsafe_rule"]
     header = json.loads((out / "results.jsonl").read_text().splitlines()[0])
@@ -124,6 +141,7 @@ def test_tiny_run_writes_everything(reference_run):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "Tiny random-weight models" in report and "SD 1.4 (I2P CSV)" in report
+    assert "vs `original`" in report and "redirection score" in report
     # the CSV's own SD 1.4 figures for these prompts, computed from the CSV directly
     csv = load_prompts(PromptSelection(limit=3))
     assert summary["reference_sd14"]["all"]["inappropriate_probability"] == pytest.approx(
@@ -176,3 +194,48 @@ def test_tiny_sdxl_run_skips_sld_with_a_notice(tmp_path, caplog):
     assert [s.name for s in config.systems] == ["original", "safe"]
     summary = run_i2p(config, prompts, RunOptions(output_dir=tmp_path, report=FAST, progress=False))
     assert summary["completeness"] == {"expected_images": 4, "found_images": 4, "complete": True}
+
+
+class BlockingScorer:
+    """A NudeNet stand-in that holds every call until released (to observe the worker, not to score)."""
+
+    def __init__(self, fail: bool = False):
+        self.release = threading.Event()
+        self.fail = fail
+        self.calls = 0
+
+    def detect(self, images):
+        self.release.wait(timeout=60)
+        self.calls += 1
+        if self.fail:
+            raise OSError("detector crashed")
+        return [[] for _ in images]
+
+
+def _metas(pid):
+    return [{"prompt_id": pid, "system": "original", "image_index": 0, "seed": 1, "categories": []}]
+
+
+def test_scoring_runs_beside_generation_and_failures_surface(tmp_path):
+    image = Image.new("RGB", (8, 8))
+    config = {"prompts": {"ids": [1, 2, 3]}, "systems": [{"name": "original"}]}
+    with ResultStore(tmp_path, config, "fp") as store:
+        scorer = BlockingScorer()
+        worker = ScoringWorker(store, scorer, None, tmp_path, False, set(), None, queue_size=2)
+        for pid in (1, 2, 3):  # one in the scorer's hands, two queued: the generator is not held up
+            worker.submit(_metas(pid), [image], None)
+        assert scorer.calls == 0 and store.done == set()
+        scorer.release.set()
+        worker.close()
+        assert scorer.calls == 3 and store.done == {(1, "original", 0), (2, "original", 0), (3, "original", 0)}
+    with ResultStore(tmp_path / "failing", config, "fp") as store:
+        scorer = BlockingScorer(fail=True)
+        worker = ScoringWorker(store, scorer, None, tmp_path, False, set(), None, queue_size=1)
+        worker.submit(_metas(1), [image], None)
+        scorer.release.set()
+        with pytest.raises(RuntimeError, match="scoring failed") as err:
+            for pid in range(2, 100):
+                worker.submit(_metas(pid), [image], None)
+            worker.close()
+        assert isinstance(err.value.__cause__, OSError)
+        assert store.done == set()

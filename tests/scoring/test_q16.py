@@ -17,6 +17,15 @@ from saferclip_diffusers.scoring.q16 import Q16Classifier, load_q16_prompts, q16
 from saferclip_diffusers.tiny import tiny_model_dir
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from more threads, and on a busy 2-core machine OpenMP spin-waits cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_bundled_prompts():
     prompts = load_q16_prompts()
     assert prompts.shape == (2, 768) and prompts.dtype == np.float32
