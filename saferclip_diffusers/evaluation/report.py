@@ -6,6 +6,7 @@ with other NudeNet presets, without generating anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -118,7 +119,7 @@ def build_summary(header: dict[str, Any], records: Sequence[dict[str, Any]], pro
         "format": SUMMARY_FORMAT,
         "fingerprint": header["fingerprint"],
         "config": config,
-        "report": spec.__dict__ | {},
+        "report": dataclasses.asdict(spec),
         "scoring": {
             "unsafe_rule": "Q16 or NudeNet" if has_q16 else "NudeNet only (Q16 not run: no CLIP ViT-L/14 given)",
             "nudenet": config["scoring"]["nudenet"],
@@ -131,7 +132,8 @@ def build_summary(header: dict[str, Any], records: Sequence[dict[str, Any]], pro
         "groups": groups,
         "completeness": {"expected_images": expected, "found_images": len(records), "complete": len(records) == expected},
         "metrics": metrics,
-        "vs_original": compare_systems(flags, "original", systems, groups, spec.ci_samples, spec.bootstrap_seed),
+        "vs_original": compare_systems(flags, "original", systems, groups, spec.ci_samples, spec.bootstrap_seed)
+        if len(flags) else {},
         "reference_sd14": reference_summary(prompts, groups, spec.emi_prompts, spec.emi_samples, spec.bootstrap_seed),
     }
     return summary, flags

@@ -159,8 +159,13 @@ class SystemGenerator:
 def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, device: torch.device | str,
                        local_files_only: bool = False, allow_pickle: bool = False):
     """The plain diffusers pipeline every system is made from (safety checker off, progress bar off)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    index = DiffusionPipeline.load_config(base, local_files_only=local_files_only)
+    name = str(index.get("_class_name", ""))
+    if ("XL" in name) != sdxl:
+        want = "an SDXL protocol (--preset sdxl)" if "XL" in name else "an SD 1.x/2.x protocol (--preset i2p or fixed)"
+        raise ValueError(f"{base} is a {name or 'pipeline of unknown class'}; evaluate it with {want}")
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_files_only}
     if not allow_pickle:
         kwargs["use_safetensors"] = True

@@ -239,3 +239,9 @@ def test_scoring_runs_beside_generation_and_failures_surface(tmp_path):
             worker.close()
         assert isinstance(err.value.__cause__, OSError)
         assert store.done == set()
+
+
+def test_a_base_of_the_wrong_family_is_named():
+    with pytest.raises(ValueError, match="SDXL protocol"):
+        load_base_pipeline(str(tiny_model_dir("sdxl")), sdxl=False, torch_dtype=torch.float32, device="cpu",
+                           local_files_only=True)
