@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "sorted-folder order); give one for all data sets or one per --data "
                            "(default: folder names, ImageNet names for WordNet-id folders)")
     data.add_argument("--templates", default="openai-imagenet",
-                      help="openai-imagenet (80), simple-imagenet (18), photo, or a TXT file with '{}' per line")
+                      help="openai-imagenet (80), simple-imagenet (7), photo, or a TXT file with '{}' per line")
     data.add_argument("--limit-per-class", type=int, help="use at most N images per class")
     parser.add_argument("--k", nargs="+", type=int, default=[1, 5], help="top-K accuracies")
     parser.add_argument("--out", default="results/zeroshot", help="output folder (tables, embedding cache)")

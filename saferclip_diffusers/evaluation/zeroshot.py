@@ -39,7 +39,7 @@ def _open_clip_metadata():
 
 
 def template_sets() -> dict[str, list[Template]]:
-    """Named template sets: ``openai-imagenet`` (CLIP's 80), ``simple-imagenet`` (18), ``photo`` (1)."""
+    """Named template sets: ``openai-imagenet`` (CLIP's 80), ``simple-imagenet`` (7), ``photo`` (1)."""
     meta = _open_clip_metadata()
     return {
         "openai-imagenet": list(meta.OPENAI_IMAGENET_TEMPLATES),
