@@ -77,31 +77,39 @@ def clip_scores(judge: ClipEncoder, images: Sequence[Image.Image], prompts: Sequ
 
 
 class ScoreStore:
-    """Append-only JSONL of per-prompt results keyed by ``index``; a torn last line (a killed run) is ignored."""
+    """Append-only JSONL of per-prompt results keyed by ``index``.
+
+    A torn last line (a run killed mid-write) is ignored on load and cut off before the next append.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.rows: dict[int, dict[str, Any]] = {}
-        self._torn = False
+        self._valid_bytes: int | None = None  # where to cut a torn last line
         if self.path.is_file():
-            text = self.path.read_text(encoding="utf-8")
-            self._torn = bool(text) and not text.endswith("\n")
-            lines = text.splitlines()
+            data = self.path.read_bytes()
+            lines = data.split(b"\n")
+            offset = 0
             for n, line in enumerate(lines):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    if n == len(lines) - 1:
-                        continue
-                    raise ValueError(f"{self.path}: line {n + 1} is corrupt; delete the file to start over") from None
-                self.rows[int(row["index"])] = row
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        if n < len(lines) - 1 and any(x.strip() for x in lines[n + 1 :]):
+                            raise ValueError(f"{self.path}: line {n + 1} is corrupt; delete the file to start over") from None
+                        self._valid_bytes = offset
+                        break
+                    self.rows[int(row["index"])] = row
+                offset += len(line) + 1
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._valid_bytes is not None:
+            os.truncate(self.path, self._valid_bytes)
+            self._valid_bytes = None
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(("\n" if self._torn else "") + text)  # a torn line stays alone on its line (ignored on load)
-            self._torn = False
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         for r in rows:
