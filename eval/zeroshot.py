@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     classnames = args.classnames * len(entries) if len(args.classnames) == 1 else args.classnames or [None] * len(entries)
     datasets = []
     for entry, names in zip(entries, classnames, strict=True):
-        name, _, root = entry.rpartition("=")
-        datasets.append(load_image_folder(root, names, name=name or None, limit_per_class=args.limit_per_class))
+        name, sep, root = entry.partition("=")
+        if not sep or "/" in name:  # a bare path (which may itself contain '=')
+            name, root = None, entry
+        datasets.append(load_image_folder(root, names, name=name, limit_per_class=args.limit_per_class))
     templates = resolve_templates(args.templates)
     original, safe = clip_pair_from_args(args)
     table = compare_zeroshot(original, safe, datasets, templates, ks=sorted(set(args.k)), batch_size=args.batch_size,
@@ -70,4 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, ValueError) as err:  # bad input: say what was wrong, no traceback
+        sys.exit(f"error: {err}")

@@ -403,6 +403,8 @@ def load_clip(
     spec = str(spec)
     if is_open_clip_spec(spec):
         return _load_open_clip(spec, device, dtype, allow_pickle, hub.get("cache_dir"))
+    if spec.startswith(("/", ".", "~")) and not Path(spec).expanduser().exists():
+        raise FileNotFoundError(f"CLIP directory does not exist: {spec}")
     model_type = hf_model_type(spec, **hub)
     if Path(spec).expanduser().is_dir() and model_type != "clip":
         raise ValueError(

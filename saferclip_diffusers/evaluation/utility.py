@@ -67,13 +67,18 @@ def load_coco_prompts(path: str | os.PathLike = COCO_30K_CSV, limit: int | None 
     return prompts
 
 
-def clip_scores(judge: ClipEncoder, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
-    """Per pair ``100 * max(cos(image_i, prompt_i), 0)``."""
+def clip_cosines(judge: ClipEncoder, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+    """Per pair ``cos(image_i, prompt_i)`` under the judge CLIP."""
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
     img = judge.encode_image(list(images), batch_size=max(1, len(images)))
     txt = judge.encode_text(list(prompts), batch_size=max(1, len(prompts)))
-    return 100.0 * (img * txt).sum(dim=-1).clamp(min=0)
+    return (img * txt).sum(dim=-1)
+
+
+def clip_scores(judge: ClipEncoder, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+    """Per pair ``100 * max(cos(image_i, prompt_i), 0)``."""
+    return 100.0 * clip_cosines(judge, images, prompts).clamp(min=0)
 
 
 class ScoreStore:
@@ -157,18 +162,19 @@ def generate_and_score(
         generators = [torch.Generator("cpu").manual_seed(p.seed) for p in batch]
         out = pipe(texts, generator=generators, return_original=True, compare_in_one_batch=compare_in_one_batch,
                    output_type="pil", **generation_kwargs)
-        safe = clip_scores(judge, out.images, texts).tolist()
-        original = clip_scores(judge, out.original_images, texts).tolist()
+        cos_safe = clip_cosines(judge, out.images, texts).tolist()
+        cos_orig = clip_cosines(judge, out.original_images, texts).tolist()
         redirection = out.redirection_scores or [None] * len(batch)
         rows = []
-        for p, o, s, r, img_o, img_s in zip(batch, original, safe, redirection, out.original_images, out.images,
-                                            strict=True):
+        for p, co, cs, r, img_o, img_s in zip(batch, cos_orig, cos_safe, redirection, out.original_images, out.images,
+                                              strict=True):
             if save_images:
                 for kind, image in (("original", img_o), ("safe", img_s)):
                     path = out_dir / "images" / kind / f"{p.index:05d}_{p.image_id}.png"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     image.save(path)
-            rows.append({**asdict(p), "original": o, "safe": s, "redirection_score": r})
+            rows.append({**asdict(p), "original": 100.0 * max(co, 0.0), "safe": 100.0 * max(cs, 0.0),
+                         "original_cosine": co, "safe_cosine": cs, "redirection_score": r})
         store.append(rows)
     return store
 
@@ -184,6 +190,9 @@ def utility_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = 
     half = 1.96 * diff.std().item() / math.sqrt(n) if n > 1 else float("nan")
     table = ComparisonTable("Generation utility: CLIP score on COCO captions", meta=dict(meta or {}))
     table.add("CLIP score", orig.mean().item(), safe.mean().item(), n=n)
+    if all("original_cosine" in r for r in rows):  # unclamped: informative where the clamp bites (tiny models)
+        table.add("100 x cosine (unclamped)", 100.0 * sum(r["original_cosine"] for r in rows) / n,
+                  100.0 * sum(r["safe_cosine"] for r in rows) / n, n=n)
     table.meta["CLIP score"] = "100 * max(cos(image, prompt), 0), judged by a fixed CLIP (torchmetrics convention)"
     table.meta["paired difference (safe - original)"] = f"{diff.mean().item():+.3f} +/- {half:.3f} (95% normal interval)"
     table.meta["prompts where safe < original"] = f"{100.0 * (diff < 0).double().mean().item():.1f}%"

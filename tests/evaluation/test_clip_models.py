@@ -127,6 +127,8 @@ def test_not_a_clip_directory(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip_text_model"}))
     with pytest.raises(ValueError, match="not a full CLIP"):
         load_clip(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_clip(tmp_path / "typo")
 
 
 # ----------------------------------------------------------------------------------------------- open_clip

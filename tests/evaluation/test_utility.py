@@ -105,6 +105,7 @@ def test_identical_encoders_give_zero_difference(judge, tmp_path):
     store = generate_and_score(pipe, judge, load_coco_prompts(limit=2), tmp_path, batch_size=2, num_inference_steps=2)
     table = utility_table(list(store.rows.values()))
     assert table.row("CLIP score").n == 2 and table.row("CLIP score").difference == 0.0
+    assert table.row("100 x cosine (unclamped)").difference == 0.0
     assert all(r["redirection_score"] == pytest.approx(1.0) for r in store.rows.values())
 
 
@@ -131,6 +132,7 @@ def test_scores_match_saved_images_same_latents_and_resume(judge, tmp_path):
         assert row["safe"] == pytest.approx(clip_scores(judge, [images["safe"]], [p.prompt]).item(), abs=1e-4)
         assert row["original"] == pytest.approx(clip_scores(judge, [images["original"]], [p.prompt]).item(), abs=1e-4)
         assert row["seed"] == p.seed
+        assert row["safe"] == pytest.approx(100 * max(row["safe_cosine"], 0.0))
     # the original image is what the plain pipeline (original encoder) draws from the same seed
     from diffusers import StableDiffusionPipeline
 

@@ -162,9 +162,18 @@ def test_identity_and_shared_image_tower(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["images-original-images.safetensors"]
 
 
-def test_cli_tiny_preset(tmp_path):
+def test_cli_tiny_preset(tmp_path_factory, colour_folder):
     main = runpy.run_path(str(SCRIPT))["main"]
-    assert main(["--preset", "tiny", "--out", str(tmp_path), "--templates", "simple-imagenet"]) == 0
-    table = read_table(tmp_path / "zeroshot.json")
+    tmp_path = tmp_path_factory.mktemp("cli")
+    out = tmp_path / "out"
+    assert main(["--preset", "tiny", "--out", str(out), "--templates", "simple-imagenet"]) == 0
+    table = read_table(out / "zeroshot.json")
     assert [(r.group, r.metric, r.n) for r in table.rows] == [("tiny", "top-1", 18), ("tiny", "top-5", 18)]
-    assert "random-weight" in table.meta["note"] and (tmp_path / "zeroshot.md").is_file()
+    assert "random-weight" in table.meta["note"] and (out / "zeroshot.md").is_file()
+    # the user's own folders (named or bare), one class-name file for all
+    (tmp_path / "names.txt").write_text("navy\nlime\ncrimson\n")
+    args = ["--preset", "tiny", "--out", str(out), "--data", f"colours={colour_folder}", "--data", str(colour_folder),
+            "--classnames", str(tmp_path / "names.txt"), "--templates", "photo", "--k", "1"]
+    assert main(args) == 0
+    groups = [r.group for r in read_table(out / "zeroshot.json").rows]
+    assert groups == ["colours", colour_folder.name, "mean of 2"]
