@@ -9,10 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("SAFERCLIP_TINY_CACHE", os.path.join(tempfile.gettempdir(), "saferclip-tiny-test-cache"))
 
-import saferclip_diffusers  # noqa: E402,F401  - applies the CPU torchvision workaround before transformers
-
 import pytest  # noqa: E402
 
+import saferclip_diffusers  # noqa: E402,F401  - applies the CPU torchvision workaround before transformers
 from saferclip_diffusers.tiny import tiny_model_dir  # noqa: E402
 
 

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
 
 
 @pytest.fixture
