@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from saferclip_diffusers.evaluation.clip_models import add_clip_arguments, clip_pair_from_args, image_workers
+from saferclip_diffusers.evaluation.clip_cli import add_clip_arguments, clip_pair_from_args, image_workers
 from saferclip_diffusers.evaluation.zeroshot import (
     compare_zeroshot,
     load_image_folder,
