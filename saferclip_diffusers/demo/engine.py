@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
@@ -45,7 +46,22 @@ def resolve_model(model: str) -> Preset:
     if "StableDiffusion" not in name or any(x in name for x in ("Img2Img", "Inpaint", "Upscale", "Depth", "3")):
         raise ValueError(f"--model {model!r} holds a {name or 'unknown'} pipeline; the demo needs SD 1.x/2.x or SDXL "
                          "text-to-image")
-    return get_preset("sdxl" if "XL" in name else "sd15", name=str(model), base=str(model))
+    size = _native_size(model)
+    base = get_preset("sdxl" if "XL" in name else "sd15")
+    return replace(base, name=str(model), base=str(model), height=size or base.height, width=size or base.width)
+
+
+def _native_size(model: str) -> int | None:
+    """The image size a pipeline was built for: UNet sample size times the VAE's downscaling (None if unknown)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    try:
+        sample = UNet2DConditionModel.load_config(model, subfolder="unet")["sample_size"]
+        blocks = AutoencoderKL.load_config(model, subfolder="vae")["block_out_channels"]
+    except Exception:  # noqa: BLE001 - fall back to the family's default size
+        return None
+    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+    return int(sample) * 2 ** (len(blocks) - 1)
 
 
 def encoder_specs(preset: Preset, safe_encoder: str | None = None, safe_encoder_2: str | None = None) -> dict:
@@ -173,15 +189,22 @@ class DemoEngine:
         self.interpreter = interpreter
         self.neighbours = neighbours
         self.description = description
+        self._local = threading.local()
 
     def _view(self):
-        """A shallow copy of the pipeline with its own scheduler and call state; every model is shared.
+        """A shallow copy of the pipeline with its own scheduler, tokenizers and call state; models are shared.
 
-        diffusers keeps per-call state on the pipeline (timesteps in the scheduler, guidance scale, ...), so
-        concurrent calls on one object would interfere.
+        diffusers keeps per-call state on the pipeline (timesteps in the scheduler, guidance scale, ...) and fast
+        tokenizers switch their padding mode in place on every call, so concurrent calls on one object would
+        interfere. Tokenizer copies are made once per worker thread.
         """
         view = copy.copy(self.pipe)
         view.scheduler = self.pipe.scheduler.from_config(self.pipe.scheduler.config)
+        names = [tok for _, tok in self.pipe._slots]
+        if getattr(self._local, "tokenizers", None) is None:
+            self._local.tokenizers = {name: copy.deepcopy(getattr(self.pipe, name)) for name in names}
+        for name, tokenizer in self._local.tokenizers.items():
+            setattr(view, name, tokenizer)
         return view
 
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:

@@ -14,10 +14,12 @@ their captions, so an interrupted run resumes and a larger pool reuses the chunk
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,7 @@ class CaptionInterpreter:
         if not captions:
             raise ValueError("the caption pool is empty")
         self.captions = list(captions)
+        self._lock = threading.Lock()
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         tokenizers = dict(pipe._slots)
         slots = pipe.safe_slots or list(tokenizers)
@@ -161,7 +164,9 @@ class CaptionInterpreter:
             self.spaces[side] = []
             for slot in slots:
                 encoder = pipe.original_encoder(slot) if side == "original" else getattr(pipe, slot)
-                tokenizer = getattr(pipe, tokenizers[slot])
+                # its own copy: fast tokenizers change their padding mode in place, so sharing one across
+                # threads (the pipeline generating while this encodes a prompt) corrupts batches
+                tokenizer = copy.deepcopy(getattr(pipe, tokenizers[slot]))
                 table = embed_pool(self.captions, tokenizer, encoder, cache_dir, chunk_size=chunk_size,
                                    desc=f"{side} {slot}: embedding {len(self.captions)} captions")
                 self.spaces[side].append(_Slot(tokenizer, encoder, table))
@@ -169,9 +174,10 @@ class CaptionInterpreter:
     def similarities(self, prompt: str) -> dict[str, torch.Tensor]:
         """Per side, the cosine of the prompt with every pool caption (averaged over slots), shape (N,)."""
         out = {}
-        for side, slots in self.spaces.items():
-            sims = [s.captions @ pooled_embeddings(s.tokenizer, s.encoder, [prompt])[0] for s in slots]
-            out[side] = torch.stack(sims).mean(dim=0)
+        with self._lock:  # one prompt at a time through this interpreter's tokenizers (milliseconds)
+            for side, slots in self.spaces.items():
+                sims = [s.captions @ pooled_embeddings(s.tokenizer, s.encoder, [prompt])[0] for s in slots]
+                out[side] = torch.stack(sims).mean(dim=0)
         return out
 
     def nearest(self, prompt: str, k: int = 5) -> dict[str, list[tuple[str, float]]]:
