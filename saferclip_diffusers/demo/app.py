@@ -52,7 +52,7 @@ def make_handlers(engine: DemoEngine):
         try:
             result = engine.generate(request, progress=lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
         except InputError as err:
-            raise gr.Error(str(err), title="Input out of range") from err
+            raise gr.Error(str(err), title="Input out of range", print_exception=False) from err
         except torch.OutOfMemoryError as err:
             raise gr.Error("Out of accelerator memory: lower the size or the number of images.") from err
         return (*render(result, show_unsafe), result.request.seed, result)
