@@ -88,7 +88,9 @@ def encode_text(
     if layer == "final":
         hidden = out.last_hidden_state
         if clip_skip is not None:
-            hidden = text_encoder.text_model.final_layer_norm(out.hidden_states[-(clip_skip + 1)])
+            # transformers 5 flattened CLIPTextModel (no .text_model); diffusers 0.42's own clip_skip path breaks there
+            final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+            hidden = final_norm(out.hidden_states[-(clip_skip + 1)])
     elif layer == "penultimate":
         hidden = out.hidden_states[-((clip_skip or 0) + 2)]
     else:

@@ -11,8 +11,6 @@ import os
 import warnings
 from typing import Any
 
-import torch
-
 from .. import _compat
 from ..encoders import (
     SLOT_CLASSES,
@@ -85,9 +83,8 @@ def resolve_specs(cls, specs: dict[str, Any], saved_safe_slots: list[str] | None
 
 def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, keep_original: bool,
                         allow_pickle: bool, use_xformers: bool | None, kwargs: dict[str, Any]):
-    from transformers import CLIPTextConfig, CLIPTokenizer
-
     from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTokenizer
 
     hub = hub_kwargs(kwargs)
     torch_dtype = kwargs.get("torch_dtype")

@@ -6,8 +6,10 @@ import os
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionPipeline
-from transformers import CLIPTextModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..encoders import DEFAULT_SAFE_TEXT_ENCODER
 from .conditioning import EncodedText, SaferPipelineMixin, encode_text
@@ -39,14 +41,14 @@ class SaferStableDiffusionPipeline(SaferPipelineMixin, StableDiffusionPipeline):
 
     def __init__(
         self,
-        vae,
+        vae: AutoencoderKL,
         text_encoder: CLIPTextModel,
-        tokenizer,
-        unet,
-        scheduler,
-        safety_checker,
-        feature_extractor,
-        image_encoder=None,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
+        safety_checker: StableDiffusionSafetyChecker,
+        feature_extractor: CLIPImageProcessor,
+        image_encoder: CLIPVisionModelWithProjection = None,
         requires_safety_checker: bool = True,
         original_text_encoder: CLIPTextModel | None = None,
         safe_text_encoder_slots: list[str] | None = None,

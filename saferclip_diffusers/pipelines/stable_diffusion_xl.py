@@ -6,8 +6,15 @@ import os
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionXLPipeline
-from transformers import CLIPTextModel, CLIPTextModelWithProjection
+from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+)
 
 from ..encoders import DEFAULT_SAFE_TEXT_ENCODER
 from .conditioning import SaferPipelineMixin, encode_text
@@ -44,15 +51,15 @@ class SaferStableDiffusionXLPipeline(SaferPipelineMixin, StableDiffusionXLPipeli
 
     def __init__(
         self,
-        vae,
+        vae: AutoencoderKL,
         text_encoder: CLIPTextModel,
         text_encoder_2: CLIPTextModelWithProjection,
-        tokenizer,
-        tokenizer_2,
-        unet,
-        scheduler,
-        image_encoder=None,
-        feature_extractor=None,
+        tokenizer: CLIPTokenizer,
+        tokenizer_2: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
+        image_encoder: CLIPVisionModelWithProjection = None,
+        feature_extractor: CLIPImageProcessor = None,
         force_zeros_for_empty_prompt: bool = True,
         add_watermarker: bool | None = None,
         original_text_encoder: CLIPTextModel | None = None,
