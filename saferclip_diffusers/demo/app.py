@@ -108,7 +108,7 @@ def build_demo(
         with gr.Accordion("More settings", open=False):
             negative = gr.Textbox(label="Negative prompt", max_length=limits.max_prompt_chars)
             with gr.Row():
-                seed = gr.Number(value=d.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                seed = gr.Number(value=d.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
                 randomize = gr.Checkbox(value=True, label="Randomize seed")
                 steps = gr.Slider(limits.min_steps, limits.max_steps, value=d.steps, step=1, label="Steps")
                 guidance = gr.Slider(0.0, limits.max_guidance, value=d.guidance_scale, step=0.5, label="Guidance scale")

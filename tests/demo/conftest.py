@@ -21,10 +21,16 @@ from saferclip_diffusers.demo.screen import NudityScreen  # noqa: E402
 POOL_SIZE = 200  # captions for "Interpreted as" in tests: enough for two cache chunks of 128
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return _free_port()
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +57,7 @@ def launched_app(tiny_engine):
     from saferclip_diffusers.demo.app import build_demo, launch_demo
 
     demo = build_demo(tiny_engine, concurrency_limit=2, queue_size=8)
-    _, url, share_url = launch_demo(demo, port=free_port(), block=False, quiet=True)
+    _, url, share_url = launch_demo(demo, port=_free_port(), block=False, quiet=True)
     try:
         yield demo, url, share_url
     finally:
