@@ -13,9 +13,10 @@ os.environ.setdefault("SAFERCLIP_TINY_CACHE", os.path.join(tempfile.gettempdir()
 import pytest  # noqa: E402
 
 import saferclip_diffusers  # noqa: E402,F401  - applies the CPU torchvision workaround before transformers
-from saferclip_diffusers.demo.engine import DemoEngine, GenerationRequest, load_demo_pipeline, resolve_model  # noqa: E402
+from saferclip_diffusers.demo.engine import DemoEngine, GenerationRequest  # noqa: E402
 from saferclip_diffusers.demo.interpret import CaptionInterpreter, load_captions  # noqa: E402
 from saferclip_diffusers.demo.limits import Limits  # noqa: E402
+from saferclip_diffusers.demo.loading import load_demo_pipeline, resolve_model  # noqa: E402
 from saferclip_diffusers.demo.screen import NudityScreen  # noqa: E402
 
 POOL_SIZE = 200  # captions for "Interpreted as" in tests: enough for two cache chunks of 128

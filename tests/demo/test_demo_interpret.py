@@ -103,7 +103,7 @@ def test_the_two_sides_use_the_two_encoders(tiny_engine, tiny_pipe):
 
 
 def test_sdxl_averages_over_both_swapped_slots(tmp_path):
-    from saferclip_diffusers.demo.engine import load_demo_pipeline, resolve_model
+    from saferclip_diffusers.demo.loading import load_demo_pipeline, resolve_model
 
     pipe = load_demo_pipeline(resolve_model("tiny-sdxl"), device="cpu")
     assert pipe.safe_slots == ["text_encoder", "text_encoder_2"]
