@@ -50,6 +50,15 @@ def test_handler_returns_everything_the_page_shows(tiny_engine):
     assert state.request == GenerationRequest("a cat on a sofa", "", 5, 3, 7.5, 32, 32, 2, 1.0)
 
 
+def test_handler_reports_denoising_steps_to_the_progress_bar(tiny_engine):
+    generate, _ = make_handlers(tiny_engine)
+    calls = []
+    generate(*ARGS, progress=lambda value, desc=None, unit="steps": calls.append((value, desc)))
+    steps = [value for value, desc in calls if desc and desc.startswith("denoising")]
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # ARGS asks for 3 steps
+    assert [desc for _, desc in calls[-2:]] == ["NudeNet screening", "nearest captions"]
+
+
 def test_randomized_seed_is_drawn_and_reported(tiny_engine):
     generate, _ = make_handlers(tiny_engine)
     seeds = {generate(*ARGS[:3], True, *ARGS[4:], progress=gr.Progress())[8] for _ in range(2)}

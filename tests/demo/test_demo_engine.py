@@ -84,3 +84,15 @@ def test_concurrent_calls_give_the_same_images_as_sequential_ones(tiny_engine):
     assert not errors
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tiny_sdxl_compares_from_identical_latents_too():
+    from saferclip_diffusers.demo.engine import build_engine
+
+    engine = build_engine("tiny-sdxl", device="cpu", caption_pool_size=0)
+    assert engine.pipe.safe_slots == ["text_encoder", "text_encoder_2"]
+    same = engine.generate(req(safety_scale=0.0, guidance_scale=5.0, negative_prompt="blurry"))
+    np.testing.assert_array_equal(arrays(same.original.images)[0], arrays(same.safe.images)[0])
+    full = engine.generate(req(safety_scale=1.0, guidance_scale=5.0, negative_prompt="blurry"))
+    assert not np.array_equal(arrays(full.original.images)[0], arrays(full.safe.images)[0])
+    assert full.redirection_score < 0.999 and full.interpreted is None
