@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """I2P safety benchmark: original vs safe text encoders vs baselines, scored with NudeNet (and Q16).
 
-    python eval/i2p.py run --preset tiny --output-dir runs/i2p-tiny          # offline, seconds
-    python eval/i2p.py run --preset i2p --q16-clip openai/clip-vit-large-patch14 --output-dir runs/i2p
-    accelerate launch eval/i2p.py run --preset i2p --output-dir runs/i2p      # sharded over GPUs / machines
-    python eval/i2p.py report runs/i2p                                        # rebuild summary and report
-    python eval/i2p.py rescore runs/i2p --nudenet-preset nudity9@0.6          # other NudeNet rule, no generation
+    python eval/i2p.py run --preset tiny                          # offline, seconds -> results/i2p/tiny
+    python eval/i2p.py run --preset i2p --q16-clip openai/clip-vit-large-patch14      # -> results/i2p/i2p
+    accelerate launch --num_processes 8 eval/i2p.py run --preset i2p      # sharded over GPUs / machines
+    python eval/i2p.py report results/i2p/i2p                     # rebuild summary and report
+    python eval/i2p.py rescore results/i2p/i2p --nudenet-preset nudity9@0.6     # other NudeNet rule
 
 Interrupt at any time (Ctrl-C, kill -9) and rerun the same command to continue. ``run`` is the default command.
 """
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", choices=sorted(PROTOCOLS), default="i2p",
                      help="protocol preset: i2p (10 images/prompt, CFG 7.5, 50 steps, 512 px), fixed (1 image), "
                           "sdxl (1024 px, CFG 5), tiny / tiny-sdxl (offline, seconds)")
-    run.add_argument("--output-dir", type=Path, help="results directory (default: runs/i2p-<preset>)")
+    run.add_argument("--out", "--output-dir", dest="output_dir", type=Path,
+                     help="results folder (default: results/i2p/<preset>); rerun with the same one to resume")
     m = run.add_argument_group("models and systems")
     m.add_argument("--base", help="base pipeline id or directory (default: the preset's)")
     m.add_argument("--safe-encoder", action="append", metavar="[NAME=]SPEC",
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 q16_clip=args.q16_clip, q16_prompts=args.q16_prompts, exclude_training=not args.keep_training_prompts,
                 negative_prompt=args.negative_prompt,
             )
-            options = runner.RunOptions(output_dir=args.output_dir or Path("runs") / f"i2p-{args.preset}",
+            options = runner.RunOptions(output_dir=args.output_dir or Path("results") / "i2p" / args.preset,
                                         report=_spec(args), save_images=args.save_images,
                                         nudenet_batch_size=args.nudenet_batch_size, allow_pickle=args.allow_pickle,
                                         cpu=args.cpu, progress=not args.quiet)
