@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,8 +77,13 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(reference, tmp_p
 
 def test_two_processes_equal_one(reference, tmp_path):
     out = tmp_path / "two"
+    with socket.socket() as s:  # a free port for the process group, so parallel test runs do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # on a CPU-only host --multi_gpu just means torchrun-style processes (gloo); with GPUs it is automatic
     launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1", SCRIPT, *ARGS, "--output-dir", str(out)]
+              "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1", "--main_process_port", str(port),
+              SCRIPT, *ARGS, "--output-dir", str(out)]
     proc = subprocess.run([*ACCELERATE, *launch], env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shards = sorted(p.name for p in (out / "shards").glob("shard-*.jsonl"))
