@@ -18,10 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "eval" / "i2p.py")
 ARGS = ["--preset", "tiny", "--limit", "4", "--steps", "3", "--systems", "original,safe,negative-prompt", "--quiet"]
 TOTAL = 4 * 2 * 3  # prompts x images x systems
-# the `accelerate` console script imports timm -> torchvision before our CPU-torchvision shim can run on this
-# host, so the very same CLI entry point is called from Python after importing saferclip_diffusers
-ACCELERATE = [sys.executable, "-c", "import sys, saferclip_diffusers; from accelerate.commands.accelerate_cli import "
-              "main; sys.argv = ['accelerate'] + sys.argv[1:]; main()"]
+# `python -m saferclip_diffusers.launch` is `accelerate launch` with the CPU-torchvision shim applied first (the
+# `accelerate` console script itself dies on import on this host)
+ACCELERATE = [sys.executable, "-m", "saferclip_diffusers.launch"]
 
 
 def env() -> dict[str, str]:
@@ -81,7 +80,7 @@ def test_two_processes_equal_one(reference, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # on a CPU-only host --multi_gpu just means torchrun-style processes (gloo); with GPUs it is automatic
-    launch = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
               "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1", "--main_process_port", str(port),
               SCRIPT, *ARGS, "--output-dir", str(out)]
     proc = subprocess.run([*ACCELERATE, *launch], env=env(), capture_output=True, text=True, timeout=600)
