@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,6 +341,22 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Numbers written like ``1e-4`` are strings to YAML 1.1: convert them where the field is numeric."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None or not isinstance(value, str) or str in args:
+        return value
+    for kind in (int, float):
+        if kind in args:
+            try:
+                return kind(value) if kind is float else int(value)
+            except ValueError:
+                continue
+    if any(a in (int, float) for a in args):
+        raise ValueError(f"config key {where}: expected a number, got {value!r}")
+    return value
+
+
 def _build(cls, data: Any, where: str):
     if not dataclasses.is_dataclass(cls):
         return data
@@ -363,7 +380,7 @@ def _build(cls, data: Any, where: str):
                 raise ValueError("config key 'encoders' must be a list of encoder mappings")
             kwargs[name] = [_build(EncoderSettings, v, f"encoders.{i}") for i, v in enumerate(value)]
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, hint, sub)
     return cls(**kwargs)
 
 
