@@ -216,8 +216,13 @@ class EncoderBundle:
         return int(self.towers.tokenizer.eos_token_id)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids padded to the longest caption of the batch (truncated at the model's 77 tokens).
+
+        CLIP's text transformer is causal and pools at the end-of-text token, so the pooled embedding and the
+        token states up to end-of-text equal those of the pipelines' pad-to-77 inputs, at a fraction of the cost.
+        """
         tok = self.towers.tokenizer
-        return tok(list(texts), padding="max_length", truncation=True, max_length=tok.model_max_length,
+        return tok(list(texts), padding="longest", truncation=True, max_length=tok.model_max_length,
                    return_tensors="pt").input_ids
 
     def pixel_values(self, paths: list[str]) -> torch.Tensor:

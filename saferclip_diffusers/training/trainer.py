@@ -170,8 +170,14 @@ class Trainer:
         key = f"{fingerprint(ref, self.data)}-{self.cfg.targets}-{self.cfg.mining.image_target}-{self.cfg.seed}-{self.cfg.data.val_size}"
         path = cache_dir / f"targets-{key}.safetensors"
         if self.is_main and not path.is_file():
+            # training items: nearest among the training captions; validation items: among all captions
+            # (their own held-out partner included), i.e. the target the method would pick for them
             cand = torch.as_tensor(self.split.train_safe)
             text, sim = mine_targets(frozen.text_unsafe, frozen.text_safe, cand, self.cfg.mining.chunk_size, show_progress=True)
+            val = torch.as_tensor(self.split.val_unsafe, dtype=torch.long)
+            if len(val):
+                v_text, v_sim = mine_targets(frozen.text_unsafe[val], frozen.text_safe, None, self.cfg.mining.chunk_size)
+                text[val], sim[val] = v_text, v_sim
             pair = torch.as_tensor(self.data.pair)
             if self.cfg.targets == "paired" and (pair >= 0).any():
                 text = torch.where(pair >= 0, pair, text)

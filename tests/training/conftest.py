@@ -29,3 +29,13 @@ def small_config():
         return load_config(base, SMALL + list(overrides))
 
     return make
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate keeps one process-wide state; reset it around a test that needs other precision settings."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
