@@ -6,6 +6,7 @@ Metrics per encoder slot (``<slot>/<name>``), all on the validation split:
                      validation unsafe captions and all safe captions, finds its redirection target first.
                      0 before training (T0(t*) finds itself); rises as unsafe prompts are redirected.
 ``redirect_safe@1``  the same search returns any safe caption (the unsafe prompt left the unsafe region).
+``redirect_train@1`` ``redirect@1`` on (up to 256) *training* unsafe captions: how well the targets are fitted.
 ``safe_self@1``      a held-out safe caption T(t) still finds its own frozen embedding T0(t) first.
 ``drift_safe``       mean ``1 - cos(T(t), T0(t))`` over held-out safe captions (0 = untouched).
 ``shift_unsafe``     mean ``1 - cos(T(t*), T0(t*))`` over validation unsafe captions.
@@ -88,6 +89,12 @@ def _evaluate(bundle, text_model, vision_model, frozen, data, split, targets, de
         "drift_safe": _cos_drift(ts, frozen.text_safe[val_s]),
         "shift_unsafe": _cos_drift(tu, frozen.text_unsafe[val_u]),
     }
+    train_u = torch.as_tensor(split.train_unsafe[: min(len(split.train_unsafe), 256)])
+    if len(train_u):
+        tt, _ = _live_text(bundle, text_model, [data.unsafe_texts[i] for i in train_u], device, batch_size)
+        g_train = torch.cat([frozen.text_safe, frozen.text_unsafe[train_u]])
+        top_t = (F.normalize(tt, dim=-1) @ F.normalize(g_train, dim=-1).T).argmax(dim=1)
+        m["redirect_train@1"] = (top_t == targets[train_u]).float().mean().item()
     if hs is not None and frozen.hidden_safe is not None:
         m["hidden_drift_safe"] = _cos_drift(hs, frozen.hidden_safe[val_s])
     if frozen.image_safe is not None and data.paired and len(val_u):

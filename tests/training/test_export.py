@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from saferclip_diffusers.tiny import tiny_model_dir
 from saferclip_diffusers.training.trainer import train
-from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def test_export_layout_and_transformers_loading(sd_run):
     assert set(prompts) == {"unsafe", "safe"} and prompts["safe"]
     # 24 selected - 4 validation = 20 training items; with the curriculum's 2 epochs the hard third is never used
     assert 10 <= len(prompts["unsafe"]) < 20
-    from saferclip_diffusers.data import I2P_CSV
-
     import pandas as pd
+
+    from saferclip_diffusers.data import I2P_CSV
 
     assert set(prompts["unsafe"]) <= set(pd.read_csv(I2P_CSV).prompt.str.strip())
     card = (out / "README.md").read_text()
@@ -86,3 +86,24 @@ def test_tiny_sdxl_trains_both_encoders_and_loads_into_sdxl(small_config, tmp_pa
     safe = StableDiffusionXLPipeline.from_pretrained(tiny_model_dir("sdxl"), text_encoder=te, text_encoder_2=te2)
     safe.set_progress_bar_config(disable=True)
     assert np.abs(_image(base) - _image(safe)).max() > 1e-4
+
+
+def _cli():
+    import runpy
+    from pathlib import Path
+
+    return runpy.run_path(str(Path(__file__).resolve().parents[2] / "train" / "train.py"), run_name="train_cli")["main"]
+
+
+def test_cli_print_config_and_export_only(sd_run, capsys):
+    from .conftest import SMALL
+
+    main = _cli()
+    assert main(["--config", "tiny", "--output", "unused", "--print-config", "optim.lr=5e-4"]) == 0
+    assert "lr: 0.0005" in capsys.readouterr().out
+    out, _ = sd_run
+    (out / "README.md").unlink()
+    (out / "text_encoder" / "model.safetensors").unlink()
+    assert main(["--config", "tiny", "--output", str(out), "--export-only", *SMALL]) == 0
+    assert (out / "README.md").is_file()
+    assert CLIPTextModel.from_pretrained(out, subfolder="text_encoder").config.hidden_size == 32

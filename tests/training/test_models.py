@@ -1,11 +1,11 @@
 """What trains, and the frozen reference: LoRA / full fine-tuning, gradients, reference never drifts."""
 
 import torch
+from transformers import CLIPTextModelWithProjection
 
 from saferclip_diffusers.tiny import tiny_model_dir
 from saferclip_diffusers.training.models import encode_text, reference_towers
 from saferclip_diffusers.training.trainer import Trainer
-from transformers import CLIPTextModelWithProjection
 
 from ._helpers import trainable_state
 
@@ -79,3 +79,22 @@ def test_full_finetuning_reference_is_a_separate_copy(small_config, tmp_path):
         ref, _ = encode_text(text0, bundle.tokenize(texts), bundle.eos_token_id, None)
     assert torch.allclose(ref, original, atol=1e-5)
     assert torch.allclose(trainer.frozen[bundle.slot].text_unsafe[:4], original, atol=1e-5)
+
+
+def test_dynamic_padding_matches_pipeline_padding(small_config, tmp_path):
+    """Training pads to the batch's longest caption; the pipelines pad to 77. Pooled outputs must agree."""
+    from transformers import CLIPTokenizer
+
+    trainer = Trainer(small_config(), tmp_path / "run")
+    bundle = trainer.bundles[0]
+    texts = ["a cat", "a much longer caption about a dog that runs across a green field near a red barn"]
+    tok = CLIPTokenizer.from_pretrained(tiny_model_dir("sd"), subfolder="tokenizer")
+    full = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    short = bundle.tokenize(texts)
+    assert short.shape[1] < 77
+    model = CLIPTextModelWithProjection.from_pretrained(tiny_model_dir("clip")).eval()
+    with torch.no_grad():
+        for layer in ("last", -2):
+            e_full, h_full = encode_text(model, full, bundle.eos_token_id, layer)
+            e_short, h_short = encode_text(model, short, bundle.eos_token_id, layer)
+            assert torch.allclose(e_full, e_short, atol=1e-5) and torch.allclose(h_full, h_short, atol=1e-5)

@@ -32,6 +32,7 @@ def _first_step_grads(cfg, out):
     return grads, trainable_state(trainer)
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\(\)` has been overridden")
 def test_gradient_accumulation_equals_one_big_batch(small_config, tmp_path):
     common = DECOMPOSABLE + ["optim.max_steps=1", "run.cache_dir=" + str(tmp_path / "cache")]
     g_acc, w_acc = _first_step_grads(small_config(*common, "optim.batch_size=4", "optim.grad_accum=2"), tmp_path / "a")
