@@ -36,9 +36,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'saferclip_diffusers' has no attribute {name!r}")
 
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .encoders import DEFAULT_SAFE_TEXT_ENCODER, load_safe_text_encoder, read_training_prompts
-    from .pipelines.conditioning import SaferPipelineOutput
-    from .pipelines.stable_diffusion import SaferStableDiffusionPipeline
-    from .pipelines.stable_diffusion_xl import SaferStableDiffusionXLPipeline
-    from .presets import get_preset, load_preset_pipeline
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .encoders import DEFAULT_SAFE_TEXT_ENCODER, load_safe_text_encoder, read_training_prompts  # noqa: F401
+    from .pipelines.conditioning import SaferPipelineOutput  # noqa: F401
+    from .pipelines.stable_diffusion import SaferStableDiffusionPipeline  # noqa: F401
+    from .pipelines.stable_diffusion_xl import SaferStableDiffusionXLPipeline  # noqa: F401
+    from .presets import get_preset, load_preset_pipeline  # noqa: F401

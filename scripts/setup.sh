@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up .venv for saferclip-diffusers on a CPU machine (idempotent): CPU torch, no CUDA wheels.
+# GPU machines: see the README ("GPU install"); do not use this script there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+"${PIP[@]}" install -U pip >/dev/null
+
+# The CPU build of torch: from PyTorch's CPU index where it answers, else from this machine's own
+# package configuration (these workplaces mirror the CPU wheel). Never the default CUDA build.
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__ != '2.13.0+cpu' and torch.version.cuda is not None)" 2>/dev/null; then
+  if .venv/bin/python - <<'PY' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=5)
+PY
+  then
+    "${PIP[@]}" install -c constraints-cpu.txt torch --index-url https://download.pytorch.org/whl/cpu
+  else
+    "${PIP[@]}" install -c constraints-cpu.txt torch
+  fi
+fi
+"${PIP[@]}" install -c constraints-cpu.txt -e ".[test]"
+
+if .venv/bin/python -m pip list --format=freeze | grep -iE '^(nvidia|cuda|triton)'; then
+  echo "setup.sh: CUDA packages were installed on a CPU set-up (listed above); refusing to continue." >&2
+  exit 1
+fi
+.venv/bin/python -c "import torch; assert torch.version.cuda is None, 'a CUDA torch got in'; print('setup.sh: ready (torch', torch.__version__ + ')')"

@@ -1,0 +1,52 @@
+"""The host workarounds: CPU torch + CUDA torchvision shim, attention selection."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from saferclip_diffusers import _compat
+
+
+def test_clip_classes_and_open_clip_import_after_the_package():
+    code = (
+        "import saferclip_diffusers, torchvision, open_clip\n"
+        "from transformers import CLIPTextModel\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_shim_does_nothing_on_a_matching_host(monkeypatch):
+    monkeypatch.setattr(_compat, "_torchvision_cuda_build", lambda: False)
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    assert not _compat.needs_torchvision_patch()
+
+
+def test_shim_not_needed_once_torchvision_is_imported(monkeypatch):
+    monkeypatch.setattr(_compat, "_torchvision_cuda_build", lambda: True)
+    monkeypatch.setitem(sys.modules, "torchvision", object())
+    assert not _compat.needs_torchvision_patch()
+
+
+def test_attention_defaults_to_sdpa_without_cuda(monkeypatch):
+    monkeypatch.setattr(_compat, "xformers_available", lambda: False)
+    assert _compat.configure_attention(object()) == "sdpa"
+    assert _compat.configure_attention(object(), use_xformers=False) == "sdpa"
+    with pytest.raises(RuntimeError, match="xformers"):
+        _compat.configure_attention(object(), use_xformers=True)
+
+
+def test_xformers_enabled_when_present(monkeypatch):
+    calls = []
+
+    class Pipe:
+        def enable_xformers_memory_efficient_attention(self):
+            calls.append(True)
+
+    monkeypatch.setattr(_compat, "xformers_available", lambda: True)
+    assert _compat.configure_attention(Pipe()) == "xformers" and calls == [True]
