@@ -1,13 +1,8 @@
 """Shared helpers for the training tests: small, fast variants of the shipped tiny configs."""
 
-import os
-
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import saferclip_diffusers  # noqa: E402,F401  (applies the torchvision workaround before transformers)
-from saferclip_diffusers.training.config import load_config  # noqa: E402
+from saferclip_diffusers.training.config import load_config
 
 SMALL = [
     "data.max_unsafe=24",
@@ -19,6 +14,22 @@ SMALL = [
     "run.log_every=1",
     "run.encode_batch_size=64",
 ]
+
+
+@pytest.fixture(scope="session")
+def small_overrides() -> list[str]:
+    return list(SMALL)
+
+
+@pytest.fixture
+def trainable_state():
+    """``trainable_state(trainer)``: a copy of the trainer's trainable parameters by name."""
+
+    def grab(trainer) -> dict:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    return grab
 
 
 @pytest.fixture

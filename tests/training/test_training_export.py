@@ -12,13 +12,11 @@ from saferclip_diffusers.training.trainer import train
 
 
 @pytest.fixture(scope="module")
-def sd_run(tmp_path_factory):
+def sd_run(tmp_path_factory, small_overrides):
     from saferclip_diffusers.training.config import load_config
 
-    from .conftest import SMALL
-
     out = tmp_path_factory.mktemp("export") / "run"
-    result = train(load_config("tiny", SMALL), out)
+    result = train(load_config("tiny", small_overrides), out)
     return out, result
 
 
@@ -95,15 +93,13 @@ def _cli():
     return runpy.run_path(str(Path(__file__).resolve().parents[2] / "train" / "train.py"), run_name="train_cli")["main"]
 
 
-def test_cli_print_config_and_export_only(sd_run, capsys):
-    from .conftest import SMALL
-
+def test_cli_print_config_and_export_only(sd_run, capsys, small_overrides):
     main = _cli()
     assert main(["--config", "tiny", "--output", "unused", "--print-config", "optim.lr=5e-4"]) == 0
     assert "lr: 0.0005" in capsys.readouterr().out
     out, _ = sd_run
     (out / "README.md").unlink()
     (out / "text_encoder" / "model.safetensors").unlink()
-    assert main(["--config", "tiny", "--output", str(out), "--export-only", *SMALL]) == 0
+    assert main(["--config", "tiny", "--output", str(out), "--export-only", *small_overrides]) == 0
     assert (out / "README.md").is_file()
     assert CLIPTextModel.from_pretrained(out, subfolder="text_encoder").config.hidden_size == 32

@@ -7,8 +7,6 @@ from saferclip_diffusers.tiny import tiny_model_dir
 from saferclip_diffusers.training.models import encode_text, reference_towers
 from saferclip_diffusers.training.trainer import Trainer
 
-from ._helpers import trainable_state
-
 
 def _original_text(texts, bundle):
     model = CLIPTextModelWithProjection.from_pretrained(tiny_model_dir("clip")).eval()
@@ -62,7 +60,7 @@ def test_lora_gradients_reach_only_adapters_and_reference_stays_original(small_c
     assert bundle.text.training is False  # reference_towers restored the mode it found
 
 
-def test_full_finetuning_reference_is_a_separate_copy(small_config, tmp_path):
+def test_full_finetuning_reference_is_a_separate_copy(small_config, tmp_path, trainable_state):
     trainer = Trainer(small_config("finetune=full"), tmp_path / "run")
     model = trainer.accelerator.unwrap_model(trainer.model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]

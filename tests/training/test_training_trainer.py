@@ -7,12 +7,10 @@ import torch
 
 from saferclip_diffusers.training.trainer import Trainer, find_checkpoint, read_jsonl, train
 
-from ._helpers import trainable_state
-
 DECOMPOSABLE = ["lora.dropout=0", "loss.weights.pres_text_cross=0", "curriculum.enabled=false"]
 
 
-def _first_step_grads(cfg, out):
+def _first_step_grads(cfg, out, trainable_state):
     """Train one optimizer step; return the gradient handed to the optimizer and the weights after it."""
     trainer = Trainer(cfg, out)
     seen = {}
@@ -32,12 +30,12 @@ def _first_step_grads(cfg, out):
     return grads, trainable_state(trainer)
 
 
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\(\)` has been overridden")
-def test_gradient_accumulation_equals_one_big_batch(small_config, tmp_path):
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
+def test_gradient_accumulation_equals_one_big_batch(small_config, tmp_path, trainable_state):
     common = DECOMPOSABLE + ["optim.max_steps=1", "run.cache_dir=" + str(tmp_path / "cache")]
-    g_acc, w_acc = _first_step_grads(small_config(*common, "optim.batch_size=4", "optim.grad_accum=2"), tmp_path / "a")
-    g_big, w_big = _first_step_grads(small_config(*common, "optim.batch_size=8", "optim.grad_accum=1"), tmp_path / "b")
-    g_one, _ = _first_step_grads(small_config(*common, "optim.batch_size=4", "optim.grad_accum=1"), tmp_path / "c")
+    g_acc, w_acc = _first_step_grads(small_config(*common, "optim.batch_size=4", "optim.grad_accum=2"), tmp_path / "a", trainable_state)
+    g_big, w_big = _first_step_grads(small_config(*common, "optim.batch_size=8", "optim.grad_accum=1"), tmp_path / "b", trainable_state)
+    g_one, _ = _first_step_grads(small_config(*common, "optim.batch_size=4", "optim.grad_accum=1"), tmp_path / "c", trainable_state)
     assert g_acc.keys() == g_big.keys()
     for n in g_acc:
         assert torch.allclose(g_acc[n], g_big[n], rtol=1e-4, atol=1e-7), n
@@ -46,7 +44,7 @@ def test_gradient_accumulation_equals_one_big_batch(small_config, tmp_path):
     assert any(not torch.allclose(g_one[n], g_big[n], rtol=1e-3, atol=1e-6) for n in g_big)
 
 
-def test_stop_and_resume_latest_equals_uninterrupted(small_config, tmp_path):
+def test_stop_and_resume_latest_equals_uninterrupted(small_config, tmp_path, trainable_state):
     cache = "run.cache_dir=" + str(tmp_path / "cache")
     cfg = small_config(cache, "run.checkpoint_every=2")  # dropout on: resume must restore the random state too
     full = Trainer(cfg, tmp_path / "full")
