@@ -54,22 +54,33 @@ def test_export_layout_and_transformers_loading(sd_run):
     assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[0]["text_encoder/drift_safe"] < 1e-6
 
 
-def test_export_changes_stable_diffusion_output(sd_run):
+def test_export_loads_into_safer_pipeline_and_changes_output(sd_run):
     from diffusers import StableDiffusionPipeline
+
+    from saferclip_diffusers import SaferStableDiffusionPipeline, read_training_prompts
 
     out, _ = sd_run
     base = StableDiffusionPipeline.from_pretrained(tiny_model_dir("sd"))
     base.set_progress_bar_config(disable=True)
-    safe = StableDiffusionPipeline.from_pretrained(tiny_model_dir("sd"),
-                                                   text_encoder=CLIPTextModel.from_pretrained(out, subfolder="text_encoder"))
+    safe = SaferStableDiffusionPipeline.from_pretrained(tiny_model_dir("sd"), safe_text_encoder=out)
     safe.set_progress_bar_config(disable=True)
+    exported = CLIPTextModel.from_pretrained(out, subfolder="text_encoder")
+    assert torch.equal(safe.text_encoder.get_input_embeddings().weight, exported.get_input_embeddings().weight)
     a, b = _image(base), _image(safe)
     assert a.shape == b.shape == (32, 32, 3)
     assert np.abs(a - b).max() > 1e-4
+    # plain diffusers takes the exported encoder too
+    plain = StableDiffusionPipeline.from_pretrained(tiny_model_dir("sd"), text_encoder=exported)
+    plain.set_progress_bar_config(disable=True)
+    assert np.allclose(_image(plain), b, atol=1e-5)
+    recorded = read_training_prompts(out)
+    assert recorded == json.loads((out / "training_prompts.json").read_text())
 
 
 def test_tiny_sdxl_trains_both_encoders_and_loads_into_sdxl(small_config, tmp_path):
     from diffusers import StableDiffusionXLPipeline
+
+    from saferclip_diffusers import SaferStableDiffusionXLPipeline
 
     out = tmp_path / "sdxl"
     result = train(small_config("optim.epochs=1", base="tiny-sdxl"), out)
@@ -81,8 +92,10 @@ def test_tiny_sdxl_trains_both_encoders_and_loads_into_sdxl(small_config, tmp_pa
     assert te2.config.hidden_size == 48 and te2.config.projection_dim == 48
     base = StableDiffusionXLPipeline.from_pretrained(tiny_model_dir("sdxl"))
     base.set_progress_bar_config(disable=True)
-    safe = StableDiffusionXLPipeline.from_pretrained(tiny_model_dir("sdxl"), text_encoder=te, text_encoder_2=te2)
+    safe = SaferStableDiffusionXLPipeline.from_pretrained(tiny_model_dir("sdxl"), safe_text_encoder=out)
     safe.set_progress_bar_config(disable=True)
+    assert safe.safe_slots == ["text_encoder", "text_encoder_2"]
+    assert torch.equal(safe.text_encoder_2.text_projection.weight, te2.text_projection.weight)
     assert np.abs(_image(base) - _image(safe)).max() > 1e-4
 
 
