@@ -88,6 +88,7 @@ def test_tiny_sdxl_trains_both_encoders_and_loads_into_sdxl(small_config, tmp_pa
     row = result.validation[-1]
     assert "text_encoder/hidden_drift_safe" in row and "text_encoder_2/redirect@1" in row
     te = CLIPTextModel.from_pretrained(out, subfolder="text_encoder")
+    assert te.config.hidden_size == 32
     te2 = CLIPTextModelWithProjection.from_pretrained(out, subfolder="text_encoder_2")
     assert te2.config.hidden_size == 48 and te2.config.projection_dim == 48
     base = StableDiffusionXLPipeline.from_pretrained(tiny_model_dir("sdxl"))
@@ -96,6 +97,7 @@ def test_tiny_sdxl_trains_both_encoders_and_loads_into_sdxl(small_config, tmp_pa
     safe.set_progress_bar_config(disable=True)
     assert safe.safe_slots == ["text_encoder", "text_encoder_2"]
     assert torch.equal(safe.text_encoder_2.text_projection.weight, te2.text_projection.weight)
+    assert torch.equal(safe.text_encoder.get_input_embeddings().weight, te.get_input_embeddings().weight)
     assert np.abs(_image(base) - _image(safe)).max() > 1e-4
 
 
