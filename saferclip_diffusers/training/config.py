@@ -112,7 +112,8 @@ class DataSettings:
 class MiningSettings:
     """Proximity targets: each unsafe caption's nearest safe caption in the frozen text space.
 
-    ``targets``: ``proximity`` or ``paired`` (null: the method's default). ``image_target``: ``paired``
+    ``targets``: ``proximity`` or ``paired`` (null: the method's default; unpaired data has no partners, so
+    ``paired`` falls back to the mined targets there). ``image_target``: ``paired``
     (the image of the target caption) or ``nearest`` (nearest safe image to the unsafe image, needs unsafe
     images). ``encoder``: index of the encoder whose frozen space defines the targets (shared by all encoders,
     so both SDXL encoders redirect a prompt to the same safe caption).
@@ -242,6 +243,8 @@ class TrainConfig:
                 e.hidden_layer is None or e.hidden_layer == "last" or isinstance(e.hidden_layer, int),
                 f"hidden_layer must be null, 'last' or an int (e.g. -2), got {e.hidden_layer!r}",
             )
+            need(not (e.hidden_weight and e.hidden_layer is None),
+                 f"encoder {e.slot}: hidden_weight needs hidden_layer ('last' for SD 1.x, -2 for SDXL)")
         need(0 <= self.mining.encoder < len(self.encoders), "mining.encoder must index an encoder")
         need(self.targets in ("proximity", "paired"), f"mining.targets must be proximity|paired, got {self.targets!r}")
         need(self.mining.image_target in ("paired", "nearest"), "mining.image_target must be paired|nearest")

@@ -41,12 +41,14 @@ def dedupe(texts: list[str]) -> tuple[list[int], list[int]]:
 
 @torch.no_grad()
 def nearest_neighbours(
-    queries: torch.Tensor, keys: torch.Tensor, chunk_size: int = 4096, show_progress: bool = False
+    queries: torch.Tensor, keys: torch.Tensor, chunk_size: int = 4096, show_progress: bool = False,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine nearest key for every query, in ``chunk_size`` blocks: returns ``(index, similarity)``.
+    """Cosine nearest key for every query, in ``chunk_size`` blocks: returns ``(index, similarity)`` on CPU.
 
     ``queries`` is ``(N, d)``, ``keys`` is ``(M, d)``; neither needs to be normalised. Ties go to the lowest
-    key index (as ``torch.argmax`` on the full matrix would).
+    key index (as ``torch.argmax`` on the full matrix would). ``device``: where the blocks are multiplied
+    (e.g. the GPU; the inputs and results stay on the CPU).
     """
     if keys.shape[0] == 0:
         raise ValueError("proximity mining needs at least one safe caption (the key set is empty)")
@@ -61,7 +63,7 @@ def nearest_neighbours(
 
         blocks = tqdm(blocks, desc="mining proximity targets", unit="chunk")
     for qs in blocks:
-        q = F.normalize(queries[qs : qs + chunk_size].float(), dim=-1)
+        q = F.normalize(queries[qs : qs + chunk_size].float().to(device), dim=-1)
         sim_q = torch.full((q.shape[0],), -float("inf"))
         idx_q = torch.zeros(q.shape[0], dtype=torch.long)
         for ks in range(0, keys.shape[0], chunk_size):
@@ -77,7 +79,7 @@ def nearest_neighbours(
 
 def mine_targets(
     unsafe: torch.Tensor, safe: torch.Tensor, candidates: torch.Tensor | None = None, chunk_size: int = 4096,
-    show_progress: bool = False,
+    show_progress: bool = False, device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Proximity target (index into ``safe``) and its similarity for each row of ``unsafe``.
 
@@ -86,5 +88,5 @@ def mine_targets(
     """
     if candidates is None:
         candidates = torch.arange(safe.shape[0])
-    idx, sim = nearest_neighbours(unsafe, safe[candidates], chunk_size, show_progress)
+    idx, sim = nearest_neighbours(unsafe, safe[candidates], chunk_size, show_progress, device)
     return candidates[idx], sim

@@ -173,10 +173,11 @@ class Trainer:
             # training items: nearest among the training captions; validation items: among all captions
             # (their own held-out partner included), i.e. the target the method would pick for them
             cand = torch.as_tensor(self.split.train_safe)
-            text, sim = mine_targets(frozen.text_unsafe, frozen.text_safe, cand, self.cfg.mining.chunk_size, show_progress=True)
+            chunk, dev = self.cfg.mining.chunk_size, self.device
+            text, sim = mine_targets(frozen.text_unsafe, frozen.text_safe, cand, chunk, show_progress=True, device=dev)
             val = torch.as_tensor(self.split.val_unsafe, dtype=torch.long)
             if len(val):
-                v_text, v_sim = mine_targets(frozen.text_unsafe[val], frozen.text_safe, None, self.cfg.mining.chunk_size)
+                v_text, v_sim = mine_targets(frozen.text_unsafe[val], frozen.text_safe, None, chunk, device=dev)
                 text[val], sim[val] = v_text, v_sim
             pair = torch.as_tensor(self.data.pair)
             if self.cfg.targets == "paired" and (pair >= 0).any():
@@ -186,7 +187,7 @@ class Trainer:
             if self.cfg.mining.image_target == "nearest":
                 if frozen.image_unsafe is None or frozen.image_safe is None:
                     raise ValueError("mining.image_target=nearest needs safe and unsafe images")
-                image, _ = mine_targets(frozen.image_unsafe, frozen.image_safe, cand, self.cfg.mining.chunk_size)
+                image, _ = mine_targets(frozen.image_unsafe, frozen.image_safe, cand, chunk, device=dev)
             save_atomic({"text": text.contiguous(), "image": image.contiguous(), "similarity": sim.float().contiguous()}, path)
         self.accelerator.wait_for_everyone()
         t = load_file(str(path))

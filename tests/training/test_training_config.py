@@ -49,6 +49,7 @@ def test_overrides_parse_yaml_values_and_numbers(tmp_path):
         (["encoders.0.slot=unet"], "slot must be one of"),
         (["curriculum.quantiles=[0.7, 0.3]"], "quantiles"),
         (["nokey"], "key.sub=value"),
+        (["encoders.0.hidden_layer=null"], "hidden_weight needs hidden_layer"),
     ],
 )
 def test_bad_config_errors_say_what_is_wrong(overrides, message):

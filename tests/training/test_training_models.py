@@ -96,3 +96,18 @@ def test_dynamic_padding_matches_pipeline_padding(small_config, tmp_path):
             e_full, h_full = encode_text(model, full, bundle.eos_token_id, layer)
             e_short, h_short = encode_text(model, short, bundle.eos_token_id, layer)
             assert torch.allclose(e_full, e_short, atol=1e-5) and torch.allclose(h_full, h_short, atol=1e-5)
+
+
+def test_frozen_embeddings_are_computed_once_and_reloaded(small_config, tmp_path, monkeypatch):
+    from saferclip_diffusers.training import reference
+
+    calls = []
+    original = reference.compute_frozen
+    monkeypatch.setattr(reference, "compute_frozen", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = Trainer(small_config(), tmp_path / "run")
+    assert len(calls) == 1 and list((tmp_path / "run" / "cache").glob("frozen-text_encoder-*.safetensors"))
+    first.train()  # training steps read the cache, never the reference model
+    assert len(calls) == 1
+    second = Trainer(small_config(), tmp_path / "run", resume="latest")
+    assert len(calls) == 1  # a restarted run reloads the cache from disk
+    assert torch.equal(second.frozen["text_encoder"].text_safe, first.frozen["text_encoder"].text_safe)
