@@ -87,8 +87,13 @@ def find_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
         if not (path / STATE_FILE).is_file():
             raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no {STATE_FILE})")
         return path
-    done = sorted(p for p in (output_dir / "checkpoints").glob("step-*") if (p / STATE_FILE).is_file())
+    done = complete_checkpoints(output_dir / "checkpoints")
     return done[-1] if done else None
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (a ``.tmp`` folder is one whose writing was interrupted)."""
+    return sorted(p for p in folder.glob("step-*") if p.suffix != ".tmp" and (p / STATE_FILE).is_file())
 
 
 class Trainer:
@@ -263,8 +268,7 @@ class Trainer:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            done = sorted(p for p in final.parent.glob("step-*") if (p / STATE_FILE).is_file())
-            for old in done[: -self.cfg.run.keep_checkpoints]:
+            for old in complete_checkpoints(final.parent)[: -self.cfg.run.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return final

@@ -79,6 +79,11 @@ def test_stop_and_resume_latest_equals_uninterrupted(small_config, tmp_path, tra
 
 def test_resume_without_checkpoint_starts_fresh_and_bad_path_errors(small_config, tmp_path):
     assert find_checkpoint(tmp_path, "latest") is None
+    for name in ("step-00000002", "step-00000005.tmp"):  # an interrupted write is never resumed from
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        (tmp_path / "checkpoints" / name / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoints" / "step-00000009").mkdir()  # no state file: incomplete
+    assert find_checkpoint(tmp_path, "latest").name == "step-00000002"
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         find_checkpoint(tmp_path, str(tmp_path))
 
