@@ -123,6 +123,8 @@ class Trainer:
         has_images = self.data.safe_images is not None or self.data.unsafe_images is not None
         if cfg.train_vision and not has_images:
             raise ValueError("train_vision (two-tower mode) needs images in the data; set image roots or use text-only")
+        if cfg.mining.image_target == "nearest" and not (self.data.safe_images and self.data.unsafe_images):
+            raise ValueError("mining.image_target=nearest needs safe and unsafe images; use mining.image_target=paired")
         self.bundles: list[EncoderBundle] = [build_encoder(s, cfg, has_images) for s in cfg.encoders]
         cache_dir = Path(cfg.run.cache_dir) if cfg.run.cache_dir else self.out / "cache"
         wait = self.accelerator.wait_for_everyone
@@ -190,8 +192,6 @@ class Trainer:
                 sim = torch.nn.functional.cosine_similarity(frozen.text_unsafe, frozen.text_safe[text], dim=-1)
             image = text.clone()
             if self.cfg.mining.image_target == "nearest":
-                if frozen.image_unsafe is None or frozen.image_safe is None:
-                    raise ValueError("mining.image_target=nearest needs safe and unsafe images")
                 image, _ = mine_targets(frozen.image_unsafe, frozen.image_safe, cand, chunk, device=dev)
             save_atomic({"text": text.contiguous(), "image": image.contiguous(), "similarity": sim.float().contiguous()}, path)
         self.accelerator.wait_for_everyone()
