@@ -241,7 +241,8 @@ def _safe_pipe(base_pipe, spec: SystemSpec, sdxl: bool, allow_pickle: bool, loca
 def _sld_pipe(base_pipe):
     from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
 
+    # dtype: diffusers' from_pipe otherwise casts the *shared* UNet and VAE to float32 for every system
     pipe = StableDiffusionPipelineSafe.from_pipe(base_pipe, safety_checker=None, feature_extractor=None,
-                                                 requires_safety_checker=False)
+                                                 requires_safety_checker=False, dtype=base_pipe.dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -105,6 +105,19 @@ def test_systems_share_unet_and_vae_and_start_from_the_same_latents(systems):
         assert not np.array_equal(images["sld-max"], images["original"])
 
 
+def test_building_systems_keeps_the_shared_models_in_their_dtype():
+    # diffusers' from_pipe casts shared modules to float32 unless told the dtype: on a GPU that would silently
+    # upcast the fp16 UNet and VAE every system shares
+    base = load_base_pipeline(str(tiny_model_dir("sd")), sdxl=False, torch_dtype=torch.bfloat16, device="cpu",
+                              local_files_only=True)
+    specs = [SystemSpec("safe", "safe", safe_text_encoder=str(tiny_model_dir("safe-sd"))),
+             SystemSpec("sld-medium", "sld", sld=sld_configs()["sld-medium"])]
+    gens = build_generators(base, specs, sdxl=False, local_files_only=True)
+    assert base.unet.dtype == base.vae.dtype == base.text_encoder.dtype == torch.bfloat16
+    assert all(gen.pipe.unet is base.unet for gen in gens.values())
+    assert gens["safe"].pipe.text_encoder.dtype == torch.bfloat16
+
+
 def test_system_specs():
     specs = build_system_specs(["original", "safe", "negative-prompt"], ["mine=/x/enc", "/y/other"], sdxl=False)
     assert [s.name for s in specs] == ["original", "mine", "safe-2:other", "negative-prompt"]
