@@ -154,7 +154,7 @@ def load_safe_text_encoder(
     hub = hub_kwargs(kwargs)
     root, from_hub = _local_root(spec, hub)
     subfolder = _subfolder_for(root, slot)
-    load_kwargs: dict[str, Any] = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    load_kwargs: dict[str, Any] = {"dtype": torch_dtype} if torch_dtype is not None else {}
     if from_hub:
         source: str | Path = str(spec)
         load_kwargs.update(hub)

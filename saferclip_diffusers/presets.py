@@ -99,7 +99,8 @@ def get_preset(name: str, **overrides: Any) -> Preset:
 def load_preset_pipeline(preset: str | Preset, *, device: str = "cpu", keep_original: bool = True, **kwargs: Any):
     """Load the Safer pipeline of a preset on ``device`` (original encoder kept by default, for comparisons)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    kwargs.setdefault("torch_dtype", preset.dtype_for(device))
+    if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+        kwargs["dtype"] = preset.dtype_for(device)
     if preset.offline:
         kwargs.setdefault("local_files_only", True)
     encoders: dict[str, Any] = {"safe_text_encoder": preset.safe_text_encoder}

@@ -81,13 +81,24 @@ def resolve_specs(cls, specs: dict[str, Any], saved_safe_slots: list[str] | None
     return resolved
 
 
+def _normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
+    """Accept ``dtype`` (diffusers >= 0.42, transformers 5) and the deprecated ``torch_dtype``; store ``dtype``."""
+    dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)
+    if dtype is not None and torch_dtype is not None:
+        raise ValueError("pass dtype (or the deprecated torch_dtype), not both")
+    dtype = dtype if dtype is not None else torch_dtype if torch_dtype is not None else default
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return dtype
+
+
 def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, keep_original: bool,
                         allow_pickle: bool, use_xformers: bool | None, kwargs: dict[str, Any]):
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTokenizer
 
     hub = hub_kwargs(kwargs)
-    torch_dtype = kwargs.get("torch_dtype")
+    torch_dtype = _normalise_dtype(kwargs)
     if not isinstance(base, (str, os.PathLike)):
         raise TypeError(f"base must be a hub id or a directory, got {type(base).__name__}")
     if (os.path.isabs(str(base)) or str(base).startswith(".")) and not os.path.isdir(base):
@@ -134,7 +145,7 @@ def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
 
 
 def _load_encoder(base, subfolder: str, model_class, allow_pickle: bool, torch_dtype, hub: dict):
-    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
     return model_class.from_pretrained(base, subfolder=subfolder, use_safetensors=not allow_pickle, **hub, **kwargs).eval()
 
 
@@ -142,7 +153,7 @@ def pipe_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool,
                    use_xformers: bool | None, kwargs: dict[str, Any]):
     source_safe = list(pipeline.config.get("safe_text_encoder_slots") or []) if hasattr(pipeline, "safe_slots") else None
     specs = resolve_specs(cls, specs, source_safe)
-    kwargs.setdefault("torch_dtype", pipeline.dtype)  # diffusers would otherwise cast shared modules to fp32
+    _normalise_dtype(kwargs, default=pipeline.dtype)  # diffusers would otherwise cast shared modules to fp32
     slot_names = [slot for slot, _ in cls._slots]
     encoder_configs = {}
     for slot in slot_names:
@@ -162,7 +173,7 @@ def pipe_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool,
         source_original = pipeline.original_encoder(slot) if source_safe is not None else getattr(pipeline, slot)
         if spec is not None:
             encoder = load_safe_text_encoder(spec, slot, allow_pickle=allow_pickle,
-                                             torch_dtype=kwargs["torch_dtype"], **hub_kwargs(kwargs))
+                                             torch_dtype=kwargs["dtype"], **hub_kwargs(kwargs))
             check_encoder(encoder, expected[slot])
             components[slot] = encoder.to(pipeline.device)
             safe_slots.append(slot)

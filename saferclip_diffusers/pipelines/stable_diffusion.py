@@ -27,7 +27,7 @@ class SaferStableDiffusionPipeline(SaferPipelineMixin, StableDiffusionPipeline):
         ```py
         >>> pipe = SaferStableDiffusionPipeline.from_pretrained(
         ...     "stable-diffusion-v1-5/stable-diffusion-v1-5", safe_text_encoder="Adeely93/SafeR_CLIP",
-        ...     keep_original=True, torch_dtype=torch.float16).to("cuda")
+        ...     keep_original=True, dtype=torch.float16).to("cuda")
         >>> out = pipe("a photo of an astronaut", return_original=True)
         >>> out.images[0], out.original_images[0], out.redirection_scores
         ```
@@ -89,7 +89,7 @@ class SaferStableDiffusionPipeline(SaferPipelineMixin, StableDiffusionPipeline):
             keep_original: also load the base encoder, for ``safety_scale < 1``, compare mode and redirection scores.
             allow_pickle: accept checkpoints that only have pickle weights (they can run code when loaded).
             use_xformers: ``None`` enables xformers only where CUDA and xformers are both present.
-            **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``torch_dtype``, ``variant``, ...).
+            **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``dtype``, ``variant``, ...).
         """
         return load_safer_pipeline(cls, pretrained_model_name_or_path, {"text_encoder": safe_text_encoder},
                                    keep_original=keep_original, allow_pickle=allow_pickle,

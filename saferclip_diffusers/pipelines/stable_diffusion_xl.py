@@ -33,7 +33,7 @@ class SaferStableDiffusionXLPipeline(SaferPipelineMixin, StableDiffusionXLPipeli
         >>> pipe = SaferStableDiffusionXLPipeline.from_pretrained(
         ...     "stabilityai/stable-diffusion-xl-base-1.0",
         ...     safe_text_encoder="path/to/sdxl-export",   # text_encoder/ + text_encoder_2/: both slots
-        ...     keep_original=True, torch_dtype=torch.float16).to("cuda")
+        ...     keep_original=True, dtype=torch.float16).to("cuda")
         >>> out = pipe("a photo of an astronaut", return_original=True)
         ```
     """

@@ -1,0 +1,239 @@
+"""Append-only per-image results (JSON Lines) with resume, sharding and a configuration guard.
+
+Layout of an output directory::
+
+    shards/shard-000-of-002.jsonl   one file per process: a header line, then one line per image
+    results.jsonl                   the merged, de-duplicated, deterministically ordered records
+
+The header carries the run configuration and its fingerprint; reopening a directory with a different
+fingerprint is refused. A record is a line ending in a newline: a line cut short by a kill is ignored when
+reading and cut off before the next append. Records are keyed by ``(prompt_id, system, image_index)``; any
+process reads every shard to know what is done, so a resumed run may use a different number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .protocol import config_differences
+
+try:  # POSIX advisory lock: two runs must not append to the same shard
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[int, str, int]
+SHARD_DIR = "shards"
+MERGED = "results.jsonl"
+
+
+class ConfigMismatchError(RuntimeError):
+    """The output directory holds results of a different configuration."""
+
+
+def record_key(record: dict[str, Any]) -> Key:
+    return (int(record["prompt_id"]), str(record["system"]), int(record["image_index"]))
+
+
+def shard_path(directory: str | os.PathLike, rank: int, world: int) -> Path:
+    return Path(directory) / SHARD_DIR / f"shard-{rank:03d}-of-{world:03d}.jsonl"
+
+
+def shard_files(directory: str | os.PathLike) -> list[Path]:
+    return sorted((Path(directory) / SHARD_DIR).glob("shard-*-of-*.jsonl"))
+
+
+def iter_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Parsed complete lines of a JSONL file; a final line without its newline (cut by a kill) is skipped."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                logger.info("ignoring an incomplete last line in %s (interrupted write)", path)
+                return
+            if raw.strip():
+                try:
+                    yield json.loads(raw)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path} holds a corrupt line ({err}); it is not a results file of this tool") from err
+
+
+def read_header(path: Path) -> dict[str, Any] | None:
+    for line in iter_lines(path):
+        if line.get("kind") != "header":
+            raise ValueError(f"{path} does not start with a header line; it is not a results file of this tool")
+        return line
+    return None
+
+
+def check_compatible(directory: str | os.PathLike, config: dict[str, Any], fingerprint: str) -> None:
+    """Refuse (ConfigMismatchError) when a shard in ``directory`` was written under another configuration."""
+    for path in shard_files(directory):
+        header = read_header(path)
+        if header is None or header.get("fingerprint") == fingerprint:
+            continue
+        diffs = config_differences(header.get("config", {}), config)
+        listing = "\n  ".join(diffs[:20]) or "(fingerprint differs: code version of the result format)"
+        raise ConfigMismatchError(
+            f"{Path(directory)} holds results made with a different configuration, refusing to mix them:\n  "
+            f"{listing}\nRerun with the original settings to resume, or choose a new --output-dir."
+        )
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class ResultStore:
+    """This process's shard: resume-aware, append-only. Use as a context manager."""
+
+    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], fingerprint: str, rank: int = 0, world: int = 1):
+        self.directory = Path(directory)
+        self.config = config
+        self.fingerprint = fingerprint
+        self.path = shard_path(directory, rank, world)
+        self._file = None
+        self.done: set[Key] = set()
+
+    def __enter__(self) -> ResultStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        check_compatible(self.directory, self.config, self.fingerprint)
+        if not self.path.exists():
+            _atomic_write(self.path, _dump({"kind": "header", "fingerprint": self.fingerprint, "config": self.config}))
+        self._file = open(self.path, "r+b")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._file.close()
+                raise RuntimeError(f"another run is writing to {self.path}; wait for it or stop it first") from None
+        self._drop_partial_tail()
+        self._file.seek(0, os.SEEK_END)
+        self.done = done_keys(self.directory)
+
+    def _drop_partial_tail(self) -> None:
+        """Cut a last line that lacks its newline (a write interrupted by a kill)."""
+        f = self._file
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos, chunk = size, 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            block = f.read(pos - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        logger.warning("dropping %d bytes of an interrupted write at the end of %s", size - keep, self.path)
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+
+    def append(self, records: Iterable[dict[str, Any]]) -> int:
+        """Write records not yet done (one write, flushed and synced). Returns how many were written."""
+        if self._file is None:
+            raise RuntimeError("ResultStore.append before open()")
+        fresh = []
+        for record in records:
+            key = record_key(record)
+            if key in self.done:
+                continue
+            self.done.add(key)
+            fresh.append(_dump({"kind": "image", **record}))
+        if fresh:
+            self._file.write("".join(fresh).encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        return len(fresh)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()  # releases the lock
+            self._file = None
+
+
+def iter_records(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    for path in shard_files(directory):
+        for line in iter_lines(path):
+            if line.get("kind") == "image":
+                yield line
+
+
+def done_keys(directory: str | os.PathLike) -> set[Key]:
+    return {record_key(r) for r in iter_records(directory)}
+
+
+def load_results(directory: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, records) over all shards: one record per key, ordered by prompt, system, image index."""
+    directory = Path(directory)
+    shards = shard_files(directory)
+    if not shards:
+        merged = directory / MERGED
+        if merged.is_file():  # a directory holding only merged results (e.g. copied without shards)
+            lines = list(iter_lines(merged))
+            if not lines or lines[0].get("kind") != "header":
+                raise ValueError(f"{merged} does not start with a header line")
+            return lines[0], [r for r in lines[1:] if r.get("kind") == "image"]
+        raise FileNotFoundError(f"no results in {directory} (expected {SHARD_DIR}/shard-*.jsonl)")
+    headers = [h for h in (read_header(p) for p in shards) if h is not None]
+    if not headers:
+        raise FileNotFoundError(f"the shard files in {directory} are empty")
+    fingerprints = {h["fingerprint"] for h in headers}
+    if len(fingerprints) > 1:
+        raise ConfigMismatchError(f"the shards in {directory} were written under different configurations; "
+                                  "keep only the shards of one run")
+    header = {"kind": "header", "fingerprint": headers[0]["fingerprint"], "config": headers[0]["config"]}
+    config = header["config"]
+    prompt_order = {int(pid): i for i, pid in enumerate(config["prompts"]["ids"])}
+    system_order = {s["name"]: i for i, s in enumerate(config["systems"])}
+    unique: dict[Key, dict[str, Any]] = {}
+    for record in iter_records(directory):
+        unique.setdefault(record_key(record), record)
+
+    def order(key: Key) -> tuple[int, int, int]:
+        pid, system, index = key
+        return (prompt_order.get(pid, len(prompt_order)), system_order.get(system, len(system_order)), index)
+
+    return header, [unique[k] for k in sorted(unique, key=order)]
+
+
+def merge_results(directory: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Write ``results.jsonl`` (atomically) from all shards and return (header, records)."""
+    header, records = load_results(directory)
+    _atomic_write(Path(directory) / MERGED, "".join(_dump(x) for x in [header, *records]))
+    return header, records

@@ -1,0 +1,1 @@
+"""Image scorers for the safety evaluation: NudeNet (nudity detector) and Q16 (inappropriateness head on CLIP)."""

@@ -1,0 +1,371 @@
+"""Training data readers: ViSU, NSFW-Caps, plain safe/unsafe pairs, and unpaired prompt lists.
+
+Every reader returns a :class:`SafetyData`: distinct safe captions (the pool), unsafe captions, for each unsafe
+caption the index of its paired safe caption (``-1`` in unpaired mode, where pairs come from proximity
+mining), and optional image paths. Layouts:
+
+``visu``      ViSU (Safe-CLIP): JSON (list, ``{"0": {...}}`` or ``{"data": ...}``), JSONL, CSV or parquet with
+              ``coco_id``, ``safe``, ``nsfw``, ``nsfw_im_path``, ``tag``. Safe images are looked up as
+              ``image_root/{train,val,test}2017/<12-digit id>.jpg`` (or ``image_root/<id>.jpg``), unsafe
+              images under ``unsafe_image_root``; images are used only when those roots are given.
+``nsfwcaps``  NSFW-Caps (SafeR-CLIP): ``caption``, ``nsfw_caption``, ``image_coco_url``, ``chosen_category``;
+              the safe image is ``image_root/<file name of the url>`` when ``image_root`` is given.
+``pairs``     CSV/JSONL with ``safe`` and ``unsafe`` columns, optional ``safe_image``, ``unsafe_image``,
+              ``category`` (image paths relative to ``image_root`` or to the file's folder).
+``unpaired``  ``unsafe``: a list of unsafe prompts (CSV/JSONL column, or a TXT file, one per line);
+              ``safe_pool``: a list of safe captions. ``bundled:i2p`` and ``bundled:coco`` name the packaged
+              I2P prompts and COCO-30k captions, so no gated data set is needed.
+
+A missing field or image is an error naming the file and row. Duplicate captions are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DataSettings
+from .mining import dedupe, normalise_caption
+
+BUNDLED_NOTES = {
+    "bundled:i2p": "I2P benchmark prompts (Schramowski et al., CVPR 2023; MIT), bundled with saferclip-diffusers",
+    "bundled:coco": "COCO-30k captions (COCO Consortium, CC-BY-4.0), bundled with saferclip-diffusers",
+}
+
+
+@dataclass
+class SafetyData:
+    unsafe_texts: list[str]
+    safe_texts: list[str]
+    pair: np.ndarray
+    unsafe_images: list[str] | None = None
+    safe_images: list[str] | None = None
+    categories: list[str] | None = None
+    description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paired(self) -> bool:
+        return bool((self.pair >= 0).any())
+
+    def check(self) -> SafetyData:
+        if not self.unsafe_texts:
+            raise ValueError(f"no unsafe captions found ({self.description.get('files')})")
+        if not self.safe_texts:
+            raise ValueError(f"no safe captions found ({self.description.get('files')})")
+        if len(self.pair) != len(self.unsafe_texts):
+            raise ValueError("internal: one pair index per unsafe caption is required")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ table reading
+
+
+def _resolve_source(spec: str) -> Path:
+    from saferclip_diffusers import data as bundled
+
+    names = {"bundled:i2p": bundled.I2P_CSV, "bundled:coco": bundled.COCO_30K_CSV}
+    if spec.startswith("bundled:"):
+        if spec not in names:
+            raise ValueError(f"unknown bundled data {spec!r}; choose one of {sorted(names)}")
+        return Path(names[spec])
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    return path
+
+
+def _where(path: Path, i: int) -> str:
+    """A human pointer to record ``i`` (0-based) of ``path``: CSV line numbers count the header."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return f"{path}, row {i + 1} (line {i + 2})"
+    if suffix in (".jsonl", ".txt"):
+        return f"{path}, line {i + 1}"
+    return f"{path}, record {i}"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV, JSON, JSONL, parquet or TXT (``{"text": line}``) file as dicts."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        import pandas as pd
+
+        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        return frame.to_dict("records")
+    if suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path).to_dict("records")
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {n + 1}: invalid JSON ({err})") from err
+        return rows
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "data" in data:
+            data = data["data"]
+        if isinstance(data, dict):  # ViSU's {"0": {...}, "1": {...}}
+            data = [data[k] for k in sorted(data, key=lambda k: int(k) if str(k).isdigit() else str(k))]
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a list of records")
+        return data
+    if suffix == ".txt":
+        return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv, .json, .jsonl, .parquet or .txt)")
+
+
+def _field(row: dict, name: str, path: Path, i: int) -> str:
+    value = row.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        raise ValueError(f"{_where(path, i)}: missing field {name!r} (columns: {sorted(row)})")
+    return str(value).strip()
+
+
+def _pick_column(rows: list[dict], preferred: str | None, candidates: tuple[str, ...], path: Path, role: str) -> str:
+    columns = list(rows[0]) if rows else []
+    if preferred:
+        if rows and preferred not in columns:
+            raise ValueError(f"{path}: no column {preferred!r} for the {role} captions (columns: {columns})")
+        return preferred
+    for name in candidates:
+        if name in columns:
+            return name
+    raise ValueError(f"{path}: cannot find the {role} captions; name the column in the config (columns: {columns})")
+
+
+def _image(path_text: str, root: Path | None, base: Path, where: str) -> str:
+    candidate = Path(path_text).expanduser()
+    if not candidate.is_absolute():
+        candidate = (root or base) / candidate
+    if not candidate.is_file():
+        raise FileNotFoundError(f"{where}: image not found: {candidate}")
+    return str(candidate)
+
+
+def _coco_image(coco_id: str, root: Path, where: str) -> str:
+    name = f"{int(float(coco_id)):012d}.jpg" if coco_id.replace(".", "").isdigit() else coco_id
+    for folder in ("train2017", "val2017", "test2017", ""):
+        candidate = root / folder / name
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"{where}: COCO image {name} not found under {root}/{{train,val,test}}2017")
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def _paired(cfg: DataSettings, columns: dict[str, str | None], image_of) -> SafetyData:
+    if not cfg.path:
+        raise ValueError(f"data.format={cfg.format!r} needs data.path (the data file)")
+    path = _resolve_source(cfg.path)
+    rows = read_records(path)
+    safe_texts, unsafe_texts, pair, safe_images, unsafe_images, categories = [], [], [], [], [], []
+    index: dict[str, int] = {}
+    seen_unsafe: set[str] = set()
+    for i, row in enumerate(rows):
+        safe = _field(row, columns["safe"], path, i)
+        unsafe = _field(row, columns["unsafe"], path, i)
+        key = normalise_caption(unsafe)
+        if key in seen_unsafe:
+            continue
+        seen_unsafe.add(key)
+        safe_img, unsafe_img = image_of(row, path, i)
+        skey = normalise_caption(safe)
+        if skey not in index:
+            index[skey] = len(safe_texts)
+            safe_texts.append(safe)
+            safe_images.append(safe_img)
+        unsafe_texts.append(unsafe)
+        unsafe_images.append(unsafe_img)
+        pair.append(index[skey])
+        cat = columns.get("category")
+        categories.append(str(row.get(cat, "")) if cat else "")
+    return SafetyData(
+        unsafe_texts=unsafe_texts,
+        safe_texts=safe_texts,
+        pair=np.asarray(pair, dtype=np.int64),
+        unsafe_images=unsafe_images if all(unsafe_images) and unsafe_images else None,
+        safe_images=safe_images if all(safe_images) and safe_images else None,
+        categories=categories if any(categories) else None,
+        description={"format": cfg.format, "files": [str(path)], "rows": len(rows)},
+    )
+
+
+def read_visu(cfg: DataSettings) -> SafetyData:
+    safe_root = Path(cfg.image_root).expanduser() if cfg.image_root else None
+    unsafe_root = Path(cfg.unsafe_image_root).expanduser() if cfg.unsafe_image_root else None
+
+    def images(row, path, i):
+        where = _where(path, i)
+        safe = _coco_image(_field(row, "coco_id", path, i), safe_root, where) if safe_root else None
+        unsafe = _image(_field(row, "nsfw_im_path", path, i), unsafe_root, path.parent, where) if unsafe_root else None
+        return safe, unsafe
+
+    cols = {"safe": cfg.safe_column or "safe", "unsafe": cfg.unsafe_column or "nsfw", "category": cfg.category_column or "tag"}
+    return _paired(cfg, cols, images)
+
+
+def read_nsfwcaps(cfg: DataSettings) -> SafetyData:
+    root = Path(cfg.image_root).expanduser() if cfg.image_root else None
+    column = cfg.safe_image_column or "image_coco_url"
+
+    def images(row, path, i):
+        if root is None:
+            return None, None
+        name = _field(row, column, path, i).rstrip("/").rsplit("/", 1)[-1]
+        return _image(name, root, path.parent, _where(path, i)), None
+
+    cols = {
+        "safe": cfg.safe_column or "caption",
+        "unsafe": cfg.unsafe_column or "nsfw_caption",
+        "category": cfg.category_column or "chosen_category",
+    }
+    return _paired(cfg, cols, images)
+
+
+def read_pairs(cfg: DataSettings) -> SafetyData:
+    root = Path(cfg.image_root).expanduser() if cfg.image_root else None
+    unsafe_root = Path(cfg.unsafe_image_root).expanduser() if cfg.unsafe_image_root else root
+    safe_col, unsafe_col = cfg.safe_image_column or "safe_image", cfg.unsafe_image_column or "unsafe_image"
+
+    def images(row, path, i):
+        where = _where(path, i)
+        safe = _image(_field(row, safe_col, path, i), root, path.parent, where) if safe_col in row else None
+        unsafe = _image(_field(row, unsafe_col, path, i), unsafe_root, path.parent, where) if unsafe_col in row else None
+        return safe, unsafe
+
+    cols = {"safe": cfg.safe_column or "safe", "unsafe": cfg.unsafe_column or "unsafe", "category": cfg.category_column or "category"}
+    return _paired(cfg, cols, images)
+
+
+def _held_out(text: str, fraction: float) -> bool:
+    """Deterministic hash split: a prompt is held out (never trained on) when its hash falls below ``fraction``."""
+    digest = hashlib.sha1(normalise_caption(text).encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) / 2**32 < fraction
+
+
+def _sample(n: int, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def read_unpaired(cfg: DataSettings) -> SafetyData:
+    if not cfg.unsafe or not cfg.safe_pool:
+        raise ValueError("data.format=unpaired needs data.unsafe (unsafe prompts) and data.safe_pool (safe captions)")
+    upath, spath = _resolve_source(cfg.unsafe), _resolve_source(cfg.safe_pool)
+    urows, srows = read_records(upath), read_records(spath)
+    ucol = _pick_column(urows, cfg.unsafe_column, ("prompt", "unsafe", "nsfw", "text", "caption"), upath, "unsafe")
+    scol = _pick_column(srows, cfg.safe_column, ("caption", "safe", "prompt", "text"), spath, "safe")
+    unsafe = [_field(r, ucol, upath, i) for i, r in enumerate(urows)]
+    categories = [str(r.get(cfg.category_column or "categories", "")) for r in urows]
+    keep, _ = dedupe(unsafe)
+    keep = [i for i in keep if not _held_out(unsafe[i], cfg.unsafe_holdout)]
+    keep = [keep[j] for j in _sample(len(keep), cfg.max_unsafe, cfg.sample_seed)]
+
+    safe = [_field(r, scol, spath, i) for i, r in enumerate(srows)]
+    skeep, _ = dedupe(safe)
+    skeep = [skeep[j] for j in _sample(len(skeep), cfg.max_safe, cfg.sample_seed + 1)]
+    safe_images = None
+    if cfg.safe_image_column:
+        root = Path(cfg.image_root).expanduser() if cfg.image_root else None
+        safe_images = [
+            _image(_field(srows[i], cfg.safe_image_column, spath, i), root, spath.parent, _where(spath, i)) for i in skeep
+        ]
+    description = {
+        "format": "unpaired",
+        "files": [str(upath), str(spath)],
+        "sources": [BUNDLED_NOTES.get(cfg.unsafe, str(upath)), BUNDLED_NOTES.get(cfg.safe_pool, str(spath))],
+        "unsafe_selection": {"holdout_fraction": cfg.unsafe_holdout, "max_unsafe": cfg.max_unsafe, "seed": cfg.sample_seed},
+        "safe_selection": {"max_safe": cfg.max_safe, "seed": cfg.sample_seed + 1},
+    }
+    cats = [categories[i] for i in keep]
+    return SafetyData(
+        unsafe_texts=[unsafe[i] for i in keep],
+        safe_texts=[safe[i] for i in skeep],
+        pair=np.full(len(keep), -1, dtype=np.int64),
+        safe_images=safe_images,
+        categories=cats if any(cats) else None,
+        description=description,
+    )
+
+
+READERS = {"visu": read_visu, "nsfwcaps": read_nsfwcaps, "pairs": read_pairs, "unpaired": read_unpaired}
+
+
+def load_training_data(cfg: DataSettings) -> SafetyData:
+    """Read the configured data set (see the module docstring for the layouts)."""
+    if cfg.format not in READERS:
+        raise ValueError(f"unknown data.format {cfg.format!r}; choose one of {sorted(READERS)}")
+    data = READERS[cfg.format](cfg)
+    if cfg.format != "unpaired" and (cfg.unsafe_holdout or cfg.max_unsafe is not None):
+        keep = [i for i, t in enumerate(data.unsafe_texts) if not _held_out(t, cfg.unsafe_holdout)]
+        keep = [keep[j] for j in _sample(len(keep), cfg.max_unsafe, cfg.sample_seed)]
+        data = subset_unsafe(data, np.asarray(keep, dtype=np.int64))
+    data.description.setdefault("counts", {})
+    data.description["counts"] = {"unsafe": len(data.unsafe_texts), "safe": len(data.safe_texts)}
+    return data.check()
+
+
+def subset_unsafe(data: SafetyData, keep: np.ndarray) -> SafetyData:
+    pick = lambda xs: [xs[i] for i in keep] if xs is not None else None  # noqa: E731
+    return SafetyData(
+        unsafe_texts=pick(data.unsafe_texts),
+        safe_texts=data.safe_texts,
+        pair=data.pair[keep],
+        unsafe_images=pick(data.unsafe_images),
+        safe_images=data.safe_images,
+        categories=pick(data.categories),
+        description=data.description,
+    )
+
+
+# ------------------------------------------------------------------------------------------ split
+
+
+@dataclass
+class Split:
+    """Positions of the training / validation unsafe items and safe captions (indices into ``SafetyData``)."""
+
+    train_unsafe: np.ndarray
+    val_unsafe: np.ndarray
+    train_safe: np.ndarray
+    val_safe: np.ndarray
+
+
+def split_validation(data: SafetyData, val_size: float, seed: int) -> Split:
+    """Hold out ``val_size`` unsafe items (count, or fraction if < 1) and as many safe captions.
+
+    Paired data holds out the validation items' partners (unless a training item shares them); unpaired data
+    holds out a random set of safe captions. Held-out safe captions are neither trained on nor mined as targets.
+    """
+    n_u, n_s = len(data.unsafe_texts), len(data.safe_texts)
+    n_val = int(round(val_size * n_u)) if 0 < val_size < 1 else int(val_size)
+    if val_size > 0:
+        n_val = max(n_val, 1)
+    if n_val >= n_u:
+        raise ValueError(f"data.val_size={val_size} leaves no training items ({n_u} unsafe captions)")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_u)
+    val_u, train_u = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if data.paired:
+        train_partners = set(data.pair[train_u].tolist())
+        val_s = np.asarray(sorted({int(p) for p in data.pair[val_u] if p >= 0 and p not in train_partners}), dtype=np.int64)
+    else:
+        n_val_s = min(n_val, max(n_s - 1, 0))
+        val_s = np.sort(rng.permutation(n_s)[:n_val_s])
+    train_s = np.setdiff1d(np.arange(n_s), val_s)
+    if len(train_s) == 0:
+        raise ValueError("the validation split leaves no safe captions to train on; lower data.val_size")
+    return Split(train_u, val_u, train_s, val_s)
