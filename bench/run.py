@@ -32,6 +32,7 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # checkpoint chatter of the training benchmark
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
 

@@ -34,7 +34,7 @@ LABELS = {
     "two": "two separately loaded pipelines",
 }
 COMPARE_TARGET = 1.15
-RESULT_PREFIX = "MEMORY-RESULT "
+RESULT_PREFIX = "BENCH-RESULT "
 
 
 def peak_rss_bytes() -> int:
@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> None:
 # ----------------------------------------------------------------------------------------------- parent
 
 
-def run_in_child(scenario: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
-    """Run one scenario in a fresh Python process and parse its result line."""
-    cmd = [sys.executable, "-m", "saferclip_diffusers.benchmarks.memory", "--scenario", scenario, *args]
+def run_module_in_child(module: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh process and parse the result line it prints."""
+    cmd = [sys.executable, "-m", module, *args]
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the package may be run from a checkout, not installed
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -159,7 +159,15 @@ def run_in_child(scenario: str, args: list[str], timeout: float = 1800) -> dict[
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-    raise RuntimeError(f"memory scenario {scenario!r} failed (exit {proc.returncode}):\n{tail}")
+    raise RuntimeError(f"{' '.join(args[:2])} failed (exit {proc.returncode}):\n{tail}")
+
+
+def run_in_child(scenario: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
+    """Run one memory scenario in a fresh Python process and parse its result line."""
+    try:
+        return run_module_in_child("saferclip_diffusers.benchmarks.memory", ["--scenario", scenario, *args], timeout)
+    except RuntimeError as err:
+        raise RuntimeError(f"memory scenario {scenario!r} failed {str(err).split(' failed ', 1)[1]}") from None
 
 
 def measure_memory(model: str = "sd15", device: str = "cpu", quick: bool = False,

@@ -29,7 +29,7 @@ from ..tiny import _atomic_dir, save_clip_tokenizer  # noqa: E402
 
 FULL_CLIP_MERGES = 48894  # 256 + 256 byte tokens + 48,894 merges + 2 specials = 49,408 tokens
 MODELS_VERSION = 1  # bump when a builder changes, so cached directories are rebuilt
-KINDS = ("sd15", "sd15-safe", "sdxl", "sdxl-safe")
+KINDS = ("sd15", "sd15-safe", "sdxl", "sdxl-safe", "clip-l")
 
 SD15_UNET = dict(
     sample_size=64,
@@ -242,6 +242,14 @@ def build_safe_encoders(directory: str | os.PathLike, seed: int = 1, sdxl: bool 
     return directory
 
 
+def build_clip_text(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """CLIP ViT-L/14's text tower with its projection (what training starts from), tokenizer alongside."""
+    directory = Path(directory)
+    tokenizer = save_clip_tokenizer(directory, num_merges=FULL_CLIP_MERGES)
+    build_text_encoder(CLIP_L_TEXT, tokenizer, seed, with_projection=True).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
 def bench_cache_root() -> Path:
     root = os.environ.get("SAFERCLIP_BENCH_CACHE")
     if root:
@@ -252,13 +260,15 @@ def bench_cache_root() -> Path:
 def real_size_dir(kind: str) -> Path:
     """The cached directory of a real-size random model, built on first use (atomic; minutes, GBs on disk).
 
-    ``kind``: ``sd15`` (about 4.3 GB), ``sd15-safe`` (0.5 GB), ``sdxl`` (about 14 GB), ``sdxl-safe`` (3.3 GB).
+    ``kind``: ``sd15`` (about 4.3 GB), ``sd15-safe`` (0.5 GB), ``sdxl`` (about 14 GB), ``sdxl-safe`` (3.3 GB),
+    ``clip-l`` (CLIP ViT-L/14 text tower with projection, 0.5 GB; for the training benchmark).
     """
     builders = {
         "sd15": build_sd15,
         "sd15-safe": lambda d: build_safe_encoders(d, sdxl=False),
         "sdxl": build_sdxl,
         "sdxl-safe": lambda d: build_safe_encoders(d, sdxl=True),
+        "clip-l": build_clip_text,
     }
     if kind not in builders:
         raise ValueError(f"unknown real-size model {kind!r}; choose one of {', '.join(KINDS)}")

@@ -25,7 +25,7 @@ def test_scenario_runs_in_a_fresh_process_and_reports_memory():
 
 
 def test_failing_child_is_a_clear_error():
-    with pytest.raises(RuntimeError, match=r"(?s)memory scenario 'one' failed \(exit 2\):.*--height: invalid int"):
+    with pytest.raises(RuntimeError, match=r"(?s)memory scenario .one. failed \(exit 2\):.*--height: invalid int"):
         mem.run_in_child("one", ["--base", "b", "--safe", "s", "--height", "tall"])
 
 
