@@ -241,6 +241,12 @@ def to_section(cfg: EvalBenchConfig, throughput: dict[str, Any], run: dict[str, 
     section.targets.append(Target(
         "scoring's share of an eval run's wall time", f"<= {100 * SCORING_TARGET:.0f}%",
         f"{100 * overhead['median']:+.2f}% wall time, {100 * share['median']:.2f}% waiting", met, cause))
+    a100 = 1.604  # s per SD 1.5 image, 512 px, 50 steps, fp16, A100 (fal-ai/stable-diffusion-benchmarks)
+    section.notes.append(
+        f"Derived, not measured: at {ips['batched']['median']:.0f} images/s NudeNet takes "
+        f"{1 / ips['batched']['median']:.3f} s per image on this CPU, {100 / ips['batched']['median'] / a100:.1f}% of "
+        f"the {a100} s an A100 needs per SD 1.5 image (512 px, 50 steps, fp16; fal-ai/stable-diffusion-benchmarks) "
+        "- work the runner's scoring thread does on the CPU while the GPU generates.")
     if cfg.model == "sd15" and not cfg.device.startswith("cuda"):
         section.notes.append(
             "On CPU the generator is slow (seconds per image even at this small size), so scoring hides well; on a "
