@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results folder (default bench/results)")
     p.add_argument("--models", default="sd15,sdxl", help="generation: sd15, sdxl or both (default both)")
-    p.add_argument("--repeats", type=int, help="generation: alternating rounds (default 3 on CPU, 5 on CUDA)")
+    p.add_argument("--repeats", type=int, help="generation: alternating rounds (default 7 on CPU, 5 on CUDA)")
     p.add_argument("--steps", type=int, help="generation: denoising steps (default 2 on CPU, 50 on CUDA)")
     p.add_argument("--size", type=int, help="generation: image side in px (default 128 on CPU)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],

@@ -84,7 +84,7 @@ def default_config(model: str, device: str = "cpu", quick: bool = False) -> Gene
     # bfloat16 where the CPU has native bf16 (about 2x faster than float32 there, and half the memory, so SDXL
     # fits beside other work in 24 GB); the ratios between systems are what is measured
     dtype = "bfloat16" if cpu_supports_bf16() else "float32"
-    return GenerationConfig(model=model, device=device, height=128, width=128, steps=2, repeats=5,
+    return GenerationConfig(model=model, device=device, height=128, width=128, steps=2, repeats=7,
                             guidance_scale=guidance, dtype=dtype)
 
 

@@ -3,9 +3,9 @@
 Each scenario runs in its own child process (``python -m saferclip_diffusers.benchmarks.memory --scenario ...``),
 which loads its pipelines through ``from_pretrained``, generates one image per pipeline and reports
 
-- peak RSS (``resource.getrusage(...).ru_maxrss``: the high-water mark of the process's resident memory, which
-  includes the interpreter and the imported libraries) and the peak minus the RSS measured right after the
-  imports (what the pipelines themselves cost);
+- peak RSS (:func:`peak_rss_bytes`: the high-water mark of the process's resident memory, which includes the
+  interpreter and the imported libraries) and the peak minus the RSS measured right after the imports (what
+  the pipelines themselves cost);
 - the bytes of the distinct parameters loaded (machine-independent);
 - with CUDA, ``torch.cuda.max_memory_allocated``.
 
@@ -37,18 +37,33 @@ COMPARE_TARGET = 1.15
 RESULT_PREFIX = "BENCH-RESULT "
 
 
+def _proc_status_kb(field: str) -> int | None:
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
 def peak_rss_bytes() -> int:
-    """The process's peak resident set size (``ru_maxrss`` is in KiB on Linux, in bytes on macOS)."""
+    """This process's peak resident set size.
+
+    Linux: ``VmHWM`` (the high-water mark of this process's own address space). Not ``ru_maxrss``: Linux carries
+    a parent's high-water mark into a child across ``execve``, so a child started by a large parent would report
+    the parent's size. Elsewhere ``ru_maxrss`` (bytes on macOS, KiB on other systems).
+    """
+    hwm = _proc_status_kb("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
 
 def current_rss_bytes() -> int:
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+    rss = _proc_status_kb("VmRSS")
+    if rss is not None:
+        return rss * 1024
     import psutil
 
     return psutil.Process().memory_info().rss

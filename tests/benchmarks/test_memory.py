@@ -24,6 +24,19 @@ def test_scenario_runs_in_a_fresh_process_and_reports_memory():
     assert compare["parameter_bytes"] - one["parameter_bytes"] == pytest.approx(encoder_bytes, rel=0.01)
 
 
+def test_a_child_does_not_inherit_its_parents_peak():
+    # Linux carries ru_maxrss across execve: a child of a large parent would report the parent's size as its peak
+    import subprocess
+    import sys
+
+    block = bytearray(1536 * 2**20)
+    block[:: 4096] = b"\1" * (len(block) // 4096)  # touch every page: 1.5 GiB resident in this process
+    code = "from saferclip_diffusers.benchmarks.memory import peak_rss_bytes; print(peak_rss_bytes())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out.strip()) < 1024 * 2**20
+    del block
+
+
 def test_failing_child_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"(?s)memory scenario .one. failed \(exit 2\):.*--height: invalid int"):
         mem.run_in_child("one", ["--base", "b", "--safe", "s", "--height", "tall"])
