@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Set up .venv for saferclip-diffusers on a CPU machine (idempotent): CPU torch, no CUDA wheels.
+#   bash scripts/setup.sh          the project and its test extra
+#   bash scripts/setup.sh --test   also Debian's Chromium + ChromeDriver for the demo's headless-browser test
 # GPU machines: see the README ("GPU install"); do not use this script there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--test" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
