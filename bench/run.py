@@ -2,11 +2,12 @@
 
     python bench/run.py                               # everything, real-size architectures (random weights)
     python bench/run.py --only generation,memory      # some families (others keep their last results)
-    python bench/run.py --quick                       # tiny models, seconds: checks the harness (quick.*)
+    python bench/run.py --quick                       # tiny models, about a minute: checks the harness (quick.*)
     python bench/run.py --device cuda                 # 512 px SD / 1024 px SDXL, 50 steps, fp16, +xformers
 
 Real-size models are built once from the public configs into $SAFERCLIP_BENCH_CACHE (default
-~/.cache/saferclip_diffusers/bench; SD 1.5 about 4.5 GB, SDXL about 17 GB on disk).
+~/.cache/saferclip_diffusers/bench; SD 1.5 about 4.5 GB, SDXL about 16 GB, CLIP-L 0.5 GB on disk).
+A full CPU run takes about half an hour on 2 cores; on a shared machine `--threads 1` gives steadier ratios.
 """
 
 from __future__ import annotations
