@@ -51,17 +51,22 @@ def test_each_system_records_its_steps_and_measurement_pairs_rounds(tiny_run):
     compare = res["wall_per_call"]["compare"]["median"]
     assert res["wall_per_image"]["compare"]["median"] == pytest.approx(compare / 2)
     assert "projected_per_call" in res  # 2 steps measured, 50 projected
+    duel = res["head_to_head"]
+    assert set(duel["raw"]) == {"plain", "safer"} and len(duel["raw"]["safer"]) == cfg.head_to_head
 
 
 def test_section_has_one_table_and_one_target_per_model(tiny_run):
     _, _, _, measured = tiny_run
     section = g.to_section([measured], "cpu")
     assert section.name == "generation"
-    [table] = section.tables
+    table, duel = section.tables
     assert len(table.rows) == 7 and "projected" in table.columns[-2] and "plain image" in table.columns[-1]
+    assert "head to head" in duel.title and duel.rows[0][0] == "Safer / plain"
     [target] = section.targets
     assert target.name.startswith("Safer / plain, tiny") and target.target == "<= 1.01"
-    assert target.met == (measured["results"]["sdpa"]["wall_per_call"]["safer"]["median"] <= 1.01)
+    judged = measured["results"]["sdpa"]["head_to_head"]["wall_per_call"]["safer"]["median"]
+    assert target.met == (judged <= 1.01)
+    assert target.value.startswith(f"{judged:.3f}")
     if not target.met:
         assert "same FLOPs" in target.cause
 
