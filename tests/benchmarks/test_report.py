@@ -33,6 +33,7 @@ def test_write_section_creates_json_and_markdown(tmp_path):
     assert "| safer | 1.004 |" in md
     assert "a note" in md and "- a remark" in md
     assert "torch" in md and "cores" in md  # the machine and versions are named
+    assert json_path.stat().st_mode & 0o777 == md_path.stat().st_mode & 0o777 == 0o644
 
 
 def test_sections_merge_and_replace(tmp_path):
