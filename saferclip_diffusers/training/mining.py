@@ -86,7 +86,7 @@ def mine_targets(
     ``candidates`` restricts the search to those safe rows (e.g. the training pool, leaving validation
     captions out); returned indices still index the full ``safe`` tensor.
     """
-    if candidates is None:
-        candidates = torch.arange(safe.shape[0])
+    if candidates is None:  # search every row in place: no copy of the safe matrix
+        return nearest_neighbours(unsafe, safe, chunk_size, show_progress, device)
     idx, sim = nearest_neighbours(unsafe, safe[candidates], chunk_size, show_progress, device)
     return candidates[idx], sim
