@@ -1,6 +1,10 @@
 import pytest
 
-from saferclip_diffusers.evaluation.attack_store import AttackConfigMismatchError, AttackStore, load_attack_results
+from saferclip_diffusers.evaluation.attack_store import (
+    AttackConfigMismatchError,
+    AttackStore,
+    load_attack_results,
+)
 
 
 def test_resume_skips_done_and_repairs_torn_tail(tmp_path):
