@@ -138,6 +138,9 @@ def load_exact(
     for group in _tied_groups(module):
         if group & set(given):
             optional |= group
+    tied = getattr(module, "_tied_weights_keys", None)  # transformers: {tied copy: source}, e.g. T5's embeddings
+    if isinstance(tied, dict):
+        optional |= {copy for copy, src in tied.items() if copy in target and copy not in given and src in given}
     missing = set(target) - set(given) - optional
     unexpected = set(given) - set(target)
     if missing or unexpected:
@@ -157,6 +160,8 @@ def load_exact(
             f"{source} does not fit {type(module).__name__}: shapes differ (file vs model) for {_show(wrong, 4)}"
         )
     result = module.load_state_dict(given, strict=False)
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()  # a model built without init is untied until told
     left = [k for k in result.missing_keys if not k.endswith("position_ids") and k not in optional]
     if left or result.unexpected_keys:
         raise IncompatibleEncoderError(

@@ -205,6 +205,13 @@ def load_safe_text_encoder(
     finally:
         hf_logging.set_verbosity(verbosity)
     _verify_loading_info(model, info, source, base)
+    if keep_base_projection:
+        if base is None or not hasattr(base, "text_projection") or not hasattr(model, "text_projection"):
+            raise IncompatibleEncoderError(
+                "keep_base_projection=True needs a model_class with a projection and base= with one (SD3's CLIP-L)"
+            )
+        with torch.no_grad():
+            model.text_projection.weight.copy_(base.text_projection.weight)
     return model.eval()
 
 

@@ -152,3 +152,16 @@ def test_read_training_prompts(tmp_path):
     assert read_training_prompts(tmp_path) is None
     (tmp_path / "training_prompts.json").write_text(json.dumps({"unsafe": ["a", "b"], "safe": ["c"]}))
     assert read_training_prompts(tmp_path) == {"unsafe": ["a", "b"], "safe": ["c"]}
+
+
+def test_sd3_clip_l_keeps_the_pipelines_projection(clip_dir):
+    """SD3's CLIP-L projection is the identity: a Safe-CLIP CLIPModel's own projection must not replace it."""
+    base = CLIPTextModelWithProjection.from_pretrained(clip_dir)
+    with torch.no_grad():
+        base.text_projection.weight.copy_(torch.eye(base.config.hidden_size))
+    safe = load_safe_text_encoder(clip_dir, model_class=CLIPTextModelWithProjection, base=base,
+                                  keep_base_projection=True)
+    assert torch.equal(safe.text_projection.weight, torch.eye(base.config.hidden_size))
+    plain = load_safe_text_encoder(clip_dir, model_class=CLIPTextModelWithProjection)
+    assert not torch.equal(plain.text_projection.weight, safe.text_projection.weight)
+    assert torch.equal(plain.text_model.final_layer_norm.weight, safe.text_model.final_layer_norm.weight)

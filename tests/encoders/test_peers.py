@@ -154,3 +154,29 @@ def test_flat_single_file_and_class_check(tmp_path, ids):
     flux_clip = SlotExpectation("text_encoder", 32, 1000, 999, 77, model_class=CLIPTextModel)
     with pytest.raises(IncompatibleEncoderError, match="needs a CLIPTextModel"):
         check_encoder(CLIPTextModelWithProjection(tiny_text_config()), flux_clip)
+
+
+def test_des_t5_file_for_sd3_or_flux(tmp_path):
+    """DES's T5 (des_t5.pt) goes into SD3's text_encoder_3 / FLUX's text_encoder_2 with model_class=T5EncoderModel."""
+    from transformers import T5Config, T5EncoderModel
+
+    cfg = T5Config(vocab_size=100, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=4,
+                   feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
+    torch.manual_seed(8)
+    source = T5EncoderModel(cfg).eval()
+    state = {k: v for k, v in source.state_dict().items() if k != "encoder.embed_tokens.weight"}  # tied copy left out
+    path = tmp_path / "des_t5.pt"
+    torch.save({"model_state_dict": state, "is_t5": True, "using_text_encoder": 3}, path)
+    with pytest.raises(IncompatibleEncoderError, match="pass base="):
+        load_safe_text_encoder(path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True)
+    loaded = load_safe_text_encoder(path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True,
+                                    base=T5EncoderModel(cfg))
+    tokens = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens).last_hidden_state, source(tokens).last_hidden_state)
+    check_encoder(loaded, SlotExpectation("text_encoder_3", 16, 100, 1, 256, model_class=T5EncoderModel))
+    del state["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
+    torch.save({"model_state_dict": state}, path)
+    with pytest.raises(IncompatibleEncoderError, match="DenseReluDense.wo.weight"):
+        load_safe_text_encoder(path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True,
+                               base=T5EncoderModel(cfg))
