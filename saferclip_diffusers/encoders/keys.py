@@ -108,7 +108,7 @@ def to_nested_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return canonical_clip_state_dict(state_dict, source="the encoder")
 
 
-def _tied_groups(module: torch.nn.Module) -> list[set[str]]:
+def tied_groups(module: torch.nn.Module) -> list[set[str]]:
     groups: dict[tuple, set[str]] = {}
     for key, value in module.state_dict(keep_vars=True).items():
         if value.device.type != "meta" and value.numel():
@@ -135,7 +135,7 @@ def load_exact(
     if PROJECTION_KEY not in target:
         given.pop(PROJECTION_KEY, None)
     optional = set(optional)
-    for group in _tied_groups(module):
+    for group in tied_groups(module):
         if group & set(given):
             optional |= group
     tied = getattr(module, "_tied_weights_keys", None)  # transformers: {tied copy: source}, e.g. T5's embeddings

@@ -28,8 +28,15 @@ from transformers.utils import logging as hf_logging
 
 from ..hub import explain_unavailable, hub_kwargs, is_local, require_local_dir
 from .errors import IncompatibleEncoderError, PickleCheckpointError
-from .keys import PROJECTION_KEY, _tied_groups
-from .peers import PICKLE_SUFFIXES, build_encoder, is_clip_class, read_weights_file, read_weights_folder
+from .keys import PROJECTION_KEY, tied_groups
+from .peers import (
+    PICKLE_SUFFIXES,
+    WEIGHT_SUFFIXES,
+    build_encoder,
+    is_clip_class,
+    read_weights_file,
+    read_weights_folder,
+)
 
 DEFAULT_SAFE_TEXT_ENCODER = "Adeely93/SafeR_CLIP"
 """The released SafeR-CLIP weights (a full CLIP ViT-L/14 ``CLIPModel``; licence cc-by-nc-4.0)."""
@@ -76,7 +83,7 @@ def text_config(folder: Path, model_class: type) -> Any:
     model_type = data.get("model_type", "")
     if is_clip_class(model_class):
         if model_type == "clip":
-            text = dict(data.get("text_config") or {})
+            text = dict(data.get("text_config") or data.get("text_config_dict") or {})
             if data.get("projection_dim") is not None:  # the width CLIPModel's text_projection really has
                 text["projection_dim"] = data["projection_dim"]
             text.pop("model_type", None)
@@ -88,7 +95,7 @@ def text_config(folder: Path, model_class: type) -> Any:
 
 
 def _verify_loading_info(model: torch.nn.Module, info: dict, source: str, base: torch.nn.Module | None) -> None:
-    tied = set().union(*_tied_groups(model)) if _tied_groups(model) else set()
+    tied = set().union(*tied_groups(model))
     missing = {k for k in info.get("missing_keys", ()) if not k.endswith("position_ids") and k not in tied}
     if missing == {PROJECTION_KEY} and base is not None and hasattr(base, "text_projection"):
         with torch.no_grad():
@@ -159,6 +166,8 @@ def load_safe_text_encoder(
     hub = hub_kwargs(kwargs)
     base = base_module(base, model_class, hub)
     build = {"base": base, "keep_base_projection": keep_base_projection, "num_hidden_layers": num_hidden_layers}
+    if str(spec).lower().endswith(WEIGHT_SUFFIXES) and not Path(spec).expanduser().exists():
+        raise FileNotFoundError(f"{WHAT} file does not exist: {str(spec)!r}")
     if Path(spec).expanduser().is_file():
         ckpt = read_weights_file(spec, allow_pickle=allow_pickle)
         encoder = build_encoder(ckpt.tensors, model_class, source=str(ckpt.path), prefix=prefix, **build)

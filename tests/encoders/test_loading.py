@@ -60,6 +60,12 @@ def test_missing_path_is_named(tiny_sd_dir, tmp_path):
         SaferStableDiffusionPipeline.from_pretrained(str(tmp_path / "no-base"), safe_text_encoder=str(missing))
 
 
+def test_missing_weights_file_is_named_not_looked_up(tmp_path):
+    for spec in (tmp_path / "des.pt", "des.pt", "clip_l.safetensors"):
+        with pytest.raises(FileNotFoundError, match="safe text encoder file does not exist"):
+            load_safe_text_encoder(spec)
+
+
 def test_directory_without_an_encoder_is_explained(tmp_path):
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "config.json").write_text("{}")
