@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--slot", choices=["text_encoder", "text_encoder_2"], default="text_encoder",
                          help="the slot it is for (text_encoder_2 = SDXL/SD3 bigG, with projection)")
     convert.add_argument("--base", default=None, metavar="DIR",
-                         help="the base pipeline's own encoder folder for this slot: its config, and its projection "
-                              "when the checkpoint has none (DES bigG)")
+                         help="the base pipeline folder (or its encoder folder for this slot): the encoder's config, and "
+                              "its projection when the checkpoint has none (DES bigG)")
     convert.add_argument("--num-hidden-layers", dest="num_hidden_layers", type=int_range(1, 1000), default=None,
                          help="keep only the first N layers (24-layer OpenCLIP-H -> 23 for SD 2.x)")
     convert.add_argument("--prefix", default=None, help="key prefix of the encoder inside a multi-encoder file")

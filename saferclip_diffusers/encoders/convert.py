@@ -70,7 +70,7 @@ def convert_checkpoint(
         ckpt = read_weights_file(src, allow_pickle=allow_pickle)
         info = ckpt.info
         cls = model_class or slot_class(slot)
-        options["base"] = base_module(base, cls, {})
+        options["base"] = base_module(base, cls, {}, slot)
         encoder = build_encoder(ckpt.tensors, cls, source=str(src), **options)
     else:
         encoder = load_safe_text_encoder(src, slot, model_class=model_class, allow_pickle=allow_pickle, **options)

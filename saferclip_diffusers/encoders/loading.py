@@ -119,11 +119,15 @@ def slot_class(slot: str) -> type:
     return SLOT_CLASSES[slot]
 
 
-def base_module(base: Any, model_class: type, hub: dict[str, Any]) -> torch.nn.Module | None:
-    """``base`` as a module: given as one, or loaded from a folder / Hub id (safetensors only)."""
+def base_module(base: Any, model_class: type, hub: dict[str, Any], slot: str | None = None) -> torch.nn.Module | None:
+    """``base`` as a module: given as one, or loaded (safetensors only) from an encoder folder, a pipeline
+    folder holding ``slot/`` (e.g. an SDXL base with ``text_encoder_2/``), or a Hub id."""
     if base is None or isinstance(base, torch.nn.Module):
         return base
-    return model_class.from_pretrained(base, use_safetensors=True, **hub)
+    kwargs = dict(hub)
+    if slot and is_local(base) and (Path(base).expanduser() / slot / "config.json").is_file():
+        kwargs["subfolder"] = slot
+    return model_class.from_pretrained(base, use_safetensors=True, **kwargs)
 
 
 def load_safe_text_encoder(
@@ -164,7 +168,7 @@ def load_safe_text_encoder(
         raise TypeError(f"safe text encoder must be a hub id, a directory, a file or a module, got {type(spec).__name__}")
 
     hub = hub_kwargs(kwargs)
-    base = base_module(base, model_class, hub)
+    base = base_module(base, model_class, hub, slot)
     build = {"base": base, "keep_base_projection": keep_base_projection, "num_hidden_layers": num_hidden_layers}
     if str(spec).lower().endswith(WEIGHT_SUFFIXES) and not Path(spec).expanduser().exists():
         raise FileNotFoundError(f"{WHAT} file does not exist: {str(spec)!r}")

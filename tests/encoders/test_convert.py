@@ -60,3 +60,21 @@ def test_cli_convert(tmp_path, capsys, ids):
     _des(other, 3)
     assert export_main(["convert", str(other), "--out", str(out), "--allow-pickle"]) == 2
     assert "another checkpoint" in capsys.readouterr().err
+
+
+def test_cli_convert_des_bigg_with_the_base_pipeline_folder(tmp_path, tiny_sdxl_dir, ids):
+    """des_clipg.pt has no projection: --base SDXL_DIR gives the config and keeps text_encoder_2's projection."""
+    from transformers import CLIPTextModelWithProjection
+
+    base = CLIPTextModelWithProjection.from_pretrained(tiny_sdxl_dir / "text_encoder_2").eval()
+    torch.manual_seed(9)
+    tower = CLIPTextModel(base.config).eval()
+    pt = tmp_path / "des_clipg.pt"
+    torch.save({"model_state_dict": {"text_model." + k: v for k, v in tower.state_dict().items()}}, pt)
+    out = tmp_path / "des-g"
+    assert export_main(["convert", str(pt), "--out", str(out), "--allow-pickle", "--slot", "text_encoder_2",
+                        "--base", str(tiny_sdxl_dir)]) == 0
+    loaded = load_safe_text_encoder(out, "text_encoder_2")
+    with torch.no_grad():
+        expected = tower(ids).pooler_output @ base.text_projection.weight.T
+        torch.testing.assert_close(loaded(ids).text_embeds, expected, rtol=0, atol=1e-6)
