@@ -101,7 +101,12 @@ def read_weights_folder(folder: Path, *, allow_pickle: bool) -> Checkpoint:
     """The pickle weights of a transformers folder (``pytorch_model.bin``, sharded or not)."""
     index = folder / "pytorch_model.bin.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else None
-    files = [folder / f for f in files] if files else sorted(p for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+    if files:
+        files = [folder / f for f in files]
+    elif (folder / "pytorch_model.bin").is_file():  # not training_args.bin and the like
+        files = [folder / "pytorch_model.bin"]
+    else:
+        files = sorted(p for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
     if not files:
         raise FileNotFoundError(f"no weights in {folder}: expected model.safetensors or pytorch_model.bin")
     if not allow_pickle:

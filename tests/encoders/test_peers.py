@@ -87,6 +87,7 @@ def test_advunlearn_pickle_folder(tmp_path, ids):
     folder = tmp_path / "AdvUnlearn" / "nudity_unlearned"
     source.config.save_pretrained(folder)
     torch.save(_nested(source), folder / "pytorch_model.bin")
+    torch.save({"output_dir": "runs", "learning_rate": 1e-5}, folder / "training_args.bin")  # not weights
     with pytest.raises(PickleCheckpointError) as err:
         load_safe_text_encoder(tmp_path / "AdvUnlearn", subfolder="nudity_unlearned")
     assert str(folder / "pytorch_model.bin") in str(err.value) and "allow_pickle=True" in str(err.value)
