@@ -214,6 +214,8 @@ def load_safe_text_encoder(
                 f"{spec!r} has no safetensors weights for {slot!r} (only pickle files such as pytorch_model.bin); "
                 "pickle weights are refused. Pass allow_pickle=True if you trust its source."
             ) from err
+        if from_hub:
+            raise explain_unavailable(spec, WHAT, err, offline_alternative="a local directory or weights file") from err
         raise
     finally:
         hf_logging.set_verbosity(verbosity)
