@@ -139,3 +139,17 @@ def test_cli_single_file_and_convert_refusal(export_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(pt) in err and "allow_pickle" in err
     assert not (tmp_path / "conv").exists()
+
+
+def test_single_files_load_back_as_safe_encoders(export_dir, tmp_path, ids):
+    """A clip_g.safetensors someone downloaded for ComfyUI is a valid safe_text_encoder_2 here too."""
+    from saferclip_diffusers.encoders import load_safe_text_encoder
+
+    written = export_single_files(export_dir, tmp_path, dtype=torch.float32)
+    g_src = CLIPTextModelWithProjection.from_pretrained(export_dir / "text_encoder_2").eval()
+    base = CLIPTextModelWithProjection.from_pretrained(export_dir / "text_encoder_2")
+    with torch.no_grad():
+        base.text_projection.weight.mul_(2)  # the file's own projection must win: base gives the config only
+    loaded = load_safe_text_encoder(written["clip_g"], "text_encoder_2", base=base)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).text_embeds, g_src(ids).text_embeds)
