@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv for saferclip-diffusers on a CPU machine (idempotent): CPU torch, no CUDA wheels.
-#   bash scripts/setup.sh          the project and its test extra
+#   bash scripts/setup.sh          the project with every tool extra and the test extra (.[all,test])
 #   bash scripts/setup.sh --test   also Debian's Chromium + ChromeDriver for the demo's headless-browser test
 # GPU machines: see the README ("GPU install"); do not use this script there.
 set -euo pipefail
@@ -29,7 +29,7 @@ PY
     "${PIP[@]}" install -c constraints-cpu.txt torch
   fi
 fi
-"${PIP[@]}" install -c constraints-cpu.txt -e ".[test]"
+"${PIP[@]}" install -c constraints-cpu.txt -e ".[all,test]"
 
 if .venv/bin/python -m pip list --format=freeze | grep -iE '^(nvidia|cuda|triton)'; then
   echo "setup.sh: CUDA packages were installed on a CPU set-up (listed above); refusing to continue." >&2
