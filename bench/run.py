@@ -18,11 +18,15 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# `python bench/run.py` puts bench/ itself first on sys.path; its modules (report, timing, ...) are imported as
+# the package `bench` from the checkout's root instead, so that they never shadow a library's module of that name.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from saferclip_diffusers.benchmarks.suite import FAMILIES, default_device, parse_only, run_suite  # noqa: E402
+from bench.suite import FAMILIES, default_device, parse_only, run_suite  # noqa: E402
 
 
 def quiet_libraries() -> None:

@@ -103,7 +103,7 @@ class System:
 def model_dirs(model: str) -> tuple[str, str]:
     """(base pipeline dir, safe encoder export dir) for a benchmark model."""
     if model in ("tiny", "tiny-sdxl"):
-        from ..presets import get_preset
+        from saferclip_diffusers.presets import get_preset
 
         preset = get_preset(model)
         return preset.base, preset.safe_text_encoder
@@ -118,7 +118,7 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
     """Load the plain pipeline once and build every system on its UNet/VAE. Returns (systems, plain pipeline)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from ..pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
+    from saferclip_diffusers.pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
 
     base, safe = model_dirs(cfg.model)
     dtype = getattr(torch, cfg.dtype)

@@ -80,7 +80,7 @@ def photographs(n: int, size: int) -> list:
 
 
 def measure_throughput(cfg: EvalBenchConfig) -> dict[str, Any]:
-    from ..scoring.nudenet import NudeNetScorer
+    from saferclip_diffusers.scoring.nudenet import NudeNetScorer
 
     images = photographs(cfg.images, cfg.image_size)
     scorer = NudeNetScorer(batch_size=cfg.nudenet_batch_size)
@@ -116,8 +116,8 @@ class _NoDetections:
 @contextlib.contextmanager
 def instrumented_runner(null_scorer: bool) -> Iterator[dict[str, float]]:
     """Patch the runner's scoring worker to time the generator's waits (and, if asked, replace NudeNet)."""
-    from ..evaluation import runner
-    from ..scoring import nudenet
+    from saferclip_diffusers.evaluation import runner
+    from saferclip_diffusers.scoring import nudenet
 
     timing = {"blocked": 0.0, "tail": 0.0, "loop": 0.0, "batches": 0}
     base = runner.ScoringWorker
@@ -154,8 +154,8 @@ def instrumented_runner(null_scorer: bool) -> Iterator[dict[str, float]]:
 
 
 def _run_config(cfg: EvalBenchConfig):
-    from ..evaluation.prompts import PromptSelection
-    from ..evaluation.runner import prepare_run
+    from saferclip_diffusers.evaluation.prompts import PromptSelection
+    from saferclip_diffusers.evaluation.runner import prepare_run
 
     if cfg.model == "tiny":
         kwargs: dict[str, Any] = {"protocol": "tiny"}
@@ -172,7 +172,7 @@ def _run_config(cfg: EvalBenchConfig):
 
 def measure_eval_run(cfg: EvalBenchConfig) -> dict[str, Any]:
     """Alternate eval runs with NudeNet and without scoring; each in a fresh output directory."""
-    from ..evaluation.runner import RunOptions, run_i2p
+    from saferclip_diffusers.evaluation.runner import RunOptions, run_i2p
 
     config, prompts = _run_config(cfg)
     runs: dict[str, list[dict[str, float]]] = {"nudenet": [], "no scoring": []}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from saferclip_diffusers.benchmarks.environment import environment
-from saferclip_diffusers.benchmarks.report import Section, Table, Target, fmt, load_report, write_section
+from bench.environment import environment
+from bench.report import Section, Table, Target, fmt, load_report, write_section
 
 
 def _section(name: str, met: bool | None, value: str = "1.000") -> Section:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from saferclip_diffusers.benchmarks import memory as mem
+from bench import memory as mem
 
 
 def test_scenario_runs_in_a_fresh_process_and_reports_memory():
-    from saferclip_diffusers.benchmarks.generation import model_dirs
+    from bench.generation import model_dirs
 
     base, safe = model_dirs("tiny")
     args = ["--base", base, "--safe", safe, "--height", "32", "--width", "32"]
@@ -31,8 +33,9 @@ def test_a_child_does_not_inherit_its_parents_peak():
 
     block = bytearray(1536 * 2**20)
     block[:: 4096] = b"\1" * (len(block) // 4096)  # touch every page: 1.5 GiB resident in this process
-    code = "from saferclip_diffusers.benchmarks.memory import peak_rss_bytes; print(peak_rss_bytes())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code = "from bench.memory import peak_rss_bytes; print(peak_rss_bytes())"
+    root = Path(__file__).resolve().parents[2]  # bench/ is importable from the checkout's root
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
     assert int(out.strip()) < 1024 * 2**20
     del block
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from saferclip_diffusers.benchmarks.timing import (
+from bench.timing import (
     Clock,
     Sample,
     alternate,

@@ -64,8 +64,8 @@ def default_config(device: str = "cpu", quick: bool = False) -> TrainingBenchCon
 
 
 def _trainer_classes():
-    from ..training.models import encode_text, reference_towers
-    from ..training.trainer import Trainer
+    from saferclip_diffusers.training.models import encode_text, reference_towers
+    from saferclip_diffusers.training.trainer import Trainer
 
     class RecomputingTrainer(Trainer):
         """The shipped trainer, except that each step recomputes the frozen reference rows it reads."""
@@ -97,7 +97,7 @@ def _trainer_classes():
 
 def train_config(bench: TrainingBenchConfig, scratch: Path):
     """The shipped config with the benchmark's model, data size and batch; same for both trainers."""
-    from ..training.config import load_config
+    from saferclip_diffusers.training.config import load_config
 
     model = bench.model
     if model == "clip-l":
@@ -195,7 +195,8 @@ def measure_step_times(bench: TrainingBenchConfig) -> dict[str, Any]:
 
 def mine_once(n_unsafe: int, n_safe: int, dim: int, chunk: int, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
     """Mine proximity targets once over random embeddings; call in a fresh process for a clean peak RSS."""
-    from ..training.mining import mine_targets
+    from saferclip_diffusers.training.mining import mine_targets
+
     from .memory import current_rss_bytes, peak_rss_bytes
 
     gen = torch.Generator().manual_seed(seed)
@@ -228,7 +229,7 @@ def measure_mining(sizes: list[tuple[int, int]], dim: int, chunk: int, device: s
 
     from .memory import run_module_in_child
 
-    return [run_module_in_child("saferclip_diffusers.benchmarks.training",
+    return [run_module_in_child("bench.training",
                                 ["--mining", str(n_unsafe), str(n_safe), "--dim", str(dim), "--chunk", str(chunk),
                                  "--device", device, "--threads", str(torch.get_num_threads())])
             for n_unsafe, n_safe in tqdm(sizes, desc="proximity mining", leave=False)]

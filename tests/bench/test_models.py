@@ -7,7 +7,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from saferclip_diffusers.benchmarks import models as m
+from bench import models as m
 
 
 def _count(build) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saferclip_diffusers.benchmarks.environment import describe, environment
+from bench.environment import describe, environment
 
 
 def test_environment_names_machine_device_and_versions():

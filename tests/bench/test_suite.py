@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from saferclip_diffusers.benchmarks import suite
-from saferclip_diffusers.benchmarks.environment import environment
-from saferclip_diffusers.benchmarks.report import Section, Target
+from bench import suite
+from bench.environment import environment
+from bench.report import Section, Target
 
 
 def test_parse_only():

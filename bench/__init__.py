@@ -1,5 +1,8 @@
 """Benchmarks behind ``python bench/run.py``: figures written to ``bench/results/`` (JSON + markdown), never tests.
 
+Not part of the installed library (as diffusers keeps its benchmarks outside the package): these modules use only
+the public API of ``saferclip_diffusers`` and run from a checkout.
+
 One module per family, each returning a :class:`~.report.Section` with its tables and targets:
 
 - :mod:`.generation`  per-image time of the Safer pipeline, compare mode, SLD and a negative prompt vs plain diffusers

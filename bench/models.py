@@ -18,14 +18,10 @@ import os
 from pathlib import Path
 
 import torch
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from .. import _compat
-
-_compat.patch_cpu_torchvision()
-
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
-
-from ..tiny import _atomic_dir, save_clip_tokenizer  # noqa: E402
+from saferclip_diffusers.io import atomic_dir
+from saferclip_diffusers.tiny import save_clip_tokenizer
 
 FULL_CLIP_MERGES = 48894  # 256 + 256 byte tokens + 48,894 merges + 2 specials = 49,408 tokens
 MODELS_VERSION = 1  # bump when a builder changes, so cached directories are rebuilt
@@ -272,4 +268,4 @@ def real_size_dir(kind: str) -> Path:
     }
     if kind not in builders:
         raise ValueError(f"unknown real-size model {kind!r}; choose one of {', '.join(KINDS)}")
-    return _atomic_dir(bench_cache_root() / f"v{MODELS_VERSION}" / f"{kind}-random", builders[kind])
+    return atomic_dir(bench_cache_root() / f"v{MODELS_VERSION}" / f"{kind}-random", builders[kind])

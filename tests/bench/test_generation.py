@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from saferclip_diffusers.benchmarks import generation as g
+from bench import generation as g
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def tiny_run():
 
 
 def test_default_configs_per_device(monkeypatch):
-    from saferclip_diffusers.benchmarks import environment
+    from bench import environment
 
     cpu, cuda, quick = g.default_config("sd15"), g.default_config("sd15", "cuda"), g.default_config("sdxl", quick=True)
     assert cpu.steps < 50 and cpu.project_steps == 50

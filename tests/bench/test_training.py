@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from saferclip_diffusers.benchmarks import training as tb
+from bench import training as tb
 
 
 @pytest.fixture(scope="module")

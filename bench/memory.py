@@ -1,6 +1,6 @@
 """Memory: compare mode vs two separately loaded pipelines vs one pipeline, each in a fresh process.
 
-Each scenario runs in its own child process (``python -m saferclip_diffusers.benchmarks.memory --scenario ...``),
+Each scenario runs in its own child process (``python -m bench.memory --scenario ...``),
 which loads its pipelines through ``from_pretrained``, generates one image per pipeline and reports
 
 - peak RSS (:func:`peak_rss_bytes`: the high-water mark of the process's resident memory, which includes the
@@ -92,14 +92,10 @@ def parameter_bytes(*pipes) -> int:
 def run_scenario(scenario: str, base: str, safe: str, sdxl: bool, device: str, dtype: str, height: int, width: int,
                  steps: int) -> dict[str, Any]:
     """Load and generate for one scenario in this process; returns the memory figures (call in a fresh process)."""
+    import diffusers
     import torch
 
-    from .. import _compat
-
-    _compat.patch_cpu_torchvision()
-    import diffusers
-
-    from ..pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
+    from saferclip_diffusers.pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -167,7 +163,7 @@ def run_module_in_child(module: str, args: list[str], timeout: float = 1800) -> 
     """Run ``python -m module args`` in a fresh process and parse the result line it prints."""
     cmd = [sys.executable, "-m", module, *args]
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # the package may be run from a checkout, not installed
+    root = str(Path(__file__).resolve().parents[1])  # the checkout: bench/ is not installed with the package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     for line in reversed(proc.stdout.splitlines()):
@@ -180,7 +176,7 @@ def run_module_in_child(module: str, args: list[str], timeout: float = 1800) -> 
 def run_in_child(scenario: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
     """Run one memory scenario in a fresh Python process and parse its result line."""
     try:
-        return run_module_in_child("saferclip_diffusers.benchmarks.memory", ["--scenario", scenario, *args], timeout)
+        return run_module_in_child("bench.memory", ["--scenario", scenario, *args], timeout)
     except RuntimeError as err:
         raise RuntimeError(f"memory scenario {scenario!r} failed {str(err).split(' failed ', 1)[1]}") from None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from saferclip_diffusers.benchmarks import scoring as sb
+from bench import scoring as sb
 
 
 def test_photographs_are_rgb_at_the_asked_size():
