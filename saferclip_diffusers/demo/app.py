@@ -1,7 +1,12 @@
 """The Gradio page: one prompt, the original and the safe model side by side.
 
 ``build_demo(engine)`` lays out the ``gr.Blocks``; ``launch_demo`` serves it on 127.0.0.1 by default, with
-Gradio's analytics off, a bounded queue and a concurrency limit. The work itself is in :mod:`.engine`.
+Gradio's analytics off, a bounded queue, a concurrency limit, a bounded upload size and no monitoring or MCP
+routes. The work itself is in :mod:`.engine`.
+
+The generate event runs with ``preprocess=False``: gradio's own range check would refuse an out-of-range value
+with "Value 72 is greater than maximum value 64", naming no input; the engine's :class:`~.limits.Limits` check
+names the input and its allowed range, and refuses non-numbers by name too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .render import (  # noqa: E402
     DETECTION_HEADERS,
     SAFE_EXAMPLE_PROMPTS,
     caption_rows,
+    captions_note,
     detection_rows,
     gallery_items,
     redirection_note,
@@ -41,7 +47,7 @@ def make_handlers(engine: DemoEngine):
 
     def generate(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
                  safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
-        if randomize_seed:
+        if randomize_seed is True:
             seed = secrets.randbelow(MAX_SEED + 1)
         request = GenerationRequest(
             prompt=prompt or "", negative_prompt=negative_prompt or "", seed=seed, steps=steps,
@@ -52,7 +58,7 @@ def make_handlers(engine: DemoEngine):
         try:
             result = engine.generate(request, progress=lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
         except InputError as err:
-            raise gr.Error(str(err), title="Input out of range", print_exception=False) from err
+            raise gr.Error(str(err), title="Invalid input", print_exception=False) from err
         except torch.OutOfMemoryError as err:
             raise gr.Error("Out of accelerator memory: lower the size or the number of images.") from err
         return (*render(result, show_unsafe), result.request.seed, result)
@@ -65,10 +71,18 @@ def make_handlers(engine: DemoEngine):
     return generate, rerender
 
 
+def captions_panel(engine: DemoEngine) -> tuple:
+    """The "Interpreted as" status line and whether its timer should keep ticking (while indexing)."""
+    status = engine.captions_status()
+    return captions_note(status), gr.Timer(active=status.startswith("indexing"))
+
+
 def render(result: GenerationResult, show_unsafe: bool) -> tuple:
     """Outputs in page order: two galleries, two detection tables, score, notes, two caption tables."""
     seeds = result.seeds
     notes = f"{verdict_line(result)}\n\n{redirection_note(result.redirection_score)}"
+    if result.captions_status not in ("ready", "off"):
+        notes += f"\n\n{captions_note(result.captions_status)}"
     return (
         gallery_items(result.original, seeds, bool(show_unsafe)),
         gallery_items(result.safe, seeds, bool(show_unsafe)),
@@ -129,8 +143,9 @@ def build_demo(
         with gr.Row():
             score = gr.Number(label="Redirection score", precision=4, interactive=False, scale=1)
             notes = gr.Markdown(label="Notes", scale=4)
-        gr.Markdown("### Interpreted as: nearest captions in each encoder's space"
-                    + ("" if engine.interpreter else " (off: no caption pool loaded)"))
+        gr.Markdown("### Interpreted as: nearest captions in each encoder's space")
+        status = gr.Markdown(captions_note(engine.captions_status()), elem_id="captions-status")
+        timer = gr.Timer(1.0, active=engine.captions_status().startswith("indexing"))
         with gr.Row():
             near_orig = gr.Dataframe(headers=CAPTION_HEADERS, label="Original encoder: nearest captions", wrap=True)
             near_safe = gr.Dataframe(headers=CAPTION_HEADERS, label="Safe encoder: nearest captions", wrap=True)
@@ -146,16 +161,27 @@ def build_demo(
             api_name="generate",
             concurrency_limit=concurrency_limit,
             concurrency_id="generate",
+            preprocess=False,  # raw values reach the Limits check, which names the input (see the module doc)
         )
+        timer.tick(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",
+                   concurrency_limit=None, show_progress="hidden")
+        demo.load(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",
+                  concurrency_limit=None, show_progress="hidden")
         show_unsafe.change(rerender, inputs=[state, show_unsafe], outputs=shown, api_visibility="private",
                            concurrency_limit=None)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency_limit)
     return demo
 
 
+MAX_FILE_SIZE = 2**20  # bytes: the page takes no files, so gradio's upload route needs no more
+
+
 def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-                block: bool = True, quiet: bool = False):
-    """Serve ``demo`` (127.0.0.1 and no public share link unless asked). Returns gradio's ``(app, url, share_url)``."""
+                block: bool = True, quiet: bool = False, max_file_size: int = MAX_FILE_SIZE):
+    """Serve ``demo`` (127.0.0.1 and no public share link unless asked). Returns gradio's ``(app, url, share_url)``.
+
+    Routes the page does not use are closed where gradio allows: uploads are bounded by ``max_file_size``,
+    and the monitoring dashboard, the MCP server and server-side rendering (a Node process) are off."""
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -164,6 +190,7 @@ def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 
         quiet=quiet,
         ssr_mode=False,
         mcp_server=False,
+        max_file_size=max_file_size,
         enable_monitoring=False,
         show_error=False,
     )
