@@ -15,12 +15,6 @@ logger = logging.getLogger(__name__)
 FAMILIES = ("generation", "memory", "training", "evaluation")
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _runner(family: str) -> Callable[..., Section]:
     if family == "generation":
         from .generation import run_generation
