@@ -59,7 +59,7 @@ def banned_ids(tokenizers: Sequence, rule: str = "mma", extra_words: Iterable[st
         for token, idx in vocab.items():
             raw = token.replace("</w>", "")
             text = tok.decode([idx], clean_up_tokenization_spaces=False)
-            if not text.strip() or not text.isprintable() or any(w in raw.lower() for w in words):
+            if not text.strip() or not text.isprintable() or "\ufffd" in text or any(w in raw.lower() for w in words):
                 banned.add(int(idx))
     return torch.tensor(sorted(banned), dtype=torch.long)
 
