@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NudeNet score at which an exposed class makes an image unsafe")
     p.add_argument("--max-file-size", type=float_range(0.0), default=1.0, metavar="MB",
                    help="largest upload gradio accepts, in MB (the page takes no files; default 1)")
+    p.add_argument("--attack-steps", type=int_range(0, 500), default=20,
+                   help="swap-gcg steps of the 'Try to break it' button (64 candidates each; 0 hides the button)")
     p.add_argument("--sd-safety-checker", action="store_true",
                    help="keep diffusers' SD 1.x safety checker (it blacks out flagged images on both sides)")
     return p
@@ -73,7 +75,7 @@ def serve(args: argparse.Namespace) -> int:
         dtype=args.dtype, caption_pool_size=args.caption_pool_size, cache_dir=args.cache_dir,
         nudenet_threshold=args.nudenet_threshold, max_size=args.max_size, max_steps=args.max_steps,
         max_images=args.max_images, sd_safety_checker=args.sd_safety_checker, allow_pickle=args.allow_pickle,
-        background_index=True,
+        background_index=True, attack_steps=args.attack_steps,
     )
     demo = build_demo(engine, concurrency_limit=args.concurrency, queue_size=args.queue_size)
     launch_demo(demo, host=args.host, port=args.port, share=args.share,

@@ -43,32 +43,51 @@ leaves safe prompts alone. Images that NudeNet flags as unsafe are **blurred** u
 
 
 def make_handlers(engine: DemoEngine):
-    """The page's two callbacks: ``generate`` (the public API ``/generate``) and ``rerender`` (blur toggle)."""
+    """The page's callbacks: ``generate`` (the public API ``/generate``), ``rerender`` (blur toggle) and
+    ``break_it`` ("Try to break it": the adaptive attack on the prompt, then both sides from its result)."""
 
-    def generate(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
-                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+    def request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
+                   safety_scale) -> GenerationRequest:
         if randomize_seed is True:
             seed = secrets.randbelow(MAX_SEED + 1)
-        request = GenerationRequest(
+        return GenerationRequest(
             prompt=prompt or "", negative_prompt=negative_prompt or "", seed=seed, steps=steps,
             guidance_scale=guidance_scale, height=height, width=width, num_images=num_images,
             safety_scale=safety_scale,
         )
+
+    def run(work, progress):
         progress(0, desc="starting")
         try:
-            result = engine.generate(request, progress=lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
+            return work(lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
         except InputError as err:
             raise gr.Error(str(err), title="Invalid input", print_exception=False) from err
         except torch.OutOfMemoryError as err:
             raise gr.Error("Out of accelerator memory: lower the size or the number of images.") from err
+
+    def generate(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
+                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+        request = request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height,
+                             num_images, safety_scale)
+        result = run(lambda p: engine.generate(request, progress=p), progress)
         return (*render(result, show_unsafe), result.request.seed, result)
+
+    def break_it(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
+                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+        from .breaking import break_note, break_prompt
+
+        request = request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height,
+                             num_images, safety_scale)
+        found = run(lambda p: break_prompt(engine, request, engine.attack_steps, progress=p), progress)
+        result = found.generation
+        return (*render(result, show_unsafe), result.request.seed, result, break_note(found))
 
     def rerender(result: GenerationResult | None, show_unsafe: bool):
         if result is None:
             return [], [], gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return render(result, show_unsafe)
 
-    return generate, rerender
+    return generate, rerender, break_it
 
 
 def captions_panel(engine: DemoEngine) -> tuple:
@@ -106,13 +125,15 @@ def build_demo(
     if concurrency_limit < 1 or queue_size < 1:
         raise ValueError(f"concurrency_limit and queue_size must be at least 1, got {concurrency_limit}, {queue_size}")
     limits, d = engine.limits, engine.defaults
-    generate, rerender = make_handlers(engine)
+    generate, rerender, break_it = make_handlers(engine)
     with gr.Blocks(title="SafeR-CLIP side by side", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO + ("\n" + engine.description if engine.description else ""))
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(label="Prompt", placeholder="Describe an image", lines=2, scale=5,
                                 max_length=limits.max_prompt_chars, elem_id="prompt")
             run = gr.Button("Generate", variant="primary", scale=1, elem_id="generate")
+            attack = gr.Button("Try to break it", variant="secondary", scale=1, elem_id="break-it",
+                               visible=engine.attack_steps > 0)
         with gr.Row():
             safety = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Safety strength (safety_scale)", scale=3,
                                info="0 = original encoder on both sides, 1 = the full safe encoder on the right")
@@ -140,6 +161,7 @@ def build_demo(
                 gallery_safe = gr.Gallery(label="Safe text encoder", format="png", columns=2, height=420,
                                           object_fit="contain", elem_id="safe-gallery")
                 table_safe = gr.Dataframe(headers=DETECTION_HEADERS, label="NudeNet: safe", wrap=True)
+        attack_note = gr.Markdown("", elem_id="attack-note")
         with gr.Row():
             score = gr.Number(label="Redirection score", precision=4, interactive=False, scale=1)
             notes = gr.Markdown(label="Notes", scale=4)
@@ -163,6 +185,18 @@ def build_demo(
             concurrency_id="generate",
             preprocess=False,  # raw values reach the Limits check, which names the input (see the module doc)
         )
+        run.click(lambda: "", outputs=attack_note, api_visibility="private", queue=False)
+        prompt.submit(lambda: "", outputs=attack_note, api_visibility="private", queue=False)
+        if engine.attack_steps > 0:
+            attack.click(
+                break_it,
+                inputs=[prompt, negative, seed, randomize, steps, guidance, width, height, count, safety, show_unsafe],
+                outputs=[*shown, seed, state, attack_note],
+                api_name="break_it",
+                concurrency_limit=concurrency_limit,
+                concurrency_id="generate",
+                preprocess=False,
+            )
         timer.tick(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
         demo.load(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",

@@ -77,7 +77,9 @@ class DemoEngine:
         interpreter: CaptionInterpreter | CaptionIndex | None = None,
         neighbours: int = 5,
         description: str = "",
+        attack_steps: int = 0,
     ):
+        """``attack_steps``: the swap-gcg budget of the page's "Try to break it" button (0: no button)."""
         if not pipe.has_original:
             raise ValueError("the demo compares against the original encoder: load the pipeline with keep_original=True")
         self.pipe = pipe
@@ -87,6 +89,8 @@ class DemoEngine:
         self.captions = CaptionIndex.of(interpreter) if isinstance(interpreter, CaptionInterpreter) else interpreter
         self.neighbours = neighbours
         self.description = description
+        self.attack_steps = attack_steps
+        self.attack_lock = threading.Lock()  # "Try to break it" runs on self.pipe, one attack at a time
         self._local = threading.local()
 
     @property
@@ -98,7 +102,7 @@ class DemoEngine:
         """``"off"`` without a caption pool, else the index's state (``"indexing n/N captions"``, ``"ready"``)."""
         return self.captions.status() if self.captions is not None else "off"
 
-    def _view(self):
+    def view(self):
         """A shallow copy of the pipeline with its own scheduler, tokenizers and call state; models are shared.
 
         diffusers keeps per-call state on the pipeline (timesteps in the scheduler, guidance scale, ...) and fast
@@ -128,7 +132,7 @@ class DemoEngine:
             return callback_kwargs
 
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
-        out = self._view()(
+        out = self.view()(
             request.prompt,
             negative_prompt=request.negative_prompt or None,
             num_inference_steps=steps,
@@ -179,6 +183,7 @@ def build_engine(
     sd_safety_checker: bool = False,
     allow_pickle: bool = False,
     background_index: bool = False,
+    attack_steps: int = 0,
 ) -> DemoEngine:
     """Everything the demo needs, from command-line style arguments (``caption_pool_size=0``: no captions).
 
@@ -206,7 +211,7 @@ def build_engine(
         else:
             index = CaptionIndex.of(CaptionInterpreter(pipe, captions, cache_dir))
     return DemoEngine(pipe, limits=limits, defaults=defaults, screen=NudityScreen(nudenet_threshold),
-                      interpreter=index, description=describe(preset, pipe))
+                      interpreter=index, description=describe(preset, pipe), attack_steps=attack_steps)
 
 
 def describe(preset: Preset, pipe) -> str:

@@ -39,7 +39,7 @@ def client(launched_app, tmp_path_factory):
 
 
 def test_handler_returns_everything_the_page_shows(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     out = generate(*ARGS, progress=gr.Progress())
     gallery_orig, gallery_safe, table_orig, table_safe, score, notes, near_orig, near_safe, seed, state = out
     assert len(gallery_orig) == len(gallery_safe) == 2 and seed == 5
@@ -51,7 +51,7 @@ def test_handler_returns_everything_the_page_shows(tiny_engine):
 
 
 def test_handler_reports_denoising_steps_to_the_progress_bar(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     calls = []
     generate(*ARGS, progress=lambda value, desc=None, unit="steps": calls.append((value, desc)))
     steps = [value for value, desc in calls if desc and desc.startswith("denoising")]
@@ -60,13 +60,13 @@ def test_handler_reports_denoising_steps_to_the_progress_bar(tiny_engine):
 
 
 def test_randomized_seed_is_drawn_and_reported(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     seeds = {generate(*ARGS[:3], True, *ARGS[4:], progress=gr.Progress())[8] for _ in range(2)}
     assert len(seeds) == 2 and all(0 <= s < 2**32 for s in seeds)
 
 
 def test_bad_input_becomes_a_clear_gradio_error(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     with pytest.raises(gr.Error, match="Number of images must lie between 1 and 4, got 9"):
         generate(*ARGS[:8], 9, *ARGS[9:], progress=gr.Progress())
     with pytest.raises(gr.Error, match="Enter a prompt"):
@@ -76,7 +76,7 @@ def test_bad_input_becomes_a_clear_gradio_error(tiny_engine):
 def test_flagged_images_stay_blurred_until_the_toggle(tiny_engine):
     engine = DemoEngine(tiny_engine.pipe, limits=tiny_engine.limits, defaults=tiny_engine.defaults,
                         screen=FlagEverything())
-    generate, rerender = make_handlers(engine)
+    generate, rerender, _ = make_handlers(engine)
     out = generate(*ARGS, progress=gr.Progress())
     result = out[-1]
     assert out[2][0][2] == "unsafe" and "blurred" in out[0][0][1]
