@@ -175,7 +175,9 @@ def _inside(tmp: str) -> None:
                               timeout=spec["timeout"])
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
-        rc, out, err = 124, str(exc.stdout or ""), f"timed out after {spec['timeout']} s"
+        partial = exc.stdout or b""
+        out = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+        rc, err = 124, f"timed out after {spec['timeout']} s"
     time.sleep(spec["linger"])
     attempts = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     files = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
