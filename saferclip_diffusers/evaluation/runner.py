@@ -175,8 +175,8 @@ def load_q16(clip: str, prompts: str | None, device: torch.device):
     except OSError as err:
         raise explain_unavailable(
             clip, "Q16's CLIP ViT-L/14 image tower", err,
-            offline_alternative="download it once with `huggingface-cli download openai/clip-vit-large-patch14` "
-            "(or pass --q16-clip DIR), or opt out with --no-q16 (every result is then labelled NudeNet only)",
+            offline_alternative="--no-q16 (every result is then labelled NudeNet only); to run Q16, download the "
+            "model once with `hf download openai/clip-vit-large-patch14` (or pass --q16-clip DIR) and rerun",
         ) from err
 
 

@@ -35,7 +35,7 @@ SHARD_DIR = "shards"
 MERGED = "results.jsonl"
 
 
-class ConfigMismatchError(RuntimeError):
+class ConfigMismatchError(ValueError):
     """The output directory holds results of a different configuration."""
 
 
