@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from ..options import (
-    add_allow_pickle,
     add_alias,
+    add_allow_pickle,
     add_device,
     add_dtype,
     add_generation,

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from saferclip_diffusers.evaluation.protocol import config_fingerprint
-from saferclip_diffusers.io import CorruptFileError
 from saferclip_diffusers.evaluation.store import (
     ConfigMismatchError,
     ResultStore,
@@ -15,6 +14,7 @@ from saferclip_diffusers.evaluation.store import (
     merge_results,
     shard_path,
 )
+from saferclip_diffusers.io import CorruptFileError
 
 CONFIG = {"protocol": {"guidance_scale": 7.5, "num_inference_steps": 50}, "prompts": {"ids": [5, 3, 9]},
           "systems": [{"name": "original"}, {"name": "safe"}]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from saferclip_diffusers.evaluation.clip_models import ClipEncoder, ImageTower, TextTower, load_clip_pair
+from saferclip_diffusers.evaluation.clip_loading import load_clip_pair
+from saferclip_diffusers.evaluation.clip_models import ClipEncoder, ImageTower, TextTower
 from saferclip_diffusers.evaluation.retrieval import (
     PairRecord,
     RetrievalEmbeddings,
@@ -31,8 +31,6 @@ from saferclip_diffusers.evaluation.retrieval import (
 )
 from saferclip_diffusers.evaluation.tables import ComparisonTable, read_table
 from saferclip_diffusers.tiny import tiny_model_dir
-
-SCRIPT = Path(__file__).resolve().parents[2] / "eval" / "retrieval.py"
 
 
 def unit(*pairs: tuple[int, float], dim: int = 6) -> torch.Tensor:
@@ -262,7 +260,8 @@ def test_table_markdown_json_round_trip(tmp_path):
 
 
 def test_cli_tiny_preset(tmp_path):
-    main = runpy.run_path(str(SCRIPT))["main"]
+    from saferclip_diffusers.cli.retrieval import main
+
     assert main(["--preset", "tiny", "--out", str(tmp_path), "--gallery", "safe", "mixed"]) == 0
     safe_table = read_table(tmp_path / "retrieval-visu_tiny-safe.json")
     metrics = {r.metric for r in safe_table.rows}
@@ -271,5 +270,5 @@ def test_cli_tiny_preset(tmp_path):
     mixed = read_table(tmp_path / "retrieval-visu_tiny-mixed.json")
     assert mixed.row("T*->V unsafe@1").n == 9
     # identity: the tiny CLIP as its own "safe" model gives a zero difference column
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "id"), "--safe", str(tiny_model_dir("clip"))]) == 0
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "id"), "--safe-encoder", str(tiny_model_dir("clip"))]) == 0
     assert all(r.difference == 0 for r in read_table(tmp_path / "id" / "retrieval-visu_tiny-safe.json").rows)
