@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         from .._extras import require_extra
 
         require_extra("eval", "pandas", feature="the retrieval evaluation")
-        from ..evaluation.retrieval import compare_retrieval, load_retrieval_set, write_tiny_retrieval_set
+        from ..evaluation.retrieval import compare_retrieval
+        from ..evaluation.retrieval_data import load_retrieval_set, write_tiny_retrieval_set
 
         out = Path(args.out)
         data_path, image_root = args.data, args.image_root
