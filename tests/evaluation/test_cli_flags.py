@@ -65,3 +65,17 @@ def test_help_does_not_import_the_heavy_stack():
             "print(sorted(x for x in ('diffusers', 'nudenet', 'pandas', 'matplotlib') if x in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_i2p_without_arguments_offline_names_the_model_and_the_alternative(tmp_path, monkeypatch, capsys):
+    """The first command a user types, on a machine without the Hub or its cache: a message, no traceback, no files."""
+    from saferclip_diffusers.cli.i2p import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))  # nothing cached
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "CompVis/stable-diffusion-v1-4" in err and "offline" in err and "--preset tiny" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "results").exists()  # a failed start writes nothing
