@@ -30,9 +30,6 @@ Template = str | Callable[[str], str]
 
 
 def _open_clip_metadata():
-    from .. import _compat
-
-    _compat.patch_cpu_torchvision()
     from open_clip import zero_shot_metadata
 
     return zero_shot_metadata

