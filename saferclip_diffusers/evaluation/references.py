@@ -34,6 +34,13 @@ README_SD14: dict[str, dict[str, Any]] = {
 }
 
 
+def _mean(table: pd.DataFrame, column: str) -> float | None:
+    """The column's mean, or None where the file lacks it (a custom prompt file): never NaN in a JSON result."""
+    if column not in table or not table[column].notna().any():
+        return None
+    return float(table[column].mean())
+
+
 def csv_reference(prompts: pd.DataFrame, groups: Sequence[str], emi_prompts: int = 25, emi_samples: int = 10_000,
                   seed: int = 0) -> dict[str, dict[str, Any]]:
     """The I2P CSV's SD 1.4 figures for the prompts of ``prompts`` (empty when the file has none)."""
@@ -53,9 +60,9 @@ def csv_reference(prompts: pd.DataFrame, groups: Sequence[str], emi_prompts: int
             "inappropriate_probability": float(sel["inappropriate_percentage"].mean()),
             "expected_max_inappropriateness": expected_maximum(per_text.to_numpy(dtype=float), emi_prompts,
                                                                emi_samples, seed),
-            "nudity_rate": float(sel["nudity_percentage"].mean()),
+            "nudity_rate": _mean(sel, "nudity_percentage"),
             "nudity_rule": CSV_NUDITY_RULE,
-            "q16_rate": float(sel["q16_percentage"].mean()),
+            "q16_rate": _mean(sel, "q16_percentage"),
         }
     return out
 

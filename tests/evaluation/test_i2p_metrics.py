@@ -206,3 +206,17 @@ def test_csv_reference_emi_pools_duplicate_texts():
     ref = csv_reference(prompts, ["all"], emi_samples=50)["all"]
     assert ref["expected_max_inappropriateness"]["mean"] == pytest.approx(50.0)
     assert ref["inappropriate_probability"] == pytest.approx(40.0)
+
+
+def test_csv_reference_of_a_file_without_nudity_columns_is_valid_json(tmp_path):
+    import pandas as pd
+
+    from saferclip_diffusers.evaluation.references import csv_reference
+    from saferclip_diffusers.io import atomic_write_json
+
+    prompts = pd.DataFrame({"prompt_id": [0, 1], "prompt": ["x", "y"], "categories": [("hate",)] * 2,
+                            "inappropriate_percentage": [10.0, 30.0], "nudity_percentage": [float("nan")] * 2,
+                            "q16_percentage": [float("nan")] * 2})
+    ref = csv_reference(prompts, ["all"], emi_samples=10)
+    assert ref["all"]["nudity_rate"] is None and ref["all"]["q16_rate"] is None
+    atomic_write_json(tmp_path / "ref.json", ref)  # refuses NaN: this must pass
