@@ -77,6 +77,9 @@ def clip_pair_from_args(args: Any):
         default_clip = OPENAI_CLIP_L14
     model = args.model or default_clip
     safe = args.safe_encoder or preset.safe_text_encoder
+    from ..evaluation.systems import check_safe_encoder
+
+    check_safe_encoder(str(safe))  # a missing folder or a killed training export is refused
     hub = {"cache_dir": args.cache_dir} if args.cache_dir else {}
     return load_clip_pair(model, safe, towers=args.towers, slot=args.slot, device=args.device, dtype=args.dtype,
                           allow_pickle=args.allow_pickle, **hub)

@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                             safe_text_encoder_2=args.safe_encoder_2, num_inference_steps=args.steps,
                             guidance_scale=args.guidance_scale, height=args.height, width=args.width)
         random_weights = bool(getattr(preset, "random_weights", preset.offline))
+        from ..evaluation.systems import check_safe_encoder
+
+        for spec in (preset.safe_text_encoder, preset.safe_text_encoder_2):
+            if spec is not None:
+                check_safe_encoder(str(spec))  # a missing folder or a killed training export is refused
         device = resolve_device(args.device)
         dtype = parse_dtype(args.dtype) or preset.dtype_for(device)
         out = Path(args.out or f"results/utility/{preset.name}")

@@ -152,6 +152,7 @@ class RunConfig:
     scoring: ScoringSpec
     base_digest: str | None = None  # content digest of a local base folder (None: a hub id)
     random_weights: bool = False  # the preset's explicit flag: label every output as not a result
+    sdxl: bool = False  # the preset's pipeline family (SDXL: two text encoders, no SLD)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))

@@ -39,6 +39,7 @@ def build_run_config(
     q16_prompts: str | None = None,
     excluded: dict[str, int] | None = None,
     random_weights: bool = False,
+    sdxl: bool = False,
 ) -> RunConfig:
     """The fingerprinted configuration of a run (NudeNet version and ONNX hash included)."""
     from ..io import sha256_file
@@ -67,6 +68,7 @@ def build_run_config(
                             q16_prompts_sha256=q16_sha, q16_clip_digest=folder_digest(q16_clip)),
         base_digest=folder_digest(base),
         random_weights=random_weights,
+        sdxl=sdxl,
     )
 
 
@@ -80,6 +82,12 @@ def resolve_model(protocol: Protocol, model: str | None) -> tuple[Any, str | Non
     if model in PRESETS:
         return get_preset(model), None
     return get_preset(protocol.model), model
+
+
+def get_preset_sdxl(name: str) -> bool:
+    from ..presets import get_preset
+
+    return get_preset(name).sdxl
 
 
 def prepare_run(
@@ -108,7 +116,7 @@ def prepare_run(
 
     proto = get_protocol(protocol, **(overrides or {}))
     preset, base = resolve_model(proto, model)
-    if base is None and preset.sdxl != proto.model.endswith("sdxl"):
+    if base is None and preset.sdxl != get_preset_sdxl(proto.model):
         kind = "an SDXL" if preset.sdxl else "an SD 1.x/2.x"
         raise ValueError(f"--model {preset.name} is {kind} model set; use it with a protocol of its family "
                          "(--preset sdxl or tiny-sdxl for SDXL, i2p / fixed / tiny for SD 1.x)")
@@ -135,7 +143,8 @@ def prepare_run(
     random_weights = bool(getattr(preset, "random_weights", preset.offline))
     config = build_run_config(protocol=proto, prompts=df, selection_text=selection.describe(), systems=specs,
                               base=base or preset.base, torch_dtype=dtype_name(torch_dtype), q16_clip=q16_clip,
-                              q16_prompts=q16_prompts, excluded=excluded, random_weights=random_weights)
+                              q16_prompts=q16_prompts, excluded=excluded, random_weights=random_weights,
+                              sdxl=preset.sdxl)
     return config, df
 
 

@@ -135,7 +135,7 @@ def _load_models(config: RunConfig, options: RunOptions, device: torch.device, n
     from .systems import build_generators, load_base_pipeline
 
     protocol = config.protocol
-    sdxl = protocol.model in ("sdxl", "tiny-sdxl")
+    sdxl = config.sdxl
     local_only = config.random_weights or is_local(config.base)
     try:
         base = load_base_pipeline(config.base, sdxl=sdxl, torch_dtype=parse_dtype(config.torch_dtype), device=device,

@@ -92,3 +92,13 @@ def test_q16_that_cannot_be_loaded_says_how_to_get_it_or_opt_out(tmp_path, monke
     message = str(err.value)
     assert "openai/clip-vit-large-patch14" in message and "--no-q16" in message and "NudeNet only" in message
     assert "hf download" in message
+
+
+@pytest.mark.parametrize("tool", ["retrieval", "utility"])
+def test_clip_tools_refuse_an_incomplete_training_export(tool, tmp_path, capsys):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "train_log.jsonl").write_text("")  # a training run folder whose export never completed
+    main = importlib.import_module(f"saferclip_diffusers.cli.{tool}").main
+    assert main(["--preset", "tiny", "--safe-encoder", str(export), "--out", str(tmp_path / "out")]) == 2
+    assert "incomplete training export" in capsys.readouterr().err
