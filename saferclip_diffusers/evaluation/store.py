@@ -13,6 +13,7 @@ process reads every shard to know what is done, so a resumed run may use a diffe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,13 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..io import CorruptFileError, LockedError, atomic_write_text
+from ..io import CorruptFileError, LockedError, atomic_write_text, file_lock
 from .protocol import config_differences
-
-try:  # POSIX advisory lock: two runs must not append to the same shard
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +110,7 @@ class ResultStore:
         self.fingerprint = fingerprint
         self.path = shard_path(directory, rank, world)
         self._file = None
+        self._lock: contextlib.ExitStack | None = None
         self.done: set[Key] = set()
 
     def __enter__(self) -> ResultStore:
@@ -124,18 +121,20 @@ class ResultStore:
         self.close()
 
     def open(self) -> None:
-        check_compatible(self.directory, self.identity, self.fingerprint)
-        if not self.path.exists():
-            atomic_write_text(self.path, _dump({"kind": "header", "fingerprint": self.fingerprint, "config": self.config,
-                                                "identity": self.identity}))
-        self._file = open(self.path, "r+b")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self._file.close()
-                raise LockedError(f"another run is writing to {self.path}; wait for it or stop it first") from None
+        """Lock this shard (one writer per shard), check the folder's configuration, write the header of a new
+        shard, cut a torn last line, and read what every shard has done."""
+        lock = contextlib.ExitStack()
         try:
+            lock.enter_context(file_lock(self.path.with_name(self.path.stem + ".lock")))
+        except LockedError as err:
+            raise LockedError(f"another run is writing to {self.path}; wait for it or stop it first ({err})") from None
+        self._lock = lock
+        try:
+            check_compatible(self.directory, self.identity, self.fingerprint)
+            if not self.path.exists():
+                atomic_write_text(self.path, _dump({"kind": "header", "fingerprint": self.fingerprint,
+                                                    "config": self.config, "identity": self.identity}))
+            self._file = open(self.path, "r+b")
             self._drop_partial_tail()
             self._file.seek(0, os.SEEK_END)
             self.done = done_keys(self.directory)
@@ -188,8 +187,11 @@ class ResultStore:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()  # releases the lock
+            self._file.close()
             self._file = None
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
 
 
 def iter_records(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data import COCO_30K_CSV
 from ..datasets import Caption, read_coco_captions
-from ..io import append_jsonl, atomic_save_image, atomic_write_json, read_jsonl
+from ..io import append_jsonl, atomic_save_image, atomic_write_json, file_lock, read_jsonl
 from .clip_models import ClipEncoder
 from .tables import ComparisonTable
 
@@ -112,6 +112,14 @@ def generate_and_score(
     Seeds are per prompt, drawn on CPU generators so images do not depend on the device.
     """
     out_dir = Path(out_dir)
+    with file_lock(out_dir / "scores.lock"):  # one writer per folder: two runs would duplicate rows
+        return _generate_and_score(pipe, judge, prompts, out_dir, batch_size, save_images, compare_in_one_batch,
+                                   generation_kwargs)
+
+
+def _generate_and_score(pipe: Any, judge: ClipEncoder, prompts: Sequence[UtilityPrompt], out_dir: Path,
+                        batch_size: int, save_images: bool, compare_in_one_batch: bool,
+                        generation_kwargs: dict[str, Any]) -> ScoreStore:
     store = ScoreStore(out_dir / SCORES_FILE)
     todo = [p for p in prompts if p.index not in store.rows]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]

@@ -155,3 +155,11 @@ def test_cli_tiny_preset(tmp_path, capsys):
     assert json.loads((tmp_path / "run.json").read_text())["steps"] == 2
     assert main(["--preset", "tiny", "--limit", "2", "--steps", "3", "--out", str(tmp_path)]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_folder_is_refused(judge, tmp_path):
+    from saferclip_diffusers.io import LockedError, file_lock
+
+    with file_lock(tmp_path / "scores.lock"), pytest.raises(LockedError, match="in use by another process"):
+        generate_and_score(None, judge, load_coco_prompts(limit=1), tmp_path)
+    assert not (tmp_path / "scores.jsonl").exists()
