@@ -50,17 +50,30 @@ def special_ids(tokenizers: Sequence) -> set[int]:
     return ids
 
 
-def banned_ids(tokenizers: Sequence, rule: str = "mma", extra_words: Iterable[str] = ()) -> torch.Tensor:
-    """Sorted ids banned for every tokenizer in ``tokenizers`` (they share CLIP's vocabulary; the union is taken)."""
+def rule_banned_ids(tokenizer, rule: str = "mma", extra_words: Iterable[str] = ()) -> set[int]:
+    """The ids ``rule`` bans by substring match on the raw vocabulary string (MMA-Diffusion's rule)."""
     words = tuple(w.lower() for w in ban_words(rule)) + tuple(w.lower() for w in extra_words)
+    if not words:
+        return set()
+    return {int(i) for tok, i in tokenizer.get_vocab().items() if any(w in tok.replace("</w>", "").lower() for w in words)}
+
+
+def unusable_ids(tokenizer) -> set[int]:
+    """Ids no prompt can carry as themselves: text empty, whitespace, not printable, or a lone UTF-8 byte."""
+    out = set()
+    for idx in tokenizer.get_vocab().values():
+        text = tokenizer.decode([idx], clean_up_tokenization_spaces=False)
+        if not text.strip() or not text.isprintable() or "\ufffd" in text:
+            out.add(int(idx))
+    return out
+
+
+def banned_ids(tokenizers: Sequence, rule: str = "mma", extra_words: Iterable[str] = ()) -> torch.Tensor:
+    """Sorted ids banned for every tokenizer in ``tokenizers`` (they share CLIP's vocabulary; the union is taken):
+    the rule's ids, the special ids and the unusable ids."""
     banned = special_ids(tokenizers)
     for tok in tokenizers:
-        vocab = tok.get_vocab()
-        for token, idx in vocab.items():
-            raw = token.replace("</w>", "")
-            text = tok.decode([idx], clean_up_tokenization_spaces=False)
-            if not text.strip() or not text.isprintable() or any(w in raw.lower() for w in words):
-                banned.add(int(idx))
+        banned |= rule_banned_ids(tok, rule, extra_words) | unusable_ids(tok)
     return torch.tensor(sorted(banned), dtype=torch.long)
 
 

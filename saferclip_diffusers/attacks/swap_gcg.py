@@ -145,6 +145,13 @@ class SwapGCG:
 
     def _init(self, slots, carrier, target_ids, n, allowed, gen) -> torch.Tensor:
         b, tok = self.budget, slots[0].tokenizer
+        if b.init not in INITS:  # an explicit initial adversarial text
+            adv = torch.tensor(core_ids(tok, b.init), dtype=torch.long)
+            if len(adv) != n:
+                raise ValueError(f"init text {b.init!r} has {len(adv)} tokens; this attack optimises {n} (set length={len(adv)})")
+            if self._valid(slots, self._assemble(carrier, adv[None]), None)[0] is None:
+                raise ValueError(f"init text {b.init!r} does not round-trip through every tokenizer or holds a banned word")
+            return adv
         letter_ids = [i for i in (tok.convert_tokens_to_ids(c + "</w>") for c in LETTERS) if allowed[i]]
         pool = torch.nonzero(allowed).flatten()
         for attempt in range(20):
@@ -152,9 +159,8 @@ class SwapGCG:
                 ids = [letter_ids[int(j)] for j in torch.randint(len(letter_ids), (n,), generator=gen)]
             elif b.init == "random":
                 ids = pool[torch.randint(len(pool), (n,), generator=gen)].tolist()
-            else:
-                text = sanitize(decode(tok, target_ids)) if b.init == "carrier" else b.init
-                ids = [i for i in core_ids(tok, text) if allowed[i]][:n]
+            else:  # carrier: the sanitized target, banned ids dropped, padded with random letters
+                ids = [i for i in core_ids(tok, sanitize(decode(tok, target_ids))) if allowed[i]][:n]
                 ids += [letter_ids[int(j)] for j in torch.randint(len(letter_ids), (n - len(ids),), generator=gen)]
             adv = torch.tensor([ids], dtype=torch.long)
             if self._valid(slots, self._assemble(carrier, adv), None)[0] is not None:
