@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_limit(run, help="only the first N targets")
     run.add_argument("--budget", action="append", type=_budget, default=[], metavar="ATTACK.KEY=VALUE",
                      help="override an attack's budget, e.g. swap-gcg.steps=500 (repeatable)")
-    run.add_argument("--q16-clip", metavar="ID_OR_DIR", help="CLIP ViT-L/14 for Q16; without it NudeNet only")
+    q16 = run.add_mutually_exclusive_group()
+    q16.add_argument("--q16-clip", metavar="ID_OR_DIR",
+                     help="CLIP ViT-L/14 for Q16 (default: openai/clip-vit-large-patch14 in the real presets)")
+    q16.add_argument("--no-q16", action="store_true", help="NudeNet only (labelled so in every output)")
+    run.add_argument("--keep-training-prompts", action="store_true",
+                     help="do not exclude targets a safe encoder's export records as training prompts")
     run.add_argument("--minors-words", metavar="FILE", help="word list (one per line) for the minors refusal")
     run.add_argument("--save-images", action="store_true", help="also save every image (blurred where unsafe)")
     run.add_argument("--no-blur", action="store_true", help="write unsafe-looking images unblurred (off by default)")
@@ -122,7 +127,8 @@ def _run(args) -> int:
             safe_encoder_2=args.safe_encoder_2, base=args.base, dtype=args.dtype, device=args.device,
             prompts=args.prompts, subset=args.subset,
             categories=[c.strip() for c in (args.categories or "").split(",") if c.strip()], limit=args.limit,
-            budgets=budgets, q16_clip=args.q16_clip, minors_words=words,
+            budgets=budgets, q16_clip=None if args.no_q16 else (args.q16_clip or "default"), minors_words=words,
+            exclude_training=not args.keep_training_prompts,
             overrides={"num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
                        "height": args.height, "width": args.width, "images_per_attempt": args.images_per_attempt},
         )

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import SystemSpec, config_fingerprint
+from .protocol import ScoringSpec, SystemSpec, config_fingerprint
 
 ATTACKS = ("swap-gcg", "mma", "ring-a-bell", "ring-a-bell-adaptive", "unlearndiff")
 """Attacks a run can name (plus ``file:PATH``). ``mma`` and ``ring-a-bell`` are transfer attacks computed against
@@ -52,6 +52,7 @@ class AttackProtocol:
     subset: str | None = "nudity-142"
     limit: int | None = None
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack -> get_attack keywords
+    q16: bool = True  # Q16 on by default, as in eval/i2p.py's real presets (off for offline smoke presets)
 
     def budget(self, attack: str) -> dict[str, Any]:
         return dict(self.budgets.get(attack) or self.budgets.get(LIBRARY_NAME.get(attack, attack)) or {})
@@ -80,9 +81,9 @@ _PAPER_BUDGETS = {
 
 PROTOCOLS: dict[str, AttackProtocol] = {
     "tiny": AttackProtocol("tiny", "tiny", num_inference_steps=2, guidance_scale=7.5, height=32, width=32, limit=3,
-                           budgets=_TINY_BUDGETS),
+                           budgets=_TINY_BUDGETS, q16=False),
     "tiny-sdxl": AttackProtocol("tiny-sdxl", "tiny-sdxl", num_inference_steps=2, guidance_scale=5.0, height=32,
-                                width=32, limit=2, row_guidance=False, budgets=_TINY_BUDGETS),
+                                width=32, limit=2, row_guidance=False, budgets=_TINY_BUDGETS, q16=False),
     "sd14": AttackProtocol("sd14", "sd14", num_inference_steps=50, guidance_scale=7.5, budgets=_GPU_BUDGETS),
     "sd15": AttackProtocol("sd15", "sd15", num_inference_steps=50, guidance_scale=7.5, budgets=_GPU_BUDGETS),
     "sdxl": AttackProtocol("sdxl", "sdxl", num_inference_steps=50, guidance_scale=5.0, row_guidance=False,
@@ -123,23 +124,30 @@ class AttackRunConfig:
     attacks: tuple[str, ...]
     systems: tuple[SystemSpec, ...]
     targets: dict[str, Any]  # the selection, target ids and a digest of (id, prompt, seed, guidance)
-    scoring: dict[str, Any]  # NudeNet version and ONNX sha256, Q16 model
+    scoring: ScoringSpec  # NudeNet version and ONNX sha256, Q16 model
     minors_words: tuple[str, ...] | None = None  # None: the library's default list
-    base_is_preset: bool = True  # the base is the preset's own model (not a user --base)
+    base_digest: str | None = None  # content digest of a local base folder (None: a hub id)
+    random_weights: bool = False  # the preset's explicit flag: label every output as not a result
+    sdxl: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
 
     def fingerprint(self) -> str:
-        """Over content, not paths: a local safe encoder counts by its weights' digest and the preset's own base
-        model by the preset's name, so a moved cache (another HOME) does not block a resume."""
-        data = self.to_dict()
-        for system in data["systems"]:
-            if system.get("encoder_digest"):
-                system["safe_text_encoder"] = system["safe_text_encoder_2"] = None
-        if self.base_is_preset:
-            data["base"] = f"preset:{self.protocol.model}"
-        return config_fingerprint(data)
+        """Over content, not paths (as the I2P runner's): local folders count by their digests, so the same run
+        moved to another place (a changed HOME or tiny-model cache) keeps its fingerprint."""
+        ident = self.to_dict()
+        if self.base_digest is not None:
+            ident["base"] = f"local:{ident.pop('base_digest')}"
+        if ident["scoring"].get("q16_clip_digest"):
+            ident["scoring"]["q16_clip"] = f"local:{ident['scoring']['q16_clip_digest']}"
+        ident["scoring"].pop("q16_clip_digest", None)
+        for system in ident["systems"]:
+            for slot, digest in (("safe_text_encoder", "encoder_digest"), ("safe_text_encoder_2", "encoder_2_digest")):
+                if system.get(digest):
+                    system[slot] = f"local:{system[digest]}"
+                system.pop(digest, None)
+        return config_fingerprint(ident)
 
     @property
     def system_names(self) -> list[str]:

@@ -77,7 +77,6 @@ def _curve(histories: list[list[float]], threshold: float) -> dict[str, list[flo
 
 
 def build_attack_summary(header: dict[str, Any], records: list[dict[str, Any]], spec: AttackReportSpec) -> dict[str, Any]:
-    from ..presets import get_preset
     from .attack_run import encoder_key
     from .protocol import SystemSpec
 
@@ -119,14 +118,13 @@ def build_attack_summary(header: dict[str, Any], records: list[dict[str, Any]], 
                 "adaptive": not is_transfer(attack),
                 "i2p_inappropriate_probability": i2p.get(system.name),
             }
-    model = get_preset(config["protocol"]["model"])
     has_q16 = bool(config["scoring"].get("q16_clip"))
     return {
         "format": SUMMARY_FORMAT,
         "fingerprint": header["fingerprint"],
         "config": config,
         "report": dataclasses.asdict(spec),
-        "random_weights": bool(getattr(model, "random_weights", model.offline)),
+        "random_weights": bool(config.get("random_weights")),
         "scoring": {"unsafe_rule": ("Q16 or NudeNet " if has_q16 else "NudeNet only (Q16 not run) ")
                     + unsafe_rule.name, "nudenet_preset": unsafe_rule.to_dict(), "nudity_preset": nudity_rule.to_dict(),
                     "nudenet": config["scoring"]["nudenet"]},

@@ -86,27 +86,35 @@ class _Context:
     config: AttackRunConfig
     options: AttackRunOptions
     store: AttackStore
-    generators: dict[str, Any]
+    models: Any  # runner.LoadedModels: generators, scorers, sizes, the base pipeline
     attack_pipes: dict[str, Any]
-    nudenet: Any
-    q16: Any
-    shape: tuple[int, int, int]
-    height: int
-    width: int
     grid_ids: set[int] = field(default_factory=set)
 
 
 def run_attacks(config: AttackRunConfig, targets: pd.DataFrame, options: AttackRunOptions) -> dict[str, Any] | None:
-    """Attack, render, score and store everything not yet done; the main process writes and returns the summary."""
+    """Attack, render, score and store everything not yet done; the main process writes and returns the summary.
+
+    Nothing is written before every model has loaded (a run that fails validation leaves the folder as it was)."""
     from accelerate import PartialState
 
     from ..devices import resolve_device
     from .attack_report import write_attack_report
+    from .attack_store import check_compatible, iter_records, record_key
+    from .runner import load_models
 
     device = resolve_device(options.device)
-    state = PartialState(cpu=device.type == "cpu")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
+    state = PartialState(cpu=device.type == "cpu" or (distributed and not torch.cuda.is_available()))
     rank, world = state.process_index, state.num_processes
     out = Path(options.output_dir)
+    check_compatible(out, config.to_dict(), config.fingerprint())
+    done = {record_key(r): r for r in iter_records(out)} if out.is_dir() else {}
+    mine = [i for i in range(len(targets)) if i % world == rank]
+    todo = [i for i in mine if not _target_done(done, config, targets.iloc[i])]
+    logger.info("process %d/%d: %d of %d targets to do", rank + 1, world, len(todo), len(mine))
+    models = None
+    if todo:
+        models = load_models(config, options, device, world, nudenet_scorer=options.nudenet_scorer)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / "attack-shards" / f"done-{rank:03d}-of-{world:03d}"
     marker.unlink(missing_ok=True)
@@ -114,11 +122,12 @@ def run_attacks(config: AttackRunConfig, targets: pd.DataFrame, options: AttackR
         if state.is_main_process:
             targets.to_csv(out / "targets.csv.tmp", index=False)
             os.replace(out / "targets.csv.tmp", out / "targets.csv")
-        mine = [i for i in range(len(targets)) if i % world == rank]
-        todo = [i for i in mine if not _target_done(store, config, targets.iloc[i])]
-        logger.info("process %d/%d: %d of %d targets to do", rank + 1, world, len(todo), len(mine))
         if todo:
-            _run(config, targets, options, store, todo, device, show=options.progress and state.is_main_process)
+            pipes = {encoder_key(s): models.generators[s.name].pipe for s in config.systems if s.kind == "safe"}
+            pipes["original"] = _identity_safer(models.base, config.sdxl)
+            ids = [int(i) for i in targets["prompt_id"]]
+            ctx = _Context(config, options, store, models, pipes, set(ids[: options.grid_targets]))
+            _run(ctx, targets, todo, show=options.progress and state.is_main_process)
     marker.write_text("done\n")
     if not state.is_main_process:
         return None
@@ -127,17 +136,16 @@ def run_attacks(config: AttackRunConfig, targets: pd.DataFrame, options: AttackR
     return write_attack_report(out, header, records, options.report)
 
 
-def _target_done(store: AttackStore, config: AttackRunConfig, row) -> bool:
+def _target_done(done: dict, config: AttackRunConfig, row) -> bool:
     tid = int(row["prompt_id"])
-    if store.get({"kind": "refused", "target_id": tid}):
+    if ("refused", tid) in done:
         return True
+    last = config.protocol.images_per_attempt - 1
     for system in config.systems:
-        if not store.get({"kind": "image", "target_id": tid, "system": system.name, "attack": "", "variant": "pre",
-                          "image_index": config.protocol.images_per_attempt - 1}):
+        if ("image", tid, system.name, "", "pre", last) not in done:
             return False
-        for attack in config.attacks:
-            if not store.get({"kind": "conditioning", "target_id": tid, "system": system.name, "attack": attack}):
-                return False
+        if any(("conditioning", tid, system.name, attack) not in done for attack in config.attacks):
+            return False
     return True
 
 
@@ -148,34 +156,9 @@ def _wait(out: Path, world: int, poll_s: float = 2.0) -> None:
         missing = [r for r in missing if not (out / "attack-shards" / f"done-{r:03d}-of-{world:03d}").exists()]
 
 
-def _run(config, targets, options, store, todo, device, show: bool) -> None:
+def _run(ctx: _Context, targets: pd.DataFrame, todo: list[int], show: bool) -> None:
     from tqdm.auto import tqdm
 
-    from ..devices import parse_dtype
-    from ..presets import get_preset
-    from ..scoring.nudenet import NudeNetScorer
-    from .systems import build_generators, load_base_pipeline
-
-    preset = get_preset(config.protocol.model)
-    dtype = parse_dtype(config.torch_dtype)
-    base = load_base_pipeline(config.base, sdxl=preset.sdxl, torch_dtype=dtype, device=device,
-                              local_files_only=preset.offline, allow_pickle=options.allow_pickle)
-    generators = build_generators(base, config.systems, sdxl=preset.sdxl, allow_pickle=options.allow_pickle,
-                                  local_files_only=preset.offline)
-    attack_pipes = {encoder_key(s): generators[s.name].pipe for s in config.systems if s.kind == "safe"}
-    attack_pipes["original"] = _identity_safer(base, preset.sdxl)
-    height = config.protocol.height or base.unet.config.sample_size * base.vae_scale_factor
-    width = config.protocol.width or base.unet.config.sample_size * base.vae_scale_factor
-    shape = (base.unet.config.in_channels, height // base.vae_scale_factor, width // base.vae_scale_factor)
-    nudenet = options.nudenet_scorer or NudeNetScorer(batch_size=options.nudenet_batch_size)
-    q16 = None
-    if config.scoring.get("q16_clip"):
-        from ..scoring.q16 import Q16Classifier
-
-        q16 = Q16Classifier(config.scoring["q16_clip"], device=device, local_files_only=preset.offline)
-    ids = [int(i) for i in targets["prompt_id"]]
-    ctx = _Context(config, options, store, generators, attack_pipes, nudenet, q16, shape, height, width,
-                   set(ids[: options.grid_targets]))
     for i in tqdm(todo, desc="attack targets", unit="target", disable=not show):
         _one_target(ctx, targets.iloc[i])
 
@@ -214,7 +197,7 @@ def _one_target(ctx: _Context, row) -> None:
                 per_encoder[k][attack] = record
     seed = int(row["seed"])
     guidance = _guidance(cfg, row)
-    latents = torch.randn((cfg.protocol.images_per_attempt, *ctx.shape), dtype=torch.float32,
+    latents = torch.randn((cfg.protocol.images_per_attempt, *ctx.models.shape), dtype=torch.float32,
                           generator=torch.Generator("cpu").manual_seed(seed))
     for system in cfg.systems:
         records = per_encoder[encoder_key(system)]
@@ -276,13 +259,13 @@ def _render(ctx: _Context, tid: int, system: str, variants: list[tuple[str, str,
     for start in range(0, len(todo), max(1, ctx.options.nudenet_batch_size)):
         chunk = todo[start : start + max(1, ctx.options.nudenet_batch_size)]
         batch = GenerationBatch([p for _, _, p, _ in chunk], torch.stack([latents[k] for *_, k in chunk]), guidance,
-                                ctx.config.protocol.num_inference_steps, ctx.height, ctx.width)
+                                ctx.config.protocol.num_inference_steps, ctx.models.height, ctx.models.width)
         began = time.perf_counter()
         with quiet_generation_logs():
-            images, redirection = ctx.generators[system](batch)
+            images, redirection = ctx.models.generators[system](batch)
         seconds = (time.perf_counter() - began) / len(chunk)
-        detections = ctx.nudenet.detect(images)
-        q16 = ctx.q16(images) if ctx.q16 is not None else [None] * len(images)
+        detections = ctx.models.nudenet.detect(images)
+        q16 = ctx.models.q16(images) if ctx.models.q16 is not None else [None] * len(images)
         rows = []
         for j, ((attack, variant, prompt, k), image) in enumerate(zip(chunk, images, strict=True)):
             flagged = looks_unsafe(detections[j], q16[j])

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .attack_protocol import ATTACKS, AttackRunConfig, get_attack_protocol
-from .protocol import SAFETY_CONCEPT
+from .protocol import SAFETY_CONCEPT, ScoringSpec
 
 
 def check_attacks(attacks: Sequence[str]) -> tuple[str, ...]:
@@ -73,7 +73,8 @@ def prepare_attack_run(
     limit: int | None = None,
     budgets: dict[str, dict[str, Any]] | None = None,
     overrides: dict[str, Any] | None = None,
-    q16_clip: str | None = None,
+    q16_clip: str | None = "default",
+    exclude_training: bool = True,
     minors_words: Sequence[str] | None = None,
     negative_prompt: str = SAFETY_CONCEPT,
 ) -> tuple[AttackRunConfig, pd.DataFrame]:
@@ -81,8 +82,9 @@ def prepare_attack_run(
     from ..devices import dtype_name, resolve_device, resolve_dtype
     from ..presets import get_preset
     from ..scoring.nudenet import nudenet_info
-    from .prompts import PromptSelection, load_prompts
-    from .systems import build_system_specs
+    from ..scoring.q16 import Q16_DEFAULT_CLIP
+    from .prompts import PromptSelection, exclude_training_prompts, load_prompts
+    from .systems import build_system_specs, folder_digest
 
     attacks = check_attacks(attacks)
     protocol = get_attack_protocol(preset, budgets=budgets, **(overrides or {}))
@@ -101,16 +103,29 @@ def prepare_attack_run(
         safe_encoder_2 = model.safe_text_encoder_2
     specs = build_system_specs(list(systems), encoders, sdxl=model.sdxl, safe_encoder_2=safe_encoder_2,
                                negative_prompt=negative_prompt)
-    torch_dtype = dtype_name(resolve_dtype(dtype, resolve_device(device)))
+    excluded: dict[str, int] = {}
+    if exclude_training and not attacks[0].startswith("file:"):
+        safe = [s for s in specs if s.kind == "safe"]
+        df, counts = exclude_training_prompts(df, [s.safe_text_encoder for s in safe])
+        excluded = {s.name: counts[str(s.safe_text_encoder)] for s in safe}
+    if dtype in (None, "auto") and model.torch_dtype is not None:
+        torch_dtype = dtype_name(model.torch_dtype)
+    else:
+        torch_dtype = dtype_name(resolve_dtype(dtype, resolve_device(device)))
+    if q16_clip == "default":
+        q16_clip = Q16_DEFAULT_CLIP if protocol.q16 else None
     config = AttackRunConfig(
         protocol=dataclasses.replace(protocol, limit=limit),
         base=str(base or model.base),
         torch_dtype=torch_dtype,
         attacks=attacks,
         systems=tuple(specs),
-        targets={"selection": selection, "ids": [int(i) for i in df["prompt_id"]], "digest": targets_digest(df)},
-        scoring={"nudenet": nudenet_info(), "q16_clip": q16_clip},
+        targets={"selection": selection, "ids": [int(i) for i in df["prompt_id"]], "digest": targets_digest(df),
+                 "excluded_training_prompts": excluded},
+        scoring=ScoringSpec(nudenet=nudenet_info(), q16_clip=q16_clip, q16_clip_digest=folder_digest(q16_clip)),
         minors_words=tuple(minors_words) if minors_words is not None else None,
-        base_is_preset=base is None,
+        base_digest=folder_digest(base or model.base),
+        random_weights=bool(getattr(model, "random_weights", model.offline)),
+        sdxl=model.sdxl,
     )
     return config, df.reset_index(drop=True)
