@@ -1,0 +1,81 @@
+"""The tiny-model cache: each kind is built once per seed, atomically, under ``$SAFERCLIP_TINY_CACHE``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .clip import PROJECTION_DIM_G, TEXT_WIDTH_G, build_tiny_clip
+from .flux import build_tiny_flux, build_tiny_safe_flux
+from .sd import build_tiny_safe_encoder, build_tiny_sd, build_tiny_sdxl
+from .sd3 import build_tiny_safe_sd3, build_tiny_sd3
+from .t5 import build_tiny_t5
+
+TINY_VERSION = 1  # bump when the builders' outputs change, so cached directories are rebuilt
+
+_BUILDERS: dict[str, Callable[[Path, int], Path]] = {
+    "clip": lambda d, seed: build_tiny_clip(d, seed),
+    "clip-g": lambda d, seed: build_tiny_clip(d, seed + 1000, text_width=TEXT_WIDTH_G, projection_dim=PROJECTION_DIM_G),
+    "t5": lambda d, seed: build_tiny_t5(d, seed + 2000),
+    "sd": lambda d, seed: build_tiny_sd(d, seed),
+    "sdxl": lambda d, seed: build_tiny_sdxl(d, seed),
+    "sd3": lambda d, seed: build_tiny_sd3(d, seed),
+    "flux": lambda d, seed: build_tiny_flux(d, seed),
+    "safe-sd": lambda d, seed: build_tiny_safe_encoder(d, seed),
+    "safe-sdxl": lambda d, seed: build_tiny_safe_encoder(d, seed, sdxl=True),
+    "safe-sd3": lambda d, seed: build_tiny_safe_sd3(d, seed),
+    "safe-flux": lambda d, seed: build_tiny_safe_flux(d, seed),
+}
+TINY_KINDS = tuple(_BUILDERS)
+
+
+def tiny_cache_root() -> Path:
+    root = os.environ.get("SAFERCLIP_TINY_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "saferclip_diffusers" / "tiny"
+
+
+def _atomic_dir(target: Path, build) -> Path:
+    """Build into a temporary sibling and rename, so a killed build never leaves a half-written model."""
+    if (target / ".complete").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race: keep theirs
+            if not (target / ".complete").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def tiny_model_dir(kind: str, seed: int = 0) -> Path:
+    """The cached directory of a tiny model, built on first use (atomically, safe across processes).
+
+    ``kind`` is one of :data:`TINY_KINDS`. Building neither reads nor advances the caller's torch generator, so a
+    seeded run gives the same results whether the cache was empty or full.
+    """
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {', '.join(TINY_KINDS)}")
+    build = _BUILDERS[kind]
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # building loads CLIPModel folders as text towers: "unexpected" vision keys
+    try:
+        with torch.random.fork_rng(devices=[]):
+            target = tiny_cache_root() / f"v{TINY_VERSION}" / f"{kind}-seed{seed}"
+            return _atomic_dir(target, lambda d: build(d, seed))
+    finally:
+        hf_logging.set_verbosity(verbosity)
