@@ -17,7 +17,8 @@ Building is RNG-neutral: it never reads or advances the caller's torch generator
 These weights are random: any number measured with them says nothing about real models.
 """
 
-from .cache import TINY_KINDS, TINY_VERSION, _atomic_dir, tiny_cache_root, tiny_model_dir
+from .cache import TINY_KINDS, TINY_VERSION, tiny_cache_root, tiny_model_dir
+from .cache import _atomic_dir as _atomic_dir  # benchmarks/models.py imports it
 from .clip import (
     IMAGE_SIZE,
     PROJECTION_DIM,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ..io import atomic_dir
 from .clip import PROJECTION_DIM_G, TEXT_WIDTH_G, build_tiny_clip
 from .flux import build_tiny_flux, build_tiny_safe_flux
 from .sd import build_tiny_safe_encoder, build_tiny_sd, build_tiny_sdxl
@@ -32,6 +31,7 @@ _BUILDERS: dict[str, Callable[[Path, int], Path]] = {
     "safe-flux": lambda d, seed: build_tiny_safe_flux(d, seed),
 }
 TINY_KINDS = tuple(_BUILDERS)
+_atomic_dir = atomic_dir  # the name benchmarks/models.py imports
 
 
 def tiny_cache_root() -> Path:
@@ -39,25 +39,6 @@ def tiny_cache_root() -> Path:
     if root:
         return Path(root)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "saferclip_diffusers" / "tiny"
-
-
-def _atomic_dir(target: Path, build) -> Path:
-    """Build into a temporary sibling and rename, so a killed build never leaves a half-written model."""
-    if (target / ".complete").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        build(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race: keep theirs
-            if not (target / ".complete").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def tiny_model_dir(kind: str, seed: int = 0) -> Path:
@@ -76,6 +57,6 @@ def tiny_model_dir(kind: str, seed: int = 0) -> Path:
     try:
         with torch.random.fork_rng(devices=[]):
             target = tiny_cache_root() / f"v{TINY_VERSION}" / f"{kind}-seed{seed}"
-            return _atomic_dir(target, lambda d: build(d, seed))
+            return atomic_dir(target, lambda d: build(d, seed))
     finally:
         hf_logging.set_verbosity(verbosity)
