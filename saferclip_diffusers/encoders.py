@@ -133,15 +133,16 @@ def load_safe_text_encoder(
     *,
     allow_pickle: bool = False,
     torch_dtype: torch.dtype | None = None,
+    model_class: type | None = None,
     **kwargs: Any,
 ) -> torch.nn.Module:
     """Load the safe text encoder for ``slot`` (``text_encoder``: CLIP ViT-L/14 class; ``text_encoder_2``: SDXL's bigG).
 
     Extra keyword arguments are Hub options (``cache_dir``, ``token``, ``revision``, ``local_files_only``, ...).
     """
-    if slot not in SLOT_CLASSES:
+    if model_class is None and slot not in SLOT_CLASSES:
         raise ValueError(f"unknown text encoder slot {slot!r}; expected one of {sorted(SLOT_CLASSES)}")
-    model_class = SLOT_CLASSES[slot]
+    model_class = model_class or SLOT_CLASSES[slot]  # explicit class: e.g. SD3's CLIP-L slot has a projection
     if isinstance(spec, torch.nn.Module):
         if type(spec).__name__.startswith("Peft"):
             raise TypeError("the safe encoder is a peft model: call merge_and_unload() on it first")
