@@ -217,6 +217,7 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
         require_local_dir(base, "base pipeline")
     index = cls.load_config(base, **hub)
     saved = index.get("safe_text_encoder_slots") if str(index.get("_class_name", "")).startswith("Safer") else None
+    explicit = {slot for slot, spec in specs.items() if spec is not DEFAULT and spec is not None}
     specs = _resolve(cls, specs, saved)
     transformer_config = cls._transformer_class.load_config(base, subfolder="transformer", **hub)
 
@@ -232,7 +233,7 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
     for slot, tokenizer_attr, _ in cls._slots:
         dropped = slot in kwargs and kwargs[slot] is None  # diffusers' own idiom, e.g. text_encoder_3=None
         if dropped:
-            if specs.get(slot) is not None:
+            if slot in explicit:
                 raise ValueError(f"{slot}=None drops the slot; a safe encoder for it cannot be given at the same time")
             components[f"original_{slot}"] = None
             continue
