@@ -191,10 +191,14 @@ def test_safe_t5_from_a_safetensors_file_equals_the_folder(sd3_dir, safe_dir, sa
     with pytest.raises(IncompatibleEncoderError, match="1 weights missing"):
         SaferStableDiffusion3Pipeline.from_pretrained(sd3_dir, safe_text_encoder=None,
                                                       safe_text_encoder_3=tmp_path / "partial.safetensors")
-    torch.save(state, tmp_path / "des_t5.pt")
-    with pytest.raises(PickleCheckpointError, match="allow_pickle=True"):
+    full = {k: v for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    torch.save({"model_state_dict": full, "epoch": 1, "is_t5": True}, tmp_path / "des_t5.pt")  # DES's layout
+    with pytest.raises(PickleCheckpointError, match=r"des_t5.pt is a pickle file.*allow_pickle=True"):
         SaferStableDiffusion3Pipeline.from_pretrained(sd3_dir, safe_text_encoder=None,
                                                       safe_text_encoder_3=tmp_path / "des_t5.pt")
+    des = SaferStableDiffusion3Pipeline.from_pretrained(sd3_dir, safe_text_encoder=safe_dir, allow_pickle=True,
+                                                        safe_text_encoder_3=tmp_path / "des_t5.pt")
+    np.testing.assert_array_equal(run(des).images, run(safer).images)
 
 
 def test_wrong_family_is_refused_before_the_transformer_loads(sd3_dir, monkeypatch):
