@@ -102,3 +102,24 @@ def test_safe_stand_ins_fill_each_slot_with_a_perturbed_copy():
     g3 = CLIPTextModelWithProjection.from_pretrained(safe3, subfolder="text_encoder_2")
     gxl = CLIPTextModelWithProjection.from_pretrained(tiny.tiny_model_dir("safe-sdxl"), subfolder="text_encoder_2")
     torch.testing.assert_close(g3.text_projection.weight, gxl.text_projection.weight)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch, damage):
+    from saferclip_diffusers.tiny import cache
+
+    monkeypatch.setenv("SAFERCLIP_TINY_CACHE", str(tmp_path))
+    folder = tiny.tiny_model_dir("clip", seed=6)
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "model.safetensors" in manifest and "tokenizer_config.json" in manifest
+    if damage == "truncate":
+        weights.write_bytes(good[: len(good) // 2])
+    else:
+        weights.unlink()
+    cache._VERIFIED.clear()  # a new process: the folder is checked again
+    with pytest.warns(UserWarning, match=r"clip-seed6 is damaged \(model.safetensors (does not match|is missing)"):
+        again = tiny.tiny_model_dir("clip", seed=6)
+    assert again == folder and weights.read_bytes() == good
+    assert not [p for p in tmp_path.rglob("*damaged*")]
