@@ -53,6 +53,7 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
     _slots = (("text_encoder", "tokenizer", "clip"), ("text_encoder_2", "tokenizer_2", "t5"))
     _slot_classes = {"text_encoder": CLIPTextModel, "text_encoder_2": T5EncoderModel}
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
+    _offline_alternative = "the tiny offline models (preset 'tiny-flux', or saferclip_diffusers.tiny.tiny_model_dir('flux'))"
     _transformer_class = FluxTransformer2DModel
 
     def __init__(

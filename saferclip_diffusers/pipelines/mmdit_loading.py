@@ -26,7 +26,7 @@ from ..encoders import (
     has_slot,
     load_safe_text_encoder,
 )
-from ..hub import hub_kwargs, looks_like_path, require_local_dir
+from ..hub import explain_unavailable, hub_kwargs, looks_like_path, require_local_dir
 from .loading import DEFAULT
 
 
@@ -149,11 +149,17 @@ def load_safe_t5(spec: Any, slot: str, base_config, *, vocab: int, owner: str, a
             check_slot(config, base_config, slot, vocab, owner)
         model = _t5_from_state_dict(state, base_config, path)
     elif path.is_dir() or looks_like_path(str(spec)):
-        folder = _t5_folder(require_local_dir(spec, "safe T5 encoder"), slot)
+        if not path.exists():
+            raise FileNotFoundError(f"safe T5 encoder file or folder does not exist: {str(spec)!r}")
+        folder = _t5_folder(path, slot)
         check_slot(T5Config.from_pretrained(folder), base_config, slot, vocab, owner)
         model = T5EncoderModel.from_pretrained(folder, use_safetensors=_weights(folder, allow_pickle)).eval()
     else:
-        check_slot(T5Config.from_pretrained(str(spec), **hub), base_config, slot, vocab, owner)
+        try:
+            config = T5Config.from_pretrained(str(spec), **hub)
+        except OSError as err:
+            raise explain_unavailable(str(spec), "safe T5 encoder", err) from err
+        check_slot(config, base_config, slot, vocab, owner)
         model = T5EncoderModel.from_pretrained(str(spec), use_safetensors=not allow_pickle or None, **hub).eval()
     return model.to(dtype) if dtype is not None else model
 
@@ -215,7 +221,10 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
         raise TypeError(f"base must be a hub id or a directory, got {type(base).__name__}")
     if looks_like_path(str(base)):
         require_local_dir(base, "base pipeline")
-    index = cls.load_config(base, **hub)
+    try:
+        index = cls.load_config(base, **hub)
+    except OSError as err:
+        raise explain_unavailable(str(base), "base pipeline", err, offline_alternative=cls._offline_alternative) from err
     saved = index.get("safe_text_encoder_slots") if str(index.get("_class_name", "")).startswith("Safer") else None
     explicit = {slot for slot, spec in specs.items() if spec is not DEFAULT and spec is not None}
     specs = _resolve(cls, specs, saved)

@@ -69,6 +69,7 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
     _slot_classes = {"text_encoder": CLIPTextModelWithProjection, "text_encoder_2": CLIPTextModelWithProjection,
                      "text_encoder_3": T5EncoderModel}
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
+    _offline_alternative = "the tiny offline models (preset 'tiny-sd3', or saferclip_diffusers.tiny.tiny_model_dir('sd3'))"
     _transformer_class = SD3Transformer2DModel
 
     def __init__(

@@ -164,3 +164,12 @@ def test_call_signature_is_the_parents_plus_ours():
     assert [(p.name, p.kind, p.default) for p in ours[: len(parent)]] == [(p.name, p.kind, p.default) for p in parent]
     assert [p.name for p in ours[len(parent):]] == ["safety_scale", "return_original", "compare_in_one_batch",
                                                     "negative_prompt_encoder"]
+
+
+def test_unavailable_models_are_named_with_the_offline_alternative(flux_dir):
+    from saferclip_diffusers.hub import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match=r"base pipeline 'black-forest-labs/FLUX.1-dev'.*tiny-flux"):
+        SaferFluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", safe_text_encoder=None)
+    with pytest.raises(FileNotFoundError, match="safe T5 encoder file or folder does not exist: '/nope/t5.safetensors'"):
+        SaferFluxPipeline.from_pretrained(flux_dir, safe_text_encoder=None, safe_text_encoder_2="/nope/t5.safetensors")
