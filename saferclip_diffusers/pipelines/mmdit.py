@@ -18,6 +18,7 @@ Conventions (as in :mod:`.conditioning` for SD and SDXL)
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -87,8 +88,15 @@ class SaferMMDiTMixin:
         if negative_prompt_encoder not in NEGATIVE_ENCODERS:
             raise ValueError(f"negative_prompt_encoder must be 'safe' or 'original', got {negative_prompt_encoder!r}")
 
-    def _safer_call(self, args: dict, *, safety_scale: float, return_original: bool, compare_in_one_batch: bool,
-                    negative_prompt_encoder: str):
+    def _safer_call(self, args: dict, **ours: Any):
+        """One call at a time per pipeline: a branch swaps encoders in the slots and diffusers keeps scheduler state
+        on the pipeline, so concurrent calls from several threads are serialised rather than silently mixed."""
+        lock = self.__dict__.setdefault("_safer_call_lock", threading.RLock())
+        with lock:
+            return self._locked_call(args, **ours)
+
+    def _locked_call(self, args: dict, *, safety_scale: float, return_original: bool, compare_in_one_batch: bool,
+                     negative_prompt_encoder: str):
         self._check_call(safety_scale, negative_prompt_encoder)
         return_dict = args.pop("return_dict", True)
         cfg = self._uses_cfg(args)

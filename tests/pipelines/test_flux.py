@@ -173,3 +173,15 @@ def test_unavailable_models_are_named_with_the_offline_alternative(flux_dir):
         SaferFluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", safe_text_encoder=None)
     with pytest.raises(FileNotFoundError, match="safe T5 encoder file or folder does not exist: '/nope/t5.safetensors'"):
         SaferFluxPipeline.from_pretrained(flux_dir, safe_text_encoder=None, safe_text_encoder_2="/nope/t5.safetensors")
+
+
+def test_concurrent_calls_on_one_pipeline_give_the_sequential_results(safer):
+    """Branches swap encoders in the slots: calls from several threads must not mix them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [{"safety_scale": 1.0}, {"safety_scale": 0.0}, {"return_original": True}, {"safety_scale": 0.5}]
+    expected = [run(safer, num_inference_steps=1, **job).images for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda job: run(safer, num_inference_steps=1, **job).images, jobs))
+    for want, got in zip(expected, results, strict=True):
+        np.testing.assert_array_equal(got, want)
