@@ -214,7 +214,7 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
         safety_scale: float = 1.0,
         return_original: bool = False,
         compare_in_one_batch: bool = True,
-        negative_prompt_encoder: str = "safe",
+        negative_prompt_encoder: str = "original",
     ):
         r"""Generate with the safe encoders. Every parameter before ``safety_scale`` is ``FluxPipeline.__call__``'s,
         in its order and with its defaults.
@@ -226,9 +226,9 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
                 sharing the transformer; the output carries ``original_images``.
             compare_in_one_batch: both branches in one transformer batch ``[safe | original]``; ``False`` runs them one
                 after the other (lower peak memory).
-            negative_prompt_encoder: which encoders read negative prompts (only used with ``true_cfg_scale > 1``):
-                ``"safe"`` (default, blended by ``safety_scale``) or ``"original"`` (keeps a negative prompt's meaning;
-                needs ``keep_original=True``).
+            negative_prompt_encoder: which encoders read a negative prompt you write (used only with
+                ``true_cfg_scale > 1``): ``"original"`` (default; keeps its meaning; without ``keep_original=True``
+                the safe ones read it, with a warning) or ``"safe"`` (blended by ``safety_scale``).
 
         Returns:
             :class:`SaferPipelineOutput` (or a tuple ``(images[, original_images])``).

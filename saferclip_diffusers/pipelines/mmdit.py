@@ -17,17 +17,23 @@ Conventions (as in :mod:`.conditioning` for SD and SDXL)
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..io import atomic_write_json
 from .conditioning import SaferPipelineOutput, blend, cosine_scores
 
-NEGATIVE_ENCODERS = ("safe", "original")
+NEGATIVE_ENCODERS = ("original", "safe")
+NEGATIVE_ARGS = ("negative_prompt", "negative_prompt_2", "negative_prompt_3")
 
 
 class SaferMMDiTMixin:
@@ -71,6 +77,21 @@ class SaferMMDiTMixin:
         finally:
             self.__dict__.update(saved)
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """diffusers' ``save_pretrained``; ``model_index.json`` names the diffusers parent class.
+
+        So plain diffusers (``DiffusionPipeline.from_pretrained``, ``AutoPipelineForText2Image``,
+        ``StableDiffusion3Pipeline`` / ``FluxPipeline``) loads the folder as the parent pipeline with the safe encoders
+        in its slots (the ``original_*`` folders are ignored). ``_safer_class_name`` keeps ours; a Safer
+        ``from_pretrained`` recognises the folder by ``safe_text_encoder_slots``.
+        """
+        super().save_pretrained(save_directory, *args, **kwargs)
+        path = Path(save_directory) / "model_index.json"
+        index = json.loads(path.read_text())
+        parent = next(c for c in type(self).__mro__ if c.__module__.startswith("diffusers."))
+        index["_class_name"], index["_safer_class_name"] = parent.__name__, type(self).__name__
+        atomic_write_json(path, index, indent=2)
+
     # ------------------------------------------------------------------ __call__
 
     def _run_parent(self, args: dict, embeds: dict, **overrides: Any):
@@ -100,17 +121,24 @@ class SaferMMDiTMixin:
         self._check_call(safety_scale, negative_prompt_encoder)
         return_dict = args.pop("return_dict", True)
         cfg = self._uses_cfg(args)
-        need_original = safety_scale != 1 or return_original or (cfg and negative_prompt_encoder == "original")
+        written = cfg and any(args.get(name) for name in NEGATIVE_ARGS)  # a negative prompt the user wrote
+        original_negative = negative_prompt_encoder == "original" and written and bool(self.safe_slots)
+        if original_negative and not self.has_original:
+            warnings.warn(
+                "negative_prompt_encoder='original' needs the original text encoder(s), which this pipeline did not "
+                "keep (keep_original=True): the safe encoders read the negative prompt, which can weaken it.",
+                UserWarning, stacklevel=4,
+            )
+            original_negative = False
+        need_original = safety_scale != 1 or return_original
         if need_original and self.safe_slots and not self.has_original:
             raise ValueError(
-                f"safety_scale={safety_scale}, return_original={return_original} and negative_prompt_encoder="
-                f"{negative_prompt_encoder!r} need the original text encoder(s), which this pipeline did not keep: "
-                "load it with keep_original=True (or build it with from_pipe)."
+                f"safety_scale={safety_scale} / return_original={return_original} need the original text encoder(s), "
+                "which this pipeline did not keep: load it with keep_original=True (or build it with from_pipe)."
             )
         if args.get("prompt_embeds") is not None:  # user-made embeddings: nothing to blend or compare
             if need_original and self.safe_slots:
-                raise ValueError("safety_scale < 1, return_original and original negatives need the prompt text, "
-                                 "not prompt_embeds")
+                raise ValueError("safety_scale < 1 and return_original need the prompt text, not prompt_embeds")
             out = super().__call__(**args, return_dict=True)
             return self._finish(out, None, None, return_dict)
         prompt = args.get("prompt")
@@ -127,7 +155,7 @@ class SaferMMDiTMixin:
                     original = self._encode_branch(prompts, args, cfg)
         embeds = {}
         for key, value in safe.items():
-            if key.startswith("negative") and negative_prompt_encoder == "original" and original is not None:
+            if key.startswith("negative") and original_negative:
                 embeds[key] = original[key]
             else:
                 embeds[key] = blend(original[key] if original else None, value, safety_scale)

@@ -95,7 +95,7 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
         index = cls.load_config(base, **hub)
     except OSError as err:
         raise explain_unavailable(str(base), "base pipeline", err, offline_alternative=cls._offline_alternative) from err
-    saved = index.get("safe_text_encoder_slots") if str(index.get("_class_name", "")).startswith("Safer") else None
+    saved = index.get("safe_text_encoder_slots")  # a saved Safer pipeline (its _class_name is the diffusers parent)
     explicit = {slot for slot, spec in specs.items() if spec is not DEFAULT and spec is not None}
     specs = _resolve(cls, specs, saved)
     transformer_config = cls._transformer_class.load_config(base, subfolder="transformer", **hub)

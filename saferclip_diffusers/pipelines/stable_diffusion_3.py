@@ -269,7 +269,7 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         safety_scale: float = 1.0,
         return_original: bool = False,
         compare_in_one_batch: bool = True,
-        negative_prompt_encoder: str = "safe",
+        negative_prompt_encoder: str = "original",
     ):
         r"""Generate with the safe encoders. Every parameter before ``safety_scale`` is
         ``StableDiffusion3Pipeline.__call__``'s, in its order and with its defaults.
@@ -282,9 +282,11 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
             compare_in_one_batch: both branches in one transformer batch (faster); ``False`` runs them one after the
                 other (lower peak memory). In one batch a callback sees ``[safe | original]`` (each with CFG's
                 ``[negative | positive]`` layout inside the parent's own concatenation).
-            negative_prompt_encoder: ``"safe"`` (default) encodes negative prompts with the safe encoders (blended by
-                ``safety_scale`` like the prompt); ``"original"`` with the original encoders, so that a negative prompt
-                such as "nudity" keeps its meaning as a second defence (needs ``keep_original=True``).
+            negative_prompt_encoder: which encoders read a negative prompt you write. ``"original"`` (default): the
+                original ones, so that "nudity, gore" keeps its meaning as a second defence instead of being
+                redirected (without ``keep_original=True`` the safe ones read it, with a warning). ``"safe"``: the
+                safe ones, blended by ``safety_scale``. The unconditional side (no negative written) always follows
+                the prompt's encoders.
 
         Returns:
             :class:`SaferPipelineOutput` (or a tuple ``(images[, original_images])``).

@@ -118,17 +118,35 @@ def test_compare_mode_shares_transformer_and_originals_equal_a_plain_run(safer, 
     assert len(out.redirection_scores) == 2 and all(-1 <= s < 1 for s in out.redirection_scores)
 
 
-def test_negative_prompt_encoder_choice(safer):
+def test_negative_prompt_encoder_choice(sd3_dir, safe_dir, safer):
     with Spy(safer.transformer) as spy:
-        run(safer, negative_prompt="nudity", num_inference_steps=1)
-        run(safer, negative_prompt="nudity", negative_prompt_encoder="original", num_inference_steps=1)
+        run(safer, negative_prompt="nudity", num_inference_steps=1)  # default: "original"
+        run(safer, negative_prompt="nudity", negative_prompt_encoder="safe", num_inference_steps=1)
         run(safer, negative_prompt="nudity", safety_scale=0.0, num_inference_steps=1)
-    safe_neg, orig_neg, plain_neg = (c["hidden"][:1] for c in spy.calls)  # CFG batch: [negative | positive]
-    torch.testing.assert_close(orig_neg, plain_neg)  # "original": the negative keeps the plain model's meaning
+        run(safer, num_inference_steps=1)  # no negative written: the unconditional side follows the prompt's encoders
+        run(safer, negative_prompt_encoder="safe", num_inference_steps=1)
+    orig_neg, safe_neg, plain_neg, uncond, uncond_safe = (c["hidden"][:1] for c in spy.calls)  # CFG: [neg | pos]
+    torch.testing.assert_close(orig_neg, plain_neg)  # the negative keeps the plain model's meaning
     assert not torch.equal(safe_neg, orig_neg)
-    torch.testing.assert_close(spy.calls[1]["hidden"][1:], spy.calls[0]["hidden"][1:])  # the prompt stays safe
+    torch.testing.assert_close(spy.calls[0]["hidden"][1:], spy.calls[1]["hidden"][1:])  # the prompt stays safe
+    torch.testing.assert_close(uncond, uncond_safe)
     with pytest.raises(ValueError, match="negative_prompt_encoder must be 'safe' or 'original'"):
         run(safer, negative_prompt_encoder="both")
+    no_original = SaferStableDiffusion3Pipeline.from_pretrained(sd3_dir, safe_text_encoder=safe_dir)
+    with pytest.warns(UserWarning, match="the safe encoders read the negative prompt"):
+        fallback = run(no_original, negative_prompt="nudity").images
+    np.testing.assert_array_equal(fallback, run(safer, negative_prompt="nudity", negative_prompt_encoder="safe").images)
+
+
+def test_plain_diffusers_loads_a_saved_safer_pipeline(safer, tmp_path):
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    safer.save_pretrained(tmp_path)
+    for loader in (DiffusionPipeline, AutoPipelineForText2Image):
+        pipe = loader.from_pretrained(tmp_path)
+        assert type(pipe) is StableDiffusion3Pipeline
+        np.testing.assert_array_equal(run(pipe, negative_prompt="blurry").images,
+                                      run(safer, negative_prompt="blurry", negative_prompt_encoder="safe").images)
 
 
 def test_save_and_reload_round_trip(safer, tmp_path):
