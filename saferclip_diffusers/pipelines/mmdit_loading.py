@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import DiffusionPipeline
 
 from ..encoders import has_slot, load_safe_text_encoder
 from ..hub import explain_unavailable, hub_kwargs, looks_like_path, require_local_dir
@@ -142,7 +143,7 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
             )
     if not allow_pickle:
         kwargs.setdefault("use_safetensors", True)
-    pipe = super(cls, cls).from_pretrained(base, **components, safe_text_encoder_slots=safe_slots, **kwargs)
+    pipe = DiffusionPipeline.from_pretrained.__func__(cls, base, **components, safe_text_encoder_slots=safe_slots, **kwargs)
     warn_coverage(pipe)
     return pipe
 
@@ -181,7 +182,7 @@ def mmdit_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool
         components[f"original_{slot}"] = original if slot in safe_slots and keep_original else None
     for key in hub:
         kwargs.pop(key)
-    pipe = super(cls, cls).from_pipe(pipeline, **components, safe_text_encoder_slots=safe_slots, **kwargs)
+    pipe = DiffusionPipeline.from_pipe.__func__(cls, pipeline, **components, safe_text_encoder_slots=safe_slots, **kwargs)
     warn_coverage(pipe)
     return pipe
 

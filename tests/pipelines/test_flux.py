@@ -185,3 +185,14 @@ def test_concurrent_calls_on_one_pipeline_give_the_sequential_results(safer):
         results = list(pool.map(lambda job: run(safer, num_inference_steps=1, **job).images, jobs))
     for want, got in zip(expected, results, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_user_subclass_loads_like_its_parent(flux_dir, safe_dir, safer, tmp_path):
+    class MyFlux(SaferFluxPipeline):
+        pass
+
+    pipe = MyFlux.from_pretrained(flux_dir, safe_text_encoder=safe_dir)  # must not re-enter with the hub default
+    assert type(pipe) is MyFlux and pipe.safe_slots == ["text_encoder", "text_encoder_2"]
+    np.testing.assert_array_equal(run(pipe).images, run(safer).images)
+    wrapped = MyFlux.from_pipe(safer)
+    assert type(wrapped) is MyFlux and wrapped.transformer is safer.transformer
