@@ -63,6 +63,11 @@ class SaferMMDiTMixin:
     def has_original(self) -> bool:
         return all(self.original_encoder(slot) is not None for slot in self.safe_slots)
 
+    @property
+    def components(self) -> dict[str, Any]:
+        """The parent's components; ``original_<slot>`` only when loaded, so ``Other(**pipe.components)`` works."""
+        return {k: v for k, v in super().components.items() if not (k.startswith("original_") and v is None)}
+
     @contextmanager
     def _branch(self, which: str) -> Iterator[None]:
         """Put the original encoders into the slots for the block (no config change), then restore the safe ones."""

@@ -267,3 +267,10 @@ def test_bad_calls_are_refused(sd3_dir, safe_dir, safer):
     for bad in (1.5, float("nan"), -0.1):
         with pytest.raises(ValueError, match=r"safety_scale must be a number in \[0, 1\]"):
             run(safer, safety_scale=bad)
+
+
+def test_components_build_the_plain_pipeline(sd3_dir, safe_dir):
+    pipe = SaferStableDiffusion3Pipeline.from_pretrained(sd3_dir, safe_text_encoder=safe_dir)
+    assert not [k for k in pipe.components if k.startswith("original_")]
+    plain = StableDiffusion3Pipeline(**pipe.components)
+    assert plain.text_encoder_3 is pipe.text_encoder_3
