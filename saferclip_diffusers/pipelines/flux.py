@@ -55,6 +55,7 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
     _offline_alternative = "the tiny offline models (preset 'tiny-flux', or saferclip_diffusers.tiny.tiny_model_dir('flux'))"
     _transformer_class = FluxTransformer2DModel
+    _keep_base_projection = ()  # FLUX reads CLIP's unprojected pooler_output
 
     def __init__(
         self,
@@ -129,10 +130,6 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
             raise IncompatibleEncoderError("the base pipeline's CLIP width does not match its transformer")
         if "text_encoder_2" in configs and configs["text_encoder_2"].d_model != transformer_config["joint_attention_dim"]:
             raise IncompatibleEncoderError("the base pipeline's T5 width does not match its transformer")
-
-    @staticmethod
-    def _adapt_safe(slot: str, encoder, spec, original: Callable[[], torch.nn.Module]):
-        return encoder  # FLUX reads CLIP's unprojected pooler_output: no projection to reconcile
 
     def coverage_warnings(self) -> list[str]:
         slots = self.safe_slots

@@ -1,10 +1,11 @@
 """``from_pretrained`` / ``from_pipe`` for the SD3 and FLUX Safer pipelines: safe CLIP and T5 slots.
 
-Validation runs before any heavy weight moves: the transformer, tokenizer and original text-encoder configs are
-read (a few kB), each safe encoder's config (or, for a single safetensors file, its tensor shapes) is checked
-against its slot, and only then are the safe weights, the transformer and the VAE loaded.
+Validation runs before the heavy weights move: the transformer, tokenizer and original text-encoder configs are
+read (a few kB), the safe encoders are loaded and checked against their slots, and only then does diffusers load
+the transformer and the VAE.
 
-Safe T5 encoders are loaded by :mod:`.safe_t5`.
+Safe encoders are loaded by the encoders package (:func:`load_safe_text_encoder`); :mod:`.safe_t5` adds the
+slot check against the pipeline's own encoder and the options a T5 slot needs (its folder, or a file's architecture).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from diffusers import DiffusionPipeline
 from ..encoders import has_slot, load_safe_text_encoder
 from ..hub import explain_unavailable, hub_kwargs, looks_like_path, require_local_dir
 from .loading import DEFAULT
-from .safe_t5 import check_slot, load_safe_t5
+from .safe_t5 import check_slot, t5_load_options
 
 
 def normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
@@ -66,13 +67,23 @@ def _resolve(cls, specs: dict[str, Any], saved_slots: list[str] | None) -> dict[
     return resolved
 
 
-def _load_safe(cls, slot: str, spec: Any, original_config, vocab: int, *, allow_pickle: bool, dtype, hub: dict):
-    kind = dict((s, k) for s, _, k in cls._slots)[slot]
-    if kind == "t5":
-        return load_safe_t5(spec, slot, original_config, vocab=vocab, owner=cls.__name__, allow_pickle=allow_pickle,
-                            dtype=dtype, hub=hub)
-    encoder = load_safe_text_encoder(spec, slot, allow_pickle=allow_pickle, torch_dtype=dtype,
-                                     model_class=cls._slot_classes[slot], **hub)
+def _load_safe(cls, slot: str, spec: Any, original_config, vocab: int, original, *, allow_pickle: bool, dtype,
+               hub: dict):
+    """Load a safe encoder for ``slot`` with the encoders package, then check it against the slot's original.
+
+    ``original()`` gives the pipeline's own encoder of the slot (loaded on demand): SD3's CLIP-L keeps its
+    projection, and a single weights file takes the projection it lacks (DES bigG) from it.
+    """
+    options: dict[str, Any] = {"model_class": cls._slot_classes[slot], "allow_pickle": allow_pickle,
+                               "torch_dtype": dtype, **hub}
+    is_path = isinstance(spec, (str, os.PathLike))
+    if dict((s, k) for s, _, k in cls._slots)[slot] == "t5":
+        options.update(t5_load_options(spec, slot, original_config))
+    elif is_path and slot in cls._keep_base_projection:
+        options.update(base=original(), keep_base_projection=True)
+    elif is_path and Path(spec).expanduser().is_file():
+        options["base"] = original()
+    encoder = load_safe_text_encoder(spec, slot, **options)
     check_slot(encoder.config, original_config, slot, vocab, cls.__name__)
     return encoder
 
@@ -125,9 +136,8 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
             continue
         spec = specs.get(slot)
         if spec is not None:
-            encoder = _load_safe(cls, slot, spec, configs[slot], vocabs[slot], allow_pickle=allow_pickle, dtype=dtype,
-                                 hub=hub)
-            components[slot] = cls._adapt_safe(slot, encoder, spec, lambda s=slot: original_of(s))
+            components[slot] = _load_safe(cls, slot, spec, configs[slot], vocabs[slot], lambda s=slot: original_of(s),
+                                          allow_pickle=allow_pickle, dtype=dtype, hub=hub)
             safe_slots.append(slot)
         elif saved and slot in saved:
             safe_slots.append(slot)  # diffusers loads the saved safe encoder from the directory itself
@@ -171,8 +181,9 @@ def mmdit_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool
                 raise ValueError(f"the source pipeline has no {slot} (it was dropped), so it cannot be made safe")
             reference = (current if original is None else original).config
             encoder = _load_safe(cls, slot, spec, reference, len(getattr(pipeline, tokenizer_attr)),
+                                 lambda o=original, c=current: c if o is None else o,
                                  allow_pickle=allow_pickle, dtype=dtype, hub=hub)
-            components[slot] = cls._adapt_safe(slot, encoder, spec, lambda o=original, c=current: c if o is None else o).to(pipeline.device)
+            components[slot] = encoder.to(pipeline.device)
             safe_slots.append(slot)
         elif source_safe is not None and slot in source_safe:
             components[slot] = current

@@ -1,9 +1,10 @@
-"""Safe T5 encoders for SD3's ``text_encoder_3`` and FLUX's ``text_encoder_2``, and the per-slot shape check.
+"""What the SD3 / FLUX loaders add to :func:`~saferclip_diffusers.encoders.load_safe_text_encoder`: the per-slot
+shape check against the pipeline's own encoder, and how a T5 slot finds its weights.
 
-A safe T5 can be a ``T5EncoderModel`` folder (or a diffusers-layout folder holding one in a subfolder), a single
-``.safetensors`` state dict (read into the base pipeline's own T5 config; every weight must be present), a hub id,
-or a loaded module. Pickle files (``.pt``/``.bin``, e.g. DES's ``des_t5.pt``) are refused unless
-``allow_pickle=True``, and then read with ``torch.load(weights_only=True)``.
+A safe T5 can be a ``T5EncoderModel`` folder, a diffusers-layout folder holding one (in the slot's subfolder, or
+in the only T5 subfolder, e.g. an SD3 export's ``text_encoder_3/`` for FLUX's ``text_encoder_2``), a single
+``.safetensors`` state dict (read into the base pipeline's own T5 config), a hub id, or a loaded module. Pickle
+files (DES's ``des_t5.pt``) load only with ``allow_pickle=True``; the encoders package enforces that.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from typing import Any
 
 import torch
 
-from ..encoders import PICKLE_SUFFIXES, IncompatibleEncoderError, PickleCheckpointError
-from ..hub import explain_unavailable, looks_like_path
-
-# ------------------------------------------------------------------------------------------- checks
+from ..encoders import IncompatibleEncoderError
 
 
 def check_slot(config, expected, slot: str, vocab: int, owner: str) -> None:
@@ -45,13 +43,17 @@ def check_slot(config, expected, slot: str, vocab: int, owner: str) -> None:
         )
 
 
-def _t5_folder(root: Path, slot: str) -> Path:
-    """The folder of ``root`` holding a T5 encoder: the root, ``<slot>/``, or the one T5 subfolder."""
-    for folder in (root, root / slot):
-        cfg = folder / "config.json"
-        if cfg.is_file() and json.loads(cfg.read_text()).get("model_type") == "t5":
-            return folder
-    found = [p.parent for p in sorted(root.glob("*/config.json")) if json.loads(p.read_text()).get("model_type") == "t5"]
+def _model_type(config_file: Path) -> str | None:
+    return json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+
+
+def t5_subfolder(root: Path, slot: str) -> str | None:
+    """The folder of a local ``root`` holding a T5 encoder: the root (None), ``<slot>``, or the one T5 subfolder."""
+    if _model_type(root / "config.json") == "t5":
+        return None
+    if _model_type(root / slot / "config.json") == "t5":
+        return slot
+    found = [p.parent.name for p in sorted(root.glob("*/config.json")) if _model_type(p) == "t5"]
     if len(found) == 1:
         return found[0]
     raise FileNotFoundError(
@@ -60,82 +62,16 @@ def _t5_folder(root: Path, slot: str) -> Path:
     )
 
 
-def _weights(folder: Path, allow_pickle: bool) -> bool:
-    names = sorted(p.name for p in folder.iterdir() if p.is_file())
-    if any(n.endswith(".safetensors") for n in names):
-        return True
-    if not any(n.endswith(PICKLE_SUFFIXES) for n in names):
-        raise FileNotFoundError(f"no weights in {folder}: expected model.safetensors (found {names})")
-    if not allow_pickle:
-        raise PickleCheckpointError(f"{folder} has only pickle weights; pass allow_pickle=True if you trust its source")
-    return False
-
-
-def _state_dict_from_file(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    if not allow_pickle:
-        raise PickleCheckpointError(
-            f"{path} is a pickle file, which can run code when loaded: pass allow_pickle=True if you trust its "
-            "source, or convert it to safetensors"
-        )
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return data.get("model_state_dict", data)  # DES / SAGE checkpoints wrap the state dict
-
-
-def _t5_from_state_dict(state: dict[str, torch.Tensor], config, source: Path):
-    from transformers import T5EncoderModel
-
-    with torch.device("meta"):
-        model = T5EncoderModel(config)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
-    try:
-        result = model.load_state_dict(state, strict=False, assign=True)
-    except RuntimeError as err:  # shape mismatches
-        raise IncompatibleEncoderError(f"{source} does not fit the pipeline's T5 ({err})") from err
-    missing = [k for k in result.missing_keys if k not in tied]
-    if missing or result.unexpected_keys:
-        raise IncompatibleEncoderError(
-            f"{source} is not a T5 encoder state dict for this pipeline: {len(missing)} weights missing "
-            f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})"
-        )
-    model.tie_weights()
-    return model.eval()
-
-
-def load_safe_t5(spec: Any, slot: str, base_config, *, vocab: int, owner: str, allow_pickle: bool,
-                 dtype: torch.dtype | None, hub: dict[str, Any]):
-    """Load and check a safe T5 for ``slot`` (module, folder, hub id or single weights file)."""
-    from transformers import T5Config, T5EncoderModel
-
-    if isinstance(spec, torch.nn.Module):
-        if not isinstance(spec, T5EncoderModel):
-            raise TypeError(f"the safe encoder for {slot!r} must be a T5EncoderModel, got {type(spec).__name__}")
-        check_slot(spec.config, base_config, slot, vocab, owner)
-        return spec.to(dtype) if dtype is not None else spec
+def t5_load_options(spec: Any, slot: str, base_config) -> dict[str, Any]:
+    """Extra ``load_safe_text_encoder`` options for a T5 slot: the folder to read, or the architecture of a file."""
     if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"safe T5 must be a path, a hub id or a T5EncoderModel, got {type(spec).__name__}")
+        return {}
     path = Path(spec).expanduser()
+    if path.is_dir():
+        return {"subfolder": t5_subfolder(path, slot)}
     if path.is_file():
-        state = _state_dict_from_file(path, allow_pickle)
-        shared = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
-        if shared is not None:  # cheap shape check before building the model
-            config = T5Config(**{**base_config.to_dict(), "vocab_size": shared.shape[0], "d_model": shared.shape[1]})
-            check_slot(config, base_config, slot, vocab, owner)
-        model = _t5_from_state_dict(state, base_config, path)
-    elif path.is_dir() or looks_like_path(str(spec)):
-        if not path.exists():
-            raise FileNotFoundError(f"safe T5 encoder file or folder does not exist: {str(spec)!r}")
-        folder = _t5_folder(path, slot)
-        check_slot(T5Config.from_pretrained(folder), base_config, slot, vocab, owner)
-        model = T5EncoderModel.from_pretrained(folder, use_safetensors=_weights(folder, allow_pickle)).eval()
-    else:
-        try:
-            config = T5Config.from_pretrained(str(spec), **hub)
-        except OSError as err:
-            raise explain_unavailable(str(spec), "safe T5 encoder", err) from err
-        check_slot(config, base_config, slot, vocab, owner)
-        model = T5EncoderModel.from_pretrained(str(spec), use_safetensors=not allow_pickle or None, **hub).eval()
-    return model.to(dtype) if dtype is not None else model
+        from transformers import T5EncoderModel
+
+        with torch.device("meta"):  # the base pipeline's architecture, without memory or initialisation
+            return {"base": T5EncoderModel(base_config)}
+    return {}

@@ -14,7 +14,6 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 from diffusers.image_processor import PipelineImageInput
-from diffusers.utils import logging
 from transformers import (
     CLIPTextModelWithProjection,
     CLIPTokenizer,
@@ -28,8 +27,6 @@ from ..encoders import DEFAULT_SAFE_TEXT_ENCODER, IncompatibleEncoderError
 from .loading import DEFAULT
 from .mmdit import SaferMMDiTMixin, sequence_mean
 from .mmdit_loading import load_mmdit_pipeline, mmdit_from_pipe
-
-logger = logging.get_logger(__name__)
 
 
 class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
@@ -71,6 +68,7 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
     _offline_alternative = "the tiny offline models (preset 'tiny-sd3', or saferclip_diffusers.tiny.tiny_model_dir('sd3'))"
     _transformer_class = SD3Transformer2DModel
+    _keep_base_projection = ("text_encoder",)  # SD3's CLIP-L projection is not OpenAI's: keep the base's
 
     def __init__(
         self,
@@ -160,17 +158,6 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         pooled = sum(configs[s].projection_dim for s in ("text_encoder", "text_encoder_2"))
         if pooled != transformer_config["pooled_projection_dim"]:
             raise IncompatibleEncoderError("the base pipeline's CLIP projections do not add up to its pooled width")
-
-    @staticmethod
-    def _adapt_safe(slot: str, encoder, spec, original: Callable[[], torch.nn.Module]):
-        """CLIP-L from a checkpoint: keep SD3's own ``text_projection`` (the safe weights replace the tower only)."""
-        if slot == "text_encoder" and not isinstance(spec, torch.nn.Module):
-            reference = original().text_projection.weight
-            if not torch.equal(encoder.text_projection.weight, reference.to(encoder.dtype)):
-                logger.info("SD3 CLIP-L: the safe checkpoint's text_projection is replaced by the base pipeline's")
-            with torch.no_grad():
-                encoder.text_projection.weight.copy_(reference)
-        return encoder
 
     def coverage_warnings(self) -> list[str]:
         slots = self.safe_slots

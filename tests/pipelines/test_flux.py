@@ -171,7 +171,7 @@ def test_unavailable_models_are_named_with_the_offline_alternative(flux_dir):
 
     with pytest.raises(ModelUnavailableError, match=r"base pipeline 'black-forest-labs/FLUX.1-dev'.*tiny-flux"):
         SaferFluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", safe_text_encoder=None)
-    with pytest.raises(FileNotFoundError, match="safe T5 encoder file or folder does not exist: '/nope/t5.safetensors'"):
+    with pytest.raises(FileNotFoundError, match="safe text encoder file does not exist: '/nope/t5.safetensors'"):
         SaferFluxPipeline.from_pretrained(flux_dir, safe_text_encoder=None, safe_text_encoder_2="/nope/t5.safetensors")
 
 
