@@ -20,7 +20,7 @@ from transformers import (
 
 from ..encoders import DEFAULT_SAFE_TEXT_ENCODER, IncompatibleEncoderError
 from .loading import DEFAULT
-from .mmdit import SaferMMDiTMixin, sequence_mean
+from .mmdit import SaferMMDiTMixin, token_mean
 from .mmdit_loading import load_mmdit_pipeline, mmdit_from_pipe
 
 
@@ -165,8 +165,10 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
             out.update(negative_prompt_embeds=neg, negative_pooled_prompt_embeds=neg_pooled)
         return out
 
-    def _slot_features(self, embeds: dict) -> dict[str, torch.Tensor]:
-        return {"text_encoder": embeds["pooled_prompt_embeds"], "text_encoder_2": sequence_mean(embeds["prompt_embeds"])}
+    def _slot_features(self, embeds: dict, prompts: list[str], args: dict) -> dict[str, torch.Tensor]:
+        t5 = token_mean(embeds["prompt_embeds"], self.tokenizer_2, args.get("prompt_2"), prompts,
+                        args.get("num_images_per_prompt") or 1)
+        return {"text_encoder": embeds["pooled_prompt_embeds"], "text_encoder_2": t5}
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
         height = args.get("height") or self.default_sample_size * self.vae_scale_factor

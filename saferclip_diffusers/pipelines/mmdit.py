@@ -12,7 +12,7 @@ Conventions (as in :mod:`.conditioning` for SD and SDXL)
     pooled vectors, text-encoder LoRA scale) is diffusers' code, and ``safety_scale=0`` is bit-exact with diffusers.
 
     The redirection score of a prompt is the lowest, over swapped slots, of ``cos(original, safe)`` between the
-    slot's pooled vector (CLIP) or its token-averaged sequence (T5).
+    slot's pooled vector (CLIP) or its sequence averaged over the prompt's own tokens (T5).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class SaferMMDiTMixin:
 
     Subclasses declare ``_slots`` as ``(slot, tokenizer attribute, kind)`` with kind ``clip`` or ``t5`` and define
     ``_encode_branch(prompts, args, cfg) -> dict`` (embedding keyword arguments for the parent, computed with the
-    encoders currently in the slots), ``_uses_cfg(args) -> bool``, ``_slot_features(embeds) -> {slot: (B, D)}``
+    encoders currently in the slots), ``_uses_cfg(args) -> bool``, ``_slot_features(embeds, prompts, args) -> {slot: (B, D)}``
     and ``_initial_latents(batch, args, dtype) -> tensor`` (the parent's own noise for that batch).
     """
 
@@ -164,7 +164,8 @@ class SaferMMDiTMixin:
                 embeds[key] = original[key]
             else:
                 embeds[key] = blend(original[key] if original else None, value, safety_scale)
-        scores = self._redirection(original, safe, per_prompt) if original is not None and self.safe_slots else None
+        scores = (self._redirection(original, safe, prompts, args) if original is not None and self.safe_slots
+                  else None)
 
         if not return_original:
             return self._finish(self._run_parent(args, embeds), None, scores, return_dict)
@@ -186,8 +187,9 @@ class SaferMMDiTMixin:
             out_orig = self._run_parent(args, original_embeds, latents=latents.clone())
         return self._finish(out_safe, out_orig, scores, return_dict)
 
-    def _redirection(self, original: dict, safe: dict, per_prompt: int) -> list[float]:
-        orig_f, safe_f = self._slot_features(original), self._slot_features(safe)
+    def _redirection(self, original: dict, safe: dict, prompts: list[str], args: dict) -> list[float]:
+        per_prompt = args.get("num_images_per_prompt") or 1
+        orig_f, safe_f = self._slot_features(original, prompts, args), self._slot_features(safe, prompts, args)
         scores = torch.stack([cosine_scores(orig_f[s], safe_f[s]) for s in self.safe_slots]).amin(dim=0)
         return [float(x) for x in scores[::per_prompt]]
 
@@ -211,9 +213,15 @@ class SaferMMDiTMixin:
         safe = self._encode_branch(prompts, args, False)
         with self._branch("original"):
             original = self._encode_branch(prompts, args, False)
-        return self._redirection(original, safe, 1)
+        return self._redirection(original, safe, prompts, args)
 
 
-def sequence_mean(sequence: torch.Tensor) -> torch.Tensor:
-    """Average of a (B, L, D) sequence over all its positions: a T5 slot's feature for the redirection score."""
-    return sequence.float().mean(dim=1)
+def token_mean(sequence: torch.Tensor, tokenizer, texts: str | list[str] | None, prompts: list[str],
+               per_prompt: int) -> torch.Tensor:
+    """A T5 slot's feature for the redirection score: its (B, L, D) sequence averaged over each prompt's own tokens
+    (``</s>`` included, padding positions excluded)."""
+    texts = prompts if not texts else [texts] * len(prompts) if isinstance(texts, str) else list(texts)
+    lengths = torch.tensor([len(ids) for ids in tokenizer(texts).input_ids]).clamp(1, sequence.shape[1])
+    lengths = lengths.repeat_interleave(per_prompt).to(sequence.device)
+    mask = torch.arange(sequence.shape[1], device=sequence.device)[None, :] < lengths[:, None]
+    return (sequence.float() * mask[..., None]).sum(dim=1) / lengths[:, None]

@@ -25,7 +25,7 @@ from transformers import (
 
 from ..encoders import DEFAULT_SAFE_TEXT_ENCODER, IncompatibleEncoderError
 from .loading import DEFAULT
-from .mmdit import SaferMMDiTMixin, sequence_mean
+from .mmdit import SaferMMDiTMixin, token_mean
 from .mmdit_loading import load_mmdit_pipeline, mmdit_from_pipe
 
 
@@ -203,11 +203,12 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
             out.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
         return out
 
-    def _slot_features(self, embeds: dict) -> dict[str, torch.Tensor]:
+    def _slot_features(self, embeds: dict, prompts: list[str], args: dict) -> dict[str, torch.Tensor]:
         width_l = self.text_encoder.config.projection_dim
         pooled = embeds["pooled_prompt_embeds"]
         return {"text_encoder": pooled[:, :width_l], "text_encoder_2": pooled[:, width_l:],
-                "text_encoder_3": sequence_mean(embeds["prompt_embeds"][:, self.tokenizer_max_length:])}
+                "text_encoder_3": token_mean(embeds["prompt_embeds"][:, self.tokenizer_max_length:], self.tokenizer_3,
+                                             args.get("prompt_3"), prompts, args.get("num_images_per_prompt") or 1)}
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
         height = args.get("height") or self.default_sample_size * self.vae_scale_factor

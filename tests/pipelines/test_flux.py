@@ -196,3 +196,23 @@ def test_a_user_subclass_loads_like_its_parent(flux_dir, safe_dir, safer, tmp_pa
     np.testing.assert_array_equal(run(pipe).images, run(safer).images)
     wrapped = MyFlux.from_pipe(safer)
     assert type(wrapped) is MyFlux and wrapped.transformer is safer.transformer
+
+
+def test_redirection_score_by_its_definition(safer):
+    """min over swapped slots of cos(original, safe): CLIP pooled vectors, and T5 sequences (as the pipeline computes
+    them, padded to max_sequence_length) averaged over each prompt's own tokens, padding positions excluded."""
+    prompts = ["a cat", "a photo of the man"]
+    scores = safer.redirection_scores(prompts, max_sequence_length=SEQ)
+    cos = torch.nn.functional.cosine_similarity
+    with torch.no_grad():
+        clip_ids = safer.tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
+        cos_clip = cos(safer.original_text_encoder(clip_ids).pooler_output, safer.text_encoder(clip_ids).pooler_output)
+        t5_ids = safer.tokenizer_2(prompts, padding="max_length", max_length=SEQ, return_tensors="pt").input_ids
+        original, safe = safer.original_text_encoder_2(t5_ids)[0], safer.text_encoder_2(t5_ids)[0]
+        cos_t5 = []
+        for i, text in enumerate(prompts):
+            n = len(safer.tokenizer_2(text).input_ids)  # the prompt's tokens, </s> included
+            cos_t5.append(cos(original[i, :n].mean(dim=0), safe[i, :n].mean(dim=0), dim=0))
+    torch.testing.assert_close(torch.tensor(scores), torch.minimum(cos_clip, torch.stack(cos_t5)))
+    call = run(safer, prompt=prompts, num_inference_steps=1)
+    assert call.redirection_scores == scores
