@@ -206,9 +206,12 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
     def _slot_features(self, embeds: dict, prompts: list[str], args: dict) -> dict[str, torch.Tensor]:
         width_l = self.text_encoder.config.projection_dim
         pooled = embeds["pooled_prompt_embeds"]
-        return {"text_encoder": pooled[:, :width_l], "text_encoder_2": pooled[:, width_l:],
-                "text_encoder_3": token_mean(embeds["prompt_embeds"][:, self.tokenizer_max_length:], self.tokenizer_3,
-                                             args.get("prompt_3"), prompts, args.get("num_images_per_prompt") or 1)}
+        features = {"text_encoder": pooled[:, :width_l], "text_encoder_2": pooled[:, width_l:]}
+        if "text_encoder_3" in self.safe_slots:  # a dropped T5 (text_encoder_3=None) is never a safe slot
+            features["text_encoder_3"] = token_mean(embeds["prompt_embeds"][:, self.tokenizer_max_length:],
+                                                    self.tokenizer_3, args.get("prompt_3"), prompts,
+                                                    args.get("num_images_per_prompt") or 1)
+        return features
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
         height = args.get("height") or self.default_sample_size * self.vae_scale_factor
