@@ -18,7 +18,6 @@ These weights are random: any number measured with them says nothing about real 
 """
 
 from .cache import TINY_KINDS, TINY_VERSION, tiny_cache_root, tiny_model_dir
-from .cache import _atomic_dir as _atomic_dir  # benchmarks/models.py imports it
 from .clip import (
     IMAGE_SIZE,
     PROJECTION_DIM,

@@ -35,7 +35,6 @@ _BUILDERS: dict[str, Callable[[Path, int], Path]] = {
     "safe-flux": lambda d, seed: build_tiny_safe_flux(d, seed),
 }
 TINY_KINDS = tuple(_BUILDERS)
-_atomic_dir = atomic_dir  # the name benchmarks/models.py imports
 
 
 def tiny_cache_root() -> Path:
