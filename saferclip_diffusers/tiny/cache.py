@@ -21,20 +21,25 @@ from .t5 import build_tiny_t5
 TINY_VERSION = 2  # bump when the builders' outputs change, so cached directories are rebuilt (2: manifest.json)
 MARKER = ".complete"
 
-_BUILDERS: dict[str, Callable[[Path, int], Path]] = {
+_BUILDERS: dict[str, Callable[[Path, int], Path]] = {  # dependencies come from the cache (source=)
     "clip": lambda d, seed: build_tiny_clip(d, seed),
     "clip-g": lambda d, seed: build_tiny_clip(d, seed + 1000, text_width=TEXT_WIDTH_G, projection_dim=PROJECTION_DIM_G),
     "t5": lambda d, seed: build_tiny_t5(d, seed + 2000),
-    "sd": lambda d, seed: build_tiny_sd(d, seed),
-    "sdxl": lambda d, seed: build_tiny_sdxl(d, seed),
-    "sd3": lambda d, seed: build_tiny_sd3(d, seed),
-    "flux": lambda d, seed: build_tiny_flux(d, seed),
-    "safe-sd": lambda d, seed: build_tiny_safe_encoder(d, seed),
-    "safe-sdxl": lambda d, seed: build_tiny_safe_encoder(d, seed, sdxl=True),
-    "safe-sd3": lambda d, seed: build_tiny_safe_sd3(d, seed),
-    "safe-flux": lambda d, seed: build_tiny_safe_flux(d, seed),
+    "sd": lambda d, seed: build_tiny_sd(d, seed, _source(seed)),
+    "sdxl": lambda d, seed: build_tiny_sdxl(d, seed, _source(seed)),
+    "sd3": lambda d, seed: build_tiny_sd3(d, seed, _source(seed)),
+    "flux": lambda d, seed: build_tiny_flux(d, seed, _source(seed)),
+    "safe-sd": lambda d, seed: build_tiny_safe_encoder(d, seed, _source(seed)),
+    "safe-sdxl": lambda d, seed: build_tiny_safe_encoder(d, seed, _source(seed), sdxl=True),
+    "safe-sd3": lambda d, seed: build_tiny_safe_sd3(d, seed, _source(seed)),
+    "safe-flux": lambda d, seed: build_tiny_safe_flux(d, seed, _source(seed)),
 }
 TINY_KINDS = tuple(_BUILDERS)
+
+
+def _source(seed: int) -> Callable[[str], Path]:
+    """The cached folder of each kind a builder reads (a tiny SD reads the tiny CLIP of the same seed)."""
+    return lambda kind: tiny_model_dir(kind, seed)
 
 
 def tiny_cache_root() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ._rng import rng_neutral, seeded
@@ -29,15 +30,13 @@ def _tiny_flux_transformer():
 
 
 @rng_neutral
-def build_tiny_flux(directory: str | os.PathLike, seed: int = 0) -> Path:
+def build_tiny_flux(directory: str | os.PathLike, seed: int, source: Callable[[str], Path]) -> Path:
     """A tiny FLUX.1 pipeline directory: ``text_encoder`` is tiny-clip's text tower, ``text_encoder_2`` tiny T5."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
     from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
-    from .cache import tiny_model_dir
-
     directory = Path(directory)
-    clip_dir, t5_dir = tiny_model_dir("clip", seed), tiny_model_dir("t5", seed)
+    clip_dir, t5_dir = source("clip"), source("t5")
     with seeded(seed + 1):
         transformer = _tiny_flux_transformer()
     with seeded(seed + 2):
@@ -60,15 +59,13 @@ def build_tiny_flux(directory: str | os.PathLike, seed: int = 0) -> Path:
 
 
 @rng_neutral
-def build_tiny_safe_flux(directory: str | os.PathLike, seed: int = 0) -> Path:
+def build_tiny_safe_flux(directory: str | os.PathLike, seed: int, source: Callable[[str], Path]) -> Path:
     """FLUX layout: ``text_encoder/`` (perturbed CLIP-L, as the tiny safe SD's) and ``text_encoder_2/`` (perturbed T5)."""
     from transformers import CLIPTextModel, T5EncoderModel
 
-    from .cache import tiny_model_dir
-
     directory = Path(directory)
-    clip = CLIPTextModel.from_pretrained(tiny_model_dir("clip", seed), use_safetensors=True)
+    clip = CLIPTextModel.from_pretrained(source("clip"), use_safetensors=True)
     perturbed_text_encoder(clip, seed=seed + 100).save_pretrained(directory / "text_encoder", safe_serialization=True)
-    t5 = T5EncoderModel.from_pretrained(tiny_model_dir("t5", seed), use_safetensors=True)
+    t5 = T5EncoderModel.from_pretrained(source("t5"), use_safetensors=True)
     perturbed_text_encoder(t5, seed=seed + 300).save_pretrained(directory / "text_encoder_2", safe_serialization=True)
     return directory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ._rng import rng_neutral, seeded
@@ -61,15 +62,13 @@ def _scheduler():
 
 
 @rng_neutral
-def build_tiny_sd(directory: str | os.PathLike, seed: int = 0, clip_dir: str | os.PathLike | None = None) -> Path:
-    """A tiny SD 1.x pipeline directory whose ``text_encoder`` is the text tower of a tiny CLIP."""
+def build_tiny_sd(directory: str | os.PathLike, seed: int, source: Callable[[str], Path]) -> Path:
+    """A tiny SD 1.x pipeline directory whose ``text_encoder`` is the text tower of ``source("clip")``."""
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from .cache import tiny_model_dir
-
     directory = Path(directory)
-    clip_dir = Path(clip_dir) if clip_dir is not None else tiny_model_dir("clip", seed)
+    clip_dir = source("clip")
     text_encoder = CLIPTextModel.from_pretrained(clip_dir, use_safetensors=True)
     tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
     with seeded(seed + 1):
@@ -91,21 +90,13 @@ def build_tiny_sd(directory: str | os.PathLike, seed: int = 0, clip_dir: str | o
 
 
 @rng_neutral
-def build_tiny_sdxl(
-    directory: str | os.PathLike,
-    seed: int = 0,
-    clip_dir: str | os.PathLike | None = None,
-    clip_g_dir: str | os.PathLike | None = None,
-) -> Path:
+def build_tiny_sdxl(directory: str | os.PathLike, seed: int, source: Callable[[str], Path]) -> Path:
     """A tiny SDXL pipeline directory: ``text_encoder`` from tiny-clip, ``text_encoder_2`` from tiny-clip-g."""
     from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from .cache import tiny_model_dir
-
     directory = Path(directory)
-    clip_dir = Path(clip_dir) if clip_dir is not None else tiny_model_dir("clip", seed)
-    clip_g_dir = Path(clip_g_dir) if clip_g_dir is not None else tiny_model_dir("clip-g", seed)
+    clip_dir, clip_g_dir = source("clip"), source("clip-g")
     text_encoder = CLIPTextModel.from_pretrained(clip_dir, use_safetensors=True)
     text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(clip_g_dir, use_safetensors=True)
     tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
@@ -129,16 +120,14 @@ def build_tiny_sdxl(
 
 
 @rng_neutral
-def build_tiny_safe_encoder(directory: str | os.PathLike, seed: int = 0, sdxl: bool = False) -> Path:
+def build_tiny_safe_encoder(directory: str | os.PathLike, seed: int, source: Callable[[str], Path], sdxl: bool = False) -> Path:
     """A diffusers-style directory (``text_encoder/`` [+ ``text_encoder_2/``]) of perturbed tiny encoders."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from .cache import tiny_model_dir
-
     directory = Path(directory)
-    te = CLIPTextModel.from_pretrained(tiny_model_dir("clip", seed), use_safetensors=True)
+    te = CLIPTextModel.from_pretrained(source("clip"), use_safetensors=True)
     perturbed_text_encoder(te, seed=seed + 100).save_pretrained(directory / "text_encoder", safe_serialization=True)
     if sdxl:
-        te2 = CLIPTextModelWithProjection.from_pretrained(tiny_model_dir("clip-g", seed), use_safetensors=True)
+        te2 = CLIPTextModelWithProjection.from_pretrained(source("clip-g"), use_safetensors=True)
         perturbed_text_encoder(te2, seed=seed + 200).save_pretrained(directory / "text_encoder_2", safe_serialization=True)
     return directory

@@ -7,6 +7,7 @@ checked against SD3's CLIP-G slot, as with the real models.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ._rng import rng_neutral, seeded
@@ -34,15 +35,13 @@ def _tiny_sd3_transformer(pooled_dim: int):
 
 
 @rng_neutral
-def build_tiny_sd3(directory: str | os.PathLike, seed: int = 0) -> Path:
+def build_tiny_sd3(directory: str | os.PathLike, seed: int, source: Callable[[str], Path]) -> Path:
     """A tiny SD3 pipeline directory built from the cached tiny CLIP, CLIP-G and T5."""
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
-    from .cache import tiny_model_dir
-
     directory = Path(directory)
-    clip_dir, clip_g_dir, t5_dir = (tiny_model_dir(kind, seed) for kind in ("clip", "clip-g", "t5"))
+    clip_dir, clip_g_dir, t5_dir = (source(kind) for kind in ("clip", "clip-g", "t5"))
     text_encoder = CLIPTextModelWithProjection.from_pretrained(clip_dir, use_safetensors=True)
     text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(clip_g_dir, use_safetensors=True)
     pooled = text_encoder.config.projection_dim + text_encoder_2.config.projection_dim
@@ -66,14 +65,12 @@ def build_tiny_sd3(directory: str | os.PathLike, seed: int = 0) -> Path:
 
 
 @rng_neutral
-def build_tiny_safe_sd3(directory: str | os.PathLike, seed: int = 0) -> Path:
+def build_tiny_safe_sd3(directory: str | os.PathLike, seed: int, source: Callable[[str], Path]) -> Path:
     """``text_encoder/``, ``text_encoder_2/`` and ``text_encoder_3/`` (T5) of perturbed tiny SD3 encoders.
 
     The CLIP-G stand-in uses the same perturbation as the tiny safe SDXL export's ``text_encoder_2``.
     """
     from transformers import CLIPTextModelWithProjection, T5EncoderModel
-
-    from .cache import tiny_model_dir
 
     directory = Path(directory)
     encoders = {
@@ -82,6 +79,6 @@ def build_tiny_safe_sd3(directory: str | os.PathLike, seed: int = 0) -> Path:
         "text_encoder_3": (T5EncoderModel, "t5", 300),
     }
     for slot, (model_class, kind, offset) in encoders.items():
-        source = model_class.from_pretrained(tiny_model_dir(kind, seed), use_safetensors=True)
-        perturbed_text_encoder(source, seed=seed + offset).save_pretrained(directory / slot, safe_serialization=True)
+        original = model_class.from_pretrained(source(kind), use_safetensors=True)
+        perturbed_text_encoder(original, seed=seed + offset).save_pretrained(directory / slot, safe_serialization=True)
     return directory
