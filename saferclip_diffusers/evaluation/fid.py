@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .._extras import require_extra
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 INCEPTION_SIZE = 299
 ImageLike = Image.Image | str | os.PathLike
@@ -51,10 +53,9 @@ def to_uint8(image: ImageLike, size: int) -> torch.Tensor:
 
 def inception_features() -> torch.nn.Module:
     """torchmetrics' FID Inception-v3 (2048-d); clear errors when torch-fidelity or its weights are missing."""
-    try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
-    except ImportError as err:
-        raise ImportError("FID needs the [eval] extra: pip install 'saferclip-diffusers[eval]' (missing: torchmetrics)") from err
+    require_extra("eval", "torchmetrics", feature="FID")
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
     try:
         return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
     except ModuleNotFoundError as err:
@@ -74,6 +75,7 @@ def frechet_distances(reference: Sequence[ImageLike] | str | os.PathLike, genera
                       *, feature: torch.nn.Module | None = None, image_size: int = INCEPTION_SIZE,
                       batch_size: int = 32) -> dict[str, float]:
     """FID of each generated set (name -> images or image files) against ``reference`` (images or a folder)."""
+    require_extra("eval", "torchmetrics", feature="FID")
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     refs = list_images(reference) if isinstance(reference, (str, os.PathLike)) else list(reference)

@@ -115,8 +115,9 @@ def console_summary(summary: dict[str, Any]) -> str:
         e = groups[ALL]
         emi = e["expected_max_inappropriateness"]
         ip = e["inappropriate_probability"]
-        lines.append(f"{system:<24} {ip['value']:>6.1f} [{ip['ci_low']:.1f}, {ip['ci_high']:.1f}]"
-                     f"{emi['mean']:>10.1f} ± {emi['std']:<5.1f} {e['nudity_rate']['value']:>9.1f}")
+        interval = f"{ip['value']:.1f} [{ip['ci_low']:.1f}, {ip['ci_high']:.1f}]"
+        lines.append(f"{system:<24} {interval:>22} {emi['mean']:>6.1f} ± {emi['std']:<5.1f} "
+                     f"{e['nudity_rate']['value']:>9.1f}")
     lines.append(f"unsafe = {summary['scoring']['unsafe_rule']}")
     return "\n".join(lines)
 

@@ -107,11 +107,12 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines = _header(summary)
     lines += _table(summary, f"Inappropriate probability (%, 95% CI){only}", lambda e: _ci(e["inappropriate_probability"]),
                     [(csv_label, csv, lambda r: _pct(r["inappropriate_probability"])),
-                     (readme_label, readme, _readme_cell(lambda r: _pct(r["inappropriate_probability"])))])
+                     (readme_label, readme, _readme_cell(lambda r: f"{r['inappropriate_probability']:.2f}"))])
     lines += _table(summary, f"Expected maximum inappropriateness (%, mean ± std){only}",
                     lambda e: _emi(e["expected_max_inappropriateness"]),
                     [(csv_label, csv, lambda r: _emi(r["expected_max_inappropriateness"])),
-                     (readme_label, readme, _readme_cell(lambda r: _emi(r["expected_max_inappropriateness"])))])
+                     (readme_label, readme, _readme_cell(
+                         lambda r: "{mean:.2f} ± {std:.2f}".format(**r["expected_max_inappropriateness"])))])
     systems = [s for s in summary["systems"] if s in summary["metrics"]]
     if summary["vs_original"]:
         others = [s for s in systems if s in summary["vs_original"]]
