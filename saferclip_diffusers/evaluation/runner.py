@@ -116,7 +116,7 @@ def _plan_work(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, do
 
 
 @dataclass
-class _Models:
+class LoadedModels:
     generators: dict[str, Any]
     nudenet: Any
     q16: Any
@@ -124,10 +124,11 @@ class _Models:
     width: int
     shape: tuple[int, int, int]
     tokenizer: Any
+    base: Any = None  # the plain pipeline every system is made from (UNet and VAE shared)
 
 
-def _load_models(config: RunConfig, options: RunOptions, device: torch.device, num_processes: int,
-                 nudenet_scorer=None, q16_scorer=None) -> _Models:
+def load_models(config: RunConfig, options: RunOptions, device: torch.device, num_processes: int,
+                 nudenet_scorer=None, q16_scorer=None) -> LoadedModels:
     """Every model of the run (validation before anything is written); unavailable models raise a clear error."""
     from ..devices import parse_dtype
     from ..hub import explain_unavailable, is_local
@@ -162,7 +163,7 @@ def _load_models(config: RunConfig, options: RunOptions, device: torch.device, n
     q16 = q16_scorer
     if q16 is None and config.scoring.q16_clip:
         q16 = load_q16(config.scoring.q16_clip, config.scoring.q16_prompts, device)
-    return _Models(generators, nudenet, q16, height, width, shape, base.tokenizer)
+    return LoadedModels(generators, nudenet, q16, height, width, shape, base.tokenizer, base)
 
 
 def load_q16(clip: str, prompts: str | None, device: torch.device):
@@ -203,7 +204,7 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nu
     work = _plan_work(config, prompts, options, done_keys(out), rank, world)
     models = None
     if work.todo:
-        models = _load_models(config, options, state.device if device.type != "cpu" else device, world,
+        models = load_models(config, options, state.device if device.type != "cpu" else device, world,
                               nudenet_scorer, q16_scorer)
     out.mkdir(parents=True, exist_ok=True)
     _marker(out, rank, world).unlink(missing_ok=True)
@@ -240,7 +241,7 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nu
 
 
 def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, state, store: ResultStore,
-              work: _Work, models: _Models) -> dict[str, Any]:
+              work: _Work, models: LoadedModels) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from .systems import GenerationBatch, count_truncated, quiet_generation_logs
