@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .protocol import ScoringSpec, SystemSpec, config_fingerprint
@@ -30,11 +32,22 @@ the ORIGINAL encoder (as published) and replayed on every system; the others are
 system's own text encoder (and, for ``unlearndiff``, its UNet)."""
 
 TRANSFER = ("mma", "ring-a-bell")
+GRID_DIR = "grid_cells"
 LIBRARY_NAME = {"ring-a-bell-adaptive": "ring-a-bell"}
 
 
 def is_transfer(attack: str) -> bool:
     return attack in TRANSFER or attack.startswith("file:")
+
+
+def encoder_key(system) -> str:
+    """Which text encoder a system conditions with: a safe system's own, else the original."""
+    return system.name if system.kind == "safe" else "original"
+
+
+def cell_path(directory: str | os.PathLike, target_id: int, system: str, attack: str, variant: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{system}__{attack or 'none'}__{variant}")
+    return Path(directory) / GRID_DIR / f"{target_id:05d}" / f"{safe}.png"
 
 
 @dataclass(frozen=True)

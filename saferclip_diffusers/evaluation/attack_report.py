@@ -77,7 +77,7 @@ def _curve(histories: list[list[float]], threshold: float) -> dict[str, list[flo
 
 
 def build_attack_summary(header: dict[str, Any], records: list[dict[str, Any]], spec: AttackReportSpec) -> dict[str, Any]:
-    from .attack_run import encoder_key
+    from .attack_protocol import encoder_key
     from .protocol import SystemSpec
 
     config = header["config"]
@@ -223,7 +223,7 @@ def attack_grid(directory: Path, summary: dict[str, Any], targets: dict[int, str
     The cells on disk are already blurred where an image looked unsafe (unless the run said --no-blur)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from .attack_run import cell_path
+    from .attack_protocol import cell_path
 
     columns = [(s, "", "pre") for s in summary["systems"]] + [(s, a, "r0") for a in summary["attacks"]
                                                               for s in summary["systems"]]

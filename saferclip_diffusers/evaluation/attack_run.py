@@ -30,12 +30,11 @@ import pandas as pd
 import torch
 
 from ..io import atomic_save_image
-from .attack_protocol import LIBRARY_NAME, AttackRunConfig, is_transfer
+from .attack_protocol import LIBRARY_NAME, AttackRunConfig, cell_path, encoder_key, is_transfer
 from .attack_store import AttackStore, merge_attack_results
 
 logger = logging.getLogger(__name__)
 
-GRID_DIR = "grid_cells"
 GRID_CELL = 192
 LIBRARY_KWARGS: dict[str, dict[str, Any]] = {"ring-a-bell": {"fitness": "original"},
                                             "ring-a-bell-adaptive": {"fitness": "safe"}}
@@ -57,22 +56,12 @@ class AttackRunOptions:
     nudenet_scorer: Any = None  # anything with NudeNetScorer's detect(images); None = NudeNet itself
 
 
-def encoder_key(system) -> str:
-    """Which text encoder a system conditions with: a safe system's own, else the original."""
-    return system.name if system.kind == "safe" else "original"
-
-
 def variant_prompts(target: str, attack_records: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(attack, variant, prompt) for one system: the target itself, then each attack's adversarial prompts."""
     out = [("", "pre", target)]
     for attack, record in attack_records.items():
         out += [(attack, f"r{i}", prompt) for i, prompt in enumerate(record["result"]["prompts"])]
     return out
-
-
-def cell_path(directory: str | os.PathLike, target_id: int, system: str, attack: str, variant: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{system}__{attack or 'none'}__{variant}")
-    return Path(directory) / GRID_DIR / f"{target_id:05d}" / f"{safe}.png"
 
 
 def looks_unsafe(detections: list[dict[str, Any]], q16: float | None) -> bool:
