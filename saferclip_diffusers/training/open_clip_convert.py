@@ -14,11 +14,7 @@ import tempfile
 
 import torch
 
-from saferclip_diffusers import _compat
-
-_compat.patch_cpu_torchvision()
-
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer  # noqa: E402
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 OPENAI_CLIP_MERGES = 48894  # the full CLIP BPE (49,408 tokens), the vocabulary open_clip's tokenizer uses
 

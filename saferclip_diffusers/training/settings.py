@@ -1,11 +1,6 @@
-"""Training configuration: typed dataclasses loaded from YAML (a shipped preset or a file) plus overrides.
+"""Training settings: the typed sections of a training config and their validation (ranges named in errors).
 
-``load_config("tiny")`` reads ``saferclip_diffusers/training/configs/tiny.yaml``; ``load_config("my.yaml")``
-reads a file. A YAML file may start from another one with ``extends: NAME_OR_PATH`` (deep merge). Overrides
-are dotted ``key=value`` strings whose values are parsed as YAML: ``optim.lr=3e-4``, ``method=safeclip``,
-``encoders.0.model=openai/clip-vit-large-patch14``. Unknown keys are errors, so a typo never goes unnoticed.
-
-Method defaults (applied where the config leaves a value unset, ``null``):
+Loading from YAML and ``key=value`` overrides live in :mod:`.config`. Method defaults (applied where the config leaves a value unset, ``null``):
 
 ===================  ======================================  ======================================
 setting              ``method: saferclip``                   ``method: safeclip`` (baseline)
@@ -18,21 +13,28 @@ setting              ``method: saferclip``                   ``method: safeclip`
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import types
-import typing
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-METHODS = ("saferclip", "safeclip")
+from .methods import METHODS, get_method
+
 SLOTS = ("text_encoder", "text_encoder_2")
 DATA_FORMATS = ("unpaired", "pairs", "visu", "nsfwcaps")
 EXPORT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+SINGLE_FILE_FORMATS = ("comfyui", "a1111", "forge", "sdcpp", "sgm")  # when encoders.single_file is absent
+
+
+def single_file_formats() -> tuple[str, ...]:
+    """Single-file formats the export can write (those of ``encoders.single_file`` when that module exists)."""
+    try:
+        from saferclip_diffusers.encoders import single_file
+    except ImportError:
+        return SINGLE_FILE_FORMATS
+    return tuple(getattr(single_file, "SINGLE_FILE_FORMATS", SINGLE_FILE_FORMATS))
 
 
 @dataclass
@@ -73,6 +75,12 @@ class EncoderSettings:
     hidden_layer: int | str | None = None
     hidden_weight: float = 0.0
     export_class: str | None = None
+    random_weights: bool | None = None
+
+    def is_random(self) -> bool:
+        """Whether the model has random weights (the export then says so): ``random_weights``, else True
+        exactly for the ``tiny:`` model scheme (an explicit spec, not a guess from a path)."""
+        return self.model.startswith("tiny:") if self.random_weights is None else bool(self.random_weights)
 
     def resolved_export_class(self) -> str:
         if self.export_class:
@@ -145,6 +153,9 @@ class LossSettings:
 
 @dataclass
 class OptimSettings:
+    """Adam(W) settings (AdamW with ``weight_decay: 0`` is Adam). ``early_stopping_patience``: stop after that
+    many validated epochs without a better recall sum (Safe-CLIP's recipe: 5); null = run every epoch."""
+
     lr: float = 1e-4
     batch_size: int = 48
     epochs: int = 9
@@ -155,6 +166,7 @@ class OptimSettings:
     warmup_steps: int = 0
     mixed_precision: str = "no"
     max_steps: int | None = None
+    early_stopping_patience: int | None = None
 
 
 @dataclass
@@ -174,13 +186,60 @@ class RunSettings:
 @dataclass
 class ExportSettings:
     """Export of the merged encoders: dtype, whether to also write the full CLIP (``clip/``; null = only in
-    two-tower mode), the base pipeline named in the model card's usage example, and an optional hub push."""
+    two-tower mode), the base pipeline named in the model card's usage example, an optional hub push, and
+    ``single_file`` formats (e.g. ``[comfyui, a1111]``) written under ``single_file/`` by
+    ``saferclip_diffusers.encoders.single_file``."""
 
     dtype: str = "float32"
     full_clip: bool | None = None
     base_pipeline: str | None = None
     push_to_hub: str | None = None
     private: bool = True
+    single_file: list[str] = field(default_factory=list)
+
+
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An allowed numeric range (NaN and infinity never allowed); ``describe()`` says it in words."""
+
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    nullable: bool = False
+
+    def or_null(self) -> Range:
+        return dataclasses.replace(self, nullable=True)
+
+    def describe(self) -> str:
+        name = "an integer" if self.kind is int else "a number"
+        if self.lo is not None and self.hi is not None:
+            text = f"{name} in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            text = f"{name} {'>' if self.lo_open else '>='} {self.lo}"
+        else:
+            text = f"a finite {'integer' if self.kind is int else 'number'}"
+        return text + (" or null" if self.nullable else "")
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind is int and not float(value).is_integer():
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+
+INT0, INT1, POS = Range(int, 0), Range(int, 1), Range(float, 0, lo_open=True)
 
 
 @dataclass
@@ -204,18 +263,16 @@ class TrainConfig:
     # ------------------------------------------------------------------ derived settings
     @property
     def targets(self) -> str:
-        return self.mining.targets or ("proximity" if self.method == "saferclip" else "paired")
+        return self.mining.targets or get_method(self.method).default_targets
 
     @property
     def curriculum_enabled(self) -> bool:
         if self.curriculum.enabled is None:
-            return self.method == "saferclip"
+            return get_method(self.method).default_curriculum
         return bool(self.curriculum.enabled)
 
     def loss_weights(self) -> dict[str, float]:
-        from .losses import default_weights
-
-        weights = default_weights(self.method)
+        weights = get_method(self.method).default_weights()
         unknown = set(self.loss.weights) - set(weights)
         if unknown:
             raise ValueError(
@@ -226,42 +283,74 @@ class TrainConfig:
         return weights
 
     def validate(self) -> TrainConfig:
+        """Check every setting; a ValueError names the key, its allowed values or range, and the bad value."""
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise ValueError(f"config {self.name!r}: {message}")
 
-        need(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        need(self.method in METHODS, f"method must be one of {tuple(METHODS)}, got {self.method!r}")
         need(self.finetune in ("lora", "full"), f"finetune must be 'lora' or 'full', got {self.finetune!r}")
         need(len(self.encoders) >= 1, "encoders must list at least one encoder")
         slots = [e.slot for e in self.encoders]
         need(len(set(slots)) == len(slots), f"each encoder needs its own slot, got {slots}")
-        for e in self.encoders:
-            need(e.slot in SLOTS, f"encoder slot must be one of {SLOTS}, got {e.slot!r}")
-            need(e.backbone in ("transformers", "open_clip"), f"backbone must be transformers|open_clip, got {e.backbone!r}")
-            need(e.resolved_export_class() in EXPORT_CLASSES, f"export_class must be one of {EXPORT_CLASSES}")
+        for i, e in enumerate(self.encoders):
+            need(e.slot in SLOTS, f"encoders.{i}.slot must be one of {SLOTS}, got {e.slot!r}")
+            need(e.backbone in ("transformers", "open_clip"),
+                 f"encoders.{i}.backbone must be transformers|open_clip, got {e.backbone!r}")
+            need(isinstance(e.model, str) and bool(e.model), f"encoders.{i}.model must name a model, got {e.model!r}")
+            need(e.resolved_export_class() in EXPORT_CLASSES, f"encoders.{i}.export_class must be one of {EXPORT_CLASSES}")
             need(
-                e.hidden_layer is None or e.hidden_layer == "last" or isinstance(e.hidden_layer, int),
-                f"hidden_layer must be null, 'last' or an int (e.g. -2), got {e.hidden_layer!r}",
+                e.hidden_layer is None or e.hidden_layer == "last" or (isinstance(e.hidden_layer, int) and not isinstance(e.hidden_layer, bool)),
+                f"encoders.{i}.hidden_layer must be null, 'last' or an int (e.g. -2), got {e.hidden_layer!r}",
             )
             need(not (e.hidden_weight and e.hidden_layer is None),
-                 f"encoder {e.slot}: hidden_weight needs hidden_layer ('last' for SD 1.x, -2 for SDXL)")
-        need(0 <= self.mining.encoder < len(self.encoders), "mining.encoder must index an encoder")
+                 f"encoders.{i} ({e.slot}): hidden_weight needs hidden_layer ('last' for SD 1.x, -2 for SDXL)")
+        need(self.mining.encoder < len(self.encoders),
+             f"mining.encoder must index an encoder: an integer in [0, {len(self.encoders) - 1}], got {self.mining.encoder}")
         need(self.targets in ("proximity", "paired"), f"mining.targets must be proximity|paired, got {self.targets!r}")
         need(self.mining.image_target in ("paired", "nearest"), "mining.image_target must be paired|nearest")
-        need(self.mining.chunk_size > 0, "mining.chunk_size must be positive")
         need(self.data.format in DATA_FORMATS, f"data.format must be one of {DATA_FORMATS}, got {self.data.format!r}")
-        need(0 <= self.data.unsafe_holdout < 1, "data.unsafe_holdout must be in [0, 1)")
         q = list(self.curriculum.quantiles)
-        need(all(0 < a < 1 for a in q) and q == sorted(q), "curriculum.quantiles must be increasing values in (0, 1)")
+        need(all(isinstance(a, (int, float)) and 0 < a < 1 for a in q) and q == sorted(q),
+             f"curriculum.quantiles must be increasing numbers in (0, 1), got {q}")
         need(len(self.curriculum.stages) >= 1, "curriculum.stages must list at least one stage")
-        need(self.optim.batch_size >= 1 and self.optim.grad_accum >= 1 and self.optim.epochs >= 1,
-             "optim.batch_size, optim.grad_accum and optim.epochs must be >= 1")
         need(self.optim.mixed_precision in ("no", "fp16", "bf16"), "optim.mixed_precision must be no|fp16|bf16")
+        need(self.optim.scheduler in SCHEDULERS, f"optim.scheduler must be one of {SCHEDULERS}, got {self.optim.scheduler!r}")
         need(self.export.dtype in ("float32", "float16", "bfloat16"), "export.dtype must be float32|float16|bfloat16")
-        need(self.run.checkpoint_every >= 1 and self.run.keep_checkpoints >= 1,
-             "run.checkpoint_every and run.keep_checkpoints must be >= 1")
+        formats = single_file_formats()
+        sf = self.export.single_file
+        need(isinstance(sf, list) and all(f in formats for f in sf) and len(set(sf)) == len(sf),
+             f"export.single_file must be a list of distinct formats from {formats}, got {sf!r}")
+        for key, value, rule in self._ranges():
+            need(rule.ok(value), f"{key} must be {rule.describe()}, got {value!r}")
         self.loss_weights()  # raises on unknown terms
         return self
+
+    def _ranges(self):
+        """``(key, value, Range)`` for every numeric setting."""
+        o, r, d = self.optim, self.run, self.data
+        rows = [("seed", self.seed, INT0), ("lora.r", self.lora.r, INT1), ("lora.alpha", self.lora.alpha, POS),
+                ("lora.dropout", self.lora.dropout, Range(float, 0, 1, hi_open=True)),
+                ("data.unsafe_holdout", d.unsafe_holdout, Range(float, 0, 1, hi_open=True)),
+                ("data.max_unsafe", d.max_unsafe, INT1.or_null()), ("data.max_safe", d.max_safe, INT1.or_null()),
+                ("data.sample_seed", d.sample_seed, INT0), ("data.val_size", d.val_size, Range(float, 0)),
+                ("mining.chunk_size", self.mining.chunk_size, INT1), ("mining.encoder", self.mining.encoder, INT0),
+                ("loss.logit_scale", self.loss.logit_scale, POS), ("loss.relative_scale", self.loss.relative_scale, POS),
+                ("optim.lr", o.lr, POS), ("optim.batch_size", o.batch_size, INT1), ("optim.epochs", o.epochs, INT1),
+                ("optim.grad_accum", o.grad_accum, INT1), ("optim.weight_decay", o.weight_decay, Range(float, 0)),
+                ("optim.max_grad_norm", o.max_grad_norm, POS.or_null()), ("optim.warmup_steps", o.warmup_steps, INT0),
+                ("optim.max_steps", o.max_steps, INT1.or_null()),
+                ("optim.early_stopping_patience", o.early_stopping_patience, INT1.or_null()),
+                ("run.checkpoint_every", r.checkpoint_every, INT1), ("run.keep_checkpoints", r.keep_checkpoints, INT1),
+                ("run.log_every", r.log_every, INT1), ("run.stop_after_steps", r.stop_after_steps, INT1.or_null()),
+                ("run.encode_batch_size", r.encode_batch_size, INT1)]
+        if d.val_size >= 1:
+            rows.append(("data.val_size", d.val_size, Range(int, 1)))  # a count when >= 1
+        for i, e in enumerate(self.encoders):
+            rows += [(f"encoders.{i}.weight", e.weight, Range(float, 0)),
+                     (f"encoders.{i}.hidden_weight", e.hidden_weight, Range(float, 0))]
+        rows += [(f"loss.weights.{k}", v, Range(float, 0)) for k, v in self.loss.weights.items()]
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -270,128 +359,3 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-# ---------------------------------------------------------------------------------------- loading
-
-
-def shipped_configs() -> list[str]:
-    """Names of the configs shipped inside the package (usable as ``--config NAME``)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-
-
-def _resolve_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    text = str(name_or_path)
-    candidates = [Path(text)]
-    if relative_to is not None:
-        candidates.insert(0, relative_to / text)
-    for candidate in candidates:
-        if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-            return candidate
-    shipped = CONFIG_DIR / f"{text}.yaml"
-    if shipped.is_file():
-        return shipped
-    raise FileNotFoundError(
-        f"no training config {text!r}: give a YAML file path or one of the shipped names: {', '.join(shipped_configs())}"
-    )
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    if path.resolve() in seen:
-        raise ValueError(f"config {path} extends itself (cycle: {' -> '.join(map(str, seen))})")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config {path} must be a YAML mapping, got {type(data).__name__}")
-    parent = data.pop("extends", None)
-    if parent:
-        base = _read_yaml(_resolve_path(parent, path.parent), seen + (path.resolve(),))
-        data = _deep_merge(base, data)
-    return data
-
-
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``a.b=value`` overrides (values parsed as YAML; list items addressed by index)."""
-    data = copy.deepcopy(data)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
-        parts = key.strip().split(".")
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                node = node[int(part)]
-            else:
-                if part == "encoders" and "encoders" not in node:
-                    node["encoders"] = [dataclasses.asdict(EncoderSettings())]
-                node = node.setdefault(part, {})
-            if not isinstance(node, (dict, list)):
-                raise ValueError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return data
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Numbers written like ``1e-4`` are strings to YAML 1.1: convert them where the field is numeric."""
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if value is None or not isinstance(value, str) or str in args:
-        return value
-    for kind in (int, float):
-        if kind in args:
-            try:
-                return kind(value) if kind is float else int(value)
-            except ValueError:
-                continue
-    if any(a in (int, float) for a in args):
-        raise ValueError(f"config key {where}: expected a number, got {value!r}")
-    return value
-
-
-def _build(cls, data: Any, where: str):
-    if not dataclasses.is_dataclass(cls):
-        return data
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"config section {where or 'root'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)} in {where or 'root'}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        sub = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, sub)
-        elif name == "encoders":
-            if not isinstance(value, list):
-                raise ValueError("config key 'encoders' must be a list of encoder mappings")
-            kwargs[name] = [_build(EncoderSettings, v, f"encoders.{i}") for i, v in enumerate(value)]
-        else:
-            kwargs[name] = _coerce(value, hint, sub)
-    return cls(**kwargs)
-
-
-def config_from_dict(data: dict) -> TrainConfig:
-    return _build(TrainConfig, data, "").validate()
-
-
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Load a shipped config by name or a YAML file, apply dotted overrides and validate."""
-    data = _read_yaml(_resolve_path(name_or_path))
-    return config_from_dict(apply_overrides(data, overrides))
