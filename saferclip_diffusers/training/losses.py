@@ -117,12 +117,17 @@ def relative_redirection(query: Tensor, own_unsafe: Tensor, target: Tensor, scal
     ).mean()
 
 
-def neighbourhood_kl(live: Tensor, frozen: Tensor, logit_scale: float = SAFECLIP_LOGIT_SCALE) -> Tensor:
+NEIGHBOUR_SCALE = 10.0  # our choice: at CLIP's 100 the neighbour distribution is one-hot (saturated again)
+
+
+def neighbourhood_kl(live: Tensor, frozen: Tensor, logit_scale: float = NEIGHBOUR_SCALE) -> Tensor:
     """Neighbourhood preservation: ``mean_i KL(P0_i || P_i)`` over the *other* rows of the batch.
 
     ``P0_i = softmax_{j != i}(s * cos(f_i, f_j))`` (frozen ``f``) and ``P_i = softmax_{j != i}(s * cos(l_i, f_j))``
     (live ``l``): 0 exactly when every caption keeps its similarity profile to the others; the caption's own
     frozen embedding is left out, so unlike ``InfoNCE(T(t), T0(t))`` the term does not saturate. Needs >= 3 rows.
+    ``s`` defaults to 10 (``loss.neighbour_scale``): caption cosines spread over a few tenths, so at CLIP's 100 both
+    distributions are one-hot on the nearest neighbour and the term would be 0 until that neighbour changes.
     """
     f = F.normalize(frozen.float(), dim=-1)
     lv = F.normalize(live.float(), dim=-1)
@@ -164,7 +169,7 @@ class BatchEmbeddings:
 
 
 def saferclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCALE, relative_scale: float = 1.0,
-                    skip: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+                    skip: frozenset[str] = frozenset(), neighbour_scale: float = NEIGHBOUR_SCALE) -> dict[str, Tensor]:
     """SafeR-CLIP's terms that the batch supports (image terms need the live image tower and the images)."""
     terms: dict[str, Tensor] = {}
     want = lambda name: name not in skip  # noqa: E731
@@ -176,7 +181,7 @@ def saferclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCAL
         if want("pres_text_cross"):
             terms["pres_text_cross"] = info_nce(e.T_t, e.V0_v, logit_scale)
     elif want("pres_text_nbr") and e.T_t.shape[0] >= 3:
-        terms["pres_text_nbr"] = neighbourhood_kl(e.T_t, e.T0_t, logit_scale)
+        terms["pres_text_nbr"] = neighbourhood_kl(e.T_t, e.T0_t, neighbour_scale)
     if e.V0_vs is not None and e.V0_hat is not None:
         if want("rel_text"):
             terms["rel_text"] = relative_redirection(e.T_ts, e.V0_vs, e.V0_hat, relative_scale)
@@ -196,7 +201,7 @@ def saferclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCAL
 
 
 def safeclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCALE, relative_scale: float = 1.0,
-                   skip: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+                   skip: frozenset[str] = frozenset(), neighbour_scale: float = NEIGHBOUR_SCALE) -> dict[str, Tensor]:
     """Safe-CLIP's 8 terms (code names), those the batch supports. ``t̂`` is the paired safe caption."""
     del relative_scale
     terms: dict[str, Tensor] = {}
@@ -209,7 +214,7 @@ def safeclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCALE
         if want("S_Vref"):
             terms["S_Vref"] = info_nce(e.T_t, e.V0_v, logit_scale)
     elif want("S_nbr") and e.T_t.shape[0] >= 3:
-        terms["S_nbr"] = neighbourhood_kl(e.T_t, e.T0_t, logit_scale)
+        terms["S_nbr"] = neighbourhood_kl(e.T_t, e.T0_t, neighbour_scale)
     if e.V0_hat is not None:
         if want("U_Vref"):
             terms["U_Vref"] = info_nce(e.T_ts, e.V0_hat, logit_scale)
@@ -245,11 +250,12 @@ def combine(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
 
 
 def method_loss(method: str, e: BatchEmbeddings, weights: dict[str, float], logit_scale: float = SAFECLIP_LOGIT_SCALE,
-                relative_scale: float = 1.0, hidden_weight: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+                relative_scale: float = 1.0, hidden_weight: float = 0.0, neighbour_scale: float = NEIGHBOUR_SCALE
+                ) -> tuple[Tensor, dict[str, Tensor]]:
     """The total loss of ``method`` on one encoder's batch, and its individual terms (for logging)."""
     skip = frozenset(k for k, w in weights.items() if w == 0.0)
     fn = saferclip_terms if method == "saferclip" else safeclip_terms
-    terms = fn(e, logit_scale, relative_scale, skip)
+    terms = fn(e, logit_scale, relative_scale, skip, neighbour_scale)
     weights = dict(weights)
     if hidden_weight:
         hidden = hidden_state_terms(e)

@@ -149,6 +149,7 @@ class LossSettings:
     weights: dict[str, float] = field(default_factory=dict)
     logit_scale: float = 100.00298144563507  # exp(4.6052), fixed as in Safe-CLIP's CLIPLoss_Positive
     relative_scale: float = 1.0  # multiplies the softplus argument; 1 = the paper's equation as written
+    neighbour_scale: float = 10.0  # text-only neighbourhood preservation (losses.neighbourhood_kl); ours
 
 
 @dataclass
@@ -336,6 +337,7 @@ class TrainConfig:
                 ("data.sample_seed", d.sample_seed, INT0), ("data.val_size", d.val_size, Range(float, 0)),
                 ("mining.chunk_size", self.mining.chunk_size, INT1), ("mining.encoder", self.mining.encoder, INT0),
                 ("loss.logit_scale", self.loss.logit_scale, POS), ("loss.relative_scale", self.loss.relative_scale, POS),
+                ("loss.neighbour_scale", self.loss.neighbour_scale, POS),
                 ("optim.lr", o.lr, POS), ("optim.batch_size", o.batch_size, INT1), ("optim.epochs", o.epochs, INT1),
                 ("optim.grad_accum", o.grad_accum, INT1), ("optim.weight_decay", o.weight_decay, Range(float, 0)),
                 ("optim.max_grad_norm", o.max_grad_norm, POS.or_null()), ("optim.warmup_steps", o.warmup_steps, INT0),

@@ -20,7 +20,7 @@ class CLIPLossMethod(Method):
         total, logs = 0.0, {}
         for b in trainer.bundles:
             loss, terms = method_loss(self.name, outputs[b.slot], trainer.weights, cfg.loss.logit_scale,
-                                      cfg.loss.relative_scale, b.settings.hidden_weight)
+                                      cfg.loss.relative_scale, b.settings.hidden_weight, cfg.loss.neighbour_scale)
             total = total + b.settings.weight * loss
             prefix = f"{b.slot}/" if len(trainer.bundles) > 1 else ""
             logs.update({prefix + name: v.item() for name, v in terms.items()})
