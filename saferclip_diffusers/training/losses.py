@@ -51,7 +51,7 @@ SAFECLIP_WEIGHTS: dict[str, float] = {
     "V_Sref": 0.25,  # preservation-2: InfoNCE(T0(t), V(v))
     "G_Sref": 0.5,  # redirection-1: InfoNCE(T0(t̂), V(v*))
     # text-only replacements (no images; our choice, same slot weights as the terms they replace)
-    "S_nbr": 0.25,  # neighbourhood KL of T(t) over the batch's other frozen safe captions
+    "S_nbr": 0.05,  # neighbourhood KL of T(t) over the batch's other frozen safe captions (as pres_text_nbr)
     "U_Tref": 0.25,  # InfoNCE(T(t*), T0(t̂)) with in-batch negatives
 }
 
@@ -67,7 +67,7 @@ SAFERCLIP_WEIGHTS: dict[str, float] = {
     "pres_image_cross": 0.25,  # InfoNCE(T0(t), V(v))
     "rel_image": 0.5,  # softplus(cos(V(v*), T0(t*)) - cos(V(v*), T0(t̂)))
     # text-only replacements (no images; our choice, same slot weights as the terms they replace)
-    "pres_text_nbr": 0.25,  # neighbourhood KL of T(t) over the batch's other frozen safe captions
+    "pres_text_nbr": 0.05,  # neighbourhood KL (ours; 0.25 blocked all redirection on tiny models: docs/training.md)
     "rel_text_uni": 0.25,  # softplus(cos(T(t*), T0(t*)) - cos(T(t*), T0(t̂)))
 }
 

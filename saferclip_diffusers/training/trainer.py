@@ -76,6 +76,15 @@ class Trainer(CheckpointIO):
             return self
         if self.method.training_free:
             raise ValueError(f"method {self.cfg.method!r} is training-free: run it with its own run(), not the Trainer")
+        try:
+            self._setup()
+        except BaseException:
+            self._stack.close()  # a failed set-up must not keep the folder locked
+            raise
+        self.ready = True
+        return self
+
+    def _setup(self) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -101,8 +110,6 @@ class Trainer(CheckpointIO):
         if self.checkpoint is not None:
             self.load_checkpoint(self.checkpoint)
         self.method.setup(self)
-        self.ready = True
-        return self
 
     def close(self) -> None:
         """Release the folder lock (the trainer can no longer train or export)."""
