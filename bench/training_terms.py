@@ -14,7 +14,6 @@ terms act, not how a real CLIP behaves.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile

@@ -139,6 +139,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"config key {where}: expected a finite number, got {value!r}")
+    if isinstance(value, bool) and args == (str,):  # YAML 1.1 reads a bare no/yes as a boolean
+        return "yes" if value else "no"
     if value is None or not isinstance(value, str) or str in args:
         return value
     for kind in (int, float):

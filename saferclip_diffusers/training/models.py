@@ -18,9 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from saferclip_diffusers.hub import explain_unavailable, is_local, require_local_dir
-
 from transformers import (
     CLIPImageProcessor,
     CLIPModel,
@@ -29,6 +26,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
     PretrainedConfig,
 )
+
+from saferclip_diffusers.hub import explain_unavailable, is_local, require_local_dir
 
 from .config import EncoderSettings, LoraSettings, TrainConfig
 

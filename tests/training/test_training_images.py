@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPTextModel
 
-from saferclip_diffusers.tiny import tiny_model_dir
 from saferclip_diffusers.io import read_jsonl
+from saferclip_diffusers.tiny import tiny_model_dir
 from saferclip_diffusers.training.trainer import Trainer, train
 
 

@@ -9,13 +9,10 @@ export itself in :meth:`Method.run`; the trainer is not built for it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from ..config import TrainConfig
 
 
 class Method:
@@ -41,6 +38,6 @@ class Method:
         """The loss of one micro-batch (unsafe item indices, preservation safe-caption indices) and its logged terms."""
         raise TypeError(f"method {self.name!r} is training-free: it has no batch loss")
 
-    def run(self, cfg: TrainConfig, output_dir: Path) -> Path:
-        """Training-free methods: build the safe encoder(s) into ``output_dir`` and return it."""
+    def run(self, cfg: Any, output_dir: Path) -> Path:
+        """Training-free methods: build the safe encoder(s) from ``cfg`` (a ``TrainConfig``) into ``output_dir``."""
         raise TypeError(f"method {self.name!r} is trained: use Trainer(cfg, output_dir).train()")
