@@ -269,6 +269,9 @@ class EncoderBundle:
 def build_encoder(s: EncoderSettings, cfg: TrainConfig, has_images: bool) -> EncoderBundle:
     """Load one encoder and make it trainable (LoRA or full) as the config says."""
     towers = load_towers(s, need_vision=has_images, allow_pickle=cfg.allow_pickle)
+    # loading may consume the global random generator (building a tiny model on first use does): re-seed so the
+    # LoRA initialisation depends on the config alone, not on what the loaders did
+    torch.manual_seed(cfg.seed)
     text, vision = towers.text, None
     for module in (towers.text, towers.vision):
         if module is not None:

@@ -112,3 +112,20 @@ def test_frozen_embeddings_are_computed_once_and_reloaded(small_config, tmp_path
     second = Trainer(small_config(), tmp_path / "run", resume="latest").setup()
     assert len(calls) == 1  # a restarted run reloads the cache from disk
     assert torch.equal(second.frozen["text_encoder"].text_safe, first.frozen["text_encoder"].text_safe)
+
+
+def test_initial_weights_do_not_depend_on_random_numbers_used_while_loading(small_config, tmp_path, monkeypatch,
+                                                                               trainable_state):
+    """Building a tiny model on first use consumed the global generator after seeding, so a run with an empty
+    model cache started from other LoRA weights than one with the cache built (issue 14)."""
+    from saferclip_diffusers.training import models
+
+    with Trainer(small_config(), tmp_path / "a") as plain:
+        before = trainable_state(plain.setup())
+    real = models.load_towers
+    monkeypatch.setattr(models, "load_towers", lambda *a, **k: (torch.rand(1000), real(*a, **k))[1])
+    with Trainer(small_config(), tmp_path / "b") as consuming:
+        after = trainable_state(consuming.setup())
+    assert before.keys() == after.keys() and any(n.endswith("lora_A.default.weight") for n in before)
+    for name in before:
+        assert torch.equal(before[name], after[name]), name

@@ -58,7 +58,7 @@ def test_stop_and_resume_latest_equals_uninterrupted(small_config, tmp_path, tra
     first.close()  # releases the folder lock
     assert not stopped.finished and stopped.global_step == 3
     assert find_checkpoint(tmp_path / "cut", "latest").name == "step-00000003"
-    resumed = Trainer(cfg, tmp_path / "cut", resume="latest")
+    resumed = Trainer(cfg, tmp_path / "cut", resume="latest").setup()
     assert resumed.state["global_step"] == 3
     result = resumed.train()
     assert result.finished and result.global_step == full_result.global_step
