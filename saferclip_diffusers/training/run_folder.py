@@ -14,7 +14,9 @@ Layout (``output_dir``)::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 from pathlib import Path
 
 import yaml
@@ -92,3 +94,9 @@ def read_log(path: Path, up_to_step: int | None = None) -> list[dict]:
     if up_to_step is not None:
         rows = [r for r in rows if r.get("step", 0) <= up_to_step]
     return rows
+
+
+def json_line(row: dict) -> str:
+    """One strict-JSON line; a metric that is undefined (NaN: e.g. no validation items) is written as null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False) + "\n"

@@ -13,12 +13,14 @@ setting              ``method: saferclip``                   ``method: safeclip`
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from saferclip_diffusers.options import RangeType, float_range, int_range
 
 from .methods import METHODS, get_method
 
@@ -204,43 +206,34 @@ SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 
 @dataclass(frozen=True)
 class Range:
-    """An allowed numeric range (NaN and infinity never allowed); ``describe()`` says it in words."""
+    """An allowed numeric range: the shared CLI range type (``options.RangeType``: same rules and wording),
+    optionally also allowing null."""
 
-    kind: type
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
+    rule: RangeType
     nullable: bool = False
 
     def or_null(self) -> Range:
-        return dataclasses.replace(self, nullable=True)
+        return Range(self.rule, nullable=True)
 
     def describe(self) -> str:
-        name = "an integer" if self.kind is int else "a number"
-        if self.lo is not None and self.hi is not None:
-            text = f"{name} in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
-        elif self.lo is not None:
-            text = f"{name} {'>' if self.lo_open else '>='} {self.lo}"
-        else:
-            text = f"a finite {'integer' if self.kind is int else 'number'}"
-        return text + (" or null" if self.nullable else "")
+        return self.rule.describe() + (" or null" if self.nullable else "")
 
     def ok(self, value: Any) -> bool:
         if value is None:
             return self.nullable
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if self.kind is int and not float(value).is_integer():
+        if self.rule.kind is int and not (isinstance(value, int) or float(value).is_integer()):
             return False
-        if not math.isfinite(value):
+        try:
+            self.rule(str(int(value)) if self.rule.kind is int else repr(float(value)))
+        except argparse.ArgumentTypeError:
             return False
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            return False
-        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+        return True
 
 
-INT0, INT1, POS = Range(int, 0), Range(int, 1), Range(float, 0, lo_open=True)
+INT0, INT1, POS = Range(int_range(0)), Range(int_range(1)), Range(float_range(0, lo_open=True))
+NONNEG, UNIT_OPEN = Range(float_range(0)), Range(float_range(0, 1, hi_open=True))
 
 
 @dataclass
@@ -331,15 +324,15 @@ class TrainConfig:
         """``(key, value, Range)`` for every numeric setting."""
         o, r, d = self.optim, self.run, self.data
         rows = [("seed", self.seed, INT0), ("lora.r", self.lora.r, INT1), ("lora.alpha", self.lora.alpha, POS),
-                ("lora.dropout", self.lora.dropout, Range(float, 0, 1, hi_open=True)),
-                ("data.unsafe_holdout", d.unsafe_holdout, Range(float, 0, 1, hi_open=True)),
+                ("lora.dropout", self.lora.dropout, UNIT_OPEN),
+                ("data.unsafe_holdout", d.unsafe_holdout, UNIT_OPEN),
                 ("data.max_unsafe", d.max_unsafe, INT1.or_null()), ("data.max_safe", d.max_safe, INT1.or_null()),
-                ("data.sample_seed", d.sample_seed, INT0), ("data.val_size", d.val_size, Range(float, 0)),
+                ("data.sample_seed", d.sample_seed, INT0), ("data.val_size", d.val_size, NONNEG),
                 ("mining.chunk_size", self.mining.chunk_size, INT1), ("mining.encoder", self.mining.encoder, INT0),
                 ("loss.logit_scale", self.loss.logit_scale, POS), ("loss.relative_scale", self.loss.relative_scale, POS),
                 ("loss.neighbour_scale", self.loss.neighbour_scale, POS),
                 ("optim.lr", o.lr, POS), ("optim.batch_size", o.batch_size, INT1), ("optim.epochs", o.epochs, INT1),
-                ("optim.grad_accum", o.grad_accum, INT1), ("optim.weight_decay", o.weight_decay, Range(float, 0)),
+                ("optim.grad_accum", o.grad_accum, INT1), ("optim.weight_decay", o.weight_decay, NONNEG),
                 ("optim.max_grad_norm", o.max_grad_norm, POS.or_null()), ("optim.warmup_steps", o.warmup_steps, INT0),
                 ("optim.max_steps", o.max_steps, INT1.or_null()),
                 ("optim.early_stopping_patience", o.early_stopping_patience, INT1.or_null()),
@@ -347,11 +340,11 @@ class TrainConfig:
                 ("run.log_every", r.log_every, INT1), ("run.stop_after_steps", r.stop_after_steps, INT1.or_null()),
                 ("run.encode_batch_size", r.encode_batch_size, INT1)]
         if d.val_size >= 1:
-            rows.append(("data.val_size", d.val_size, Range(int, 1)))  # a count when >= 1
+            rows.append(("data.val_size", d.val_size, INT1))  # a count when >= 1
         for i, e in enumerate(self.encoders):
-            rows += [(f"encoders.{i}.weight", e.weight, Range(float, 0)),
-                     (f"encoders.{i}.hidden_weight", e.hidden_weight, Range(float, 0))]
-        rows += [(f"loss.weights.{k}", v, Range(float, 0)) for k, v in self.loss.weights.items()]
+            rows += [(f"encoders.{i}.weight", e.weight, NONNEG),
+                     (f"encoders.{i}.hidden_weight", e.hidden_weight, NONNEG)]
+        rows += [(f"loss.weights.{k}", v, NONNEG) for k, v in self.loss.weights.items()]
         return rows
 
     def to_dict(self) -> dict[str, Any]:

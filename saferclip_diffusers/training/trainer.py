@@ -23,8 +23,6 @@ Hooks: ``callbacks`` are objects with any of ``on_batch_start(trainer, unsafe_id
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,7 +37,9 @@ from saferclip_diffusers.io import append_jsonl, atomic_write_text
 from .checkpoints import CheckpointIO
 from .losses import BatchEmbeddings
 from .methods import get_method
+from .plan import EpochPlan
 from .run_folder import check_config, find_checkpoint, lock, read_log
+from .run_folder import json_line as _json_line
 from .settings import TrainConfig
 
 ExtraLoss = Callable[[Any, np.ndarray, np.ndarray, Any], dict[str, torch.Tensor]]
@@ -54,7 +54,7 @@ class TrainResult:
     validation: list[dict] = field(default_factory=list)
 
 
-class Trainer(CheckpointIO):
+class Trainer(CheckpointIO, EpochPlan):
     """``Trainer(cfg, out).train()``; use as a context manager (or call :meth:`close`) to release the folder lock."""
 
     def __init__(self, cfg: TrainConfig, output_dir: str | os.PathLike, resume: str | None = None,
@@ -121,39 +121,6 @@ class Trainer(CheckpointIO):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # ------------------------------------------------------------------ data plan
-    def epoch_plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Global micro-batches of epoch ``epoch``: (unsafe indices, preservation safe indices), each of size B*world."""
-        items = self.split.train_unsafe[self.curriculum.active(epoch)]
-        if len(items) == 0:
-            return []
-        order = items[np.random.default_rng([self.cfg.seed, epoch]).permutation(len(items))]
-        gb = self.cfg.optim.batch_size * self.world
-        n = math.ceil(len(order) / gb)
-        order = np.resize(order, n * gb)  # wrap around to fill the last batch
-        if self.data.paired:
-            keep = self.data.pair[order]
-        else:  # unpaired: cycle through the training pool for the preservation terms
-            pool = self.split.train_safe[np.random.default_rng([self.cfg.seed, epoch, 1]).permutation(len(self.split.train_safe))]
-            keep = np.resize(pool, len(order))
-        return [(order[i * gb : (i + 1) * gb], keep[i * gb : (i + 1) * gb]) for i in range(n)]
-
-    def total_steps(self) -> int:
-        per_epoch = [math.ceil(len(self.epoch_plan(e)) / self.cfg.optim.grad_accum) for e in range(1, self.cfg.optim.epochs + 1)]
-        total = sum(per_epoch)
-        return min(total, self.cfg.optim.max_steps) if self.cfg.optim.max_steps else total
-
-    def used_prompts(self) -> dict[str, list[str]]:
-        """The captions training used: trained unsafe prompts; safe targets and preservation captions."""
-        self.setup()
-        unsafe, safe = set(), set(self.targets.text[self.split.train_unsafe].tolist())
-        for epoch in range(1, self.cfg.optim.epochs + 1):
-            for u, k in self.epoch_plan(epoch):
-                unsafe.update(u.tolist())
-                safe.update(k.tolist())
-        return {"unsafe": [self.data.unsafe_texts[i] for i in sorted(unsafe)],
-                "safe": [self.data.safe_texts[i] for i in sorted(safe)]}
 
     # ------------------------------------------------------------------ one micro-batch
     def embed_batch(self, unsafe_idx: np.ndarray, keep_idx: np.ndarray) -> dict[str, BatchEmbeddings]:
@@ -329,12 +296,6 @@ class Trainer(CheckpointIO):
             export_from_trainer(self, push_to_hub or self.cfg.export.push_to_hub)
         self.accelerator.wait_for_everyone()
         return self.out
-
-
-def _json_line(row: dict) -> str:
-    """One strict-JSON line; a metric that is undefined (NaN: e.g. no validation items) is written as null."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-    return json.dumps(clean, allow_nan=False) + "\n"
 
 
 def train(cfg: TrainConfig, output_dir: str | os.PathLike, resume: str | None = None, export: bool = True,
