@@ -72,13 +72,15 @@ def _run(args: argparse.Namespace) -> int:
         with lock(_path(args.out)):
             print(f"exported to {method.run(cfg, _path(args.out))}")
         return 0
+    from saferclip_diffusers.training.run_folder import find_checkpoint
     from saferclip_diffusers.training.trainer import Trainer
 
-    with Trainer(cfg, args.out, resume=args.resume or ("latest" if args.export_only else None)) as trainer:
+    resume = args.resume or ("latest" if args.export_only else None)
+    if args.export_only and find_checkpoint(_path(args.out), resume) is None:
+        raise FileNotFoundError(f"no checkpoint found in {args.out}/checkpoints: nothing to export")
+    with Trainer(cfg, args.out, resume=resume) as trainer:
         trainer.setup()
         if args.export_only:
-            if trainer.checkpoint is None:
-                raise FileNotFoundError(f"no checkpoint found in {args.out}/checkpoints: nothing to export")
             trainer.export(push_to_hub=args.push_to_hub)
             print(f"exported to {args.out}")
             return 0

@@ -63,3 +63,9 @@ def test_pickle_only_encoder_hints_at_allow_pickle(capsys, tmp_path):
     assert list(folder.glob("*.bin")) and not list(folder.glob("*.safetensors"))
     err = _error(capsys, ["--config", "tiny", "--out", str(tmp_path / "run"), f"encoders.0.model={folder}"])
     assert "allow_pickle=true" in err and "pytorch_model.bin" in err
+
+
+def test_export_only_without_checkpoint_writes_nothing(capsys, tmp_path):
+    out = tmp_path / "empty"
+    err = _error(capsys, ["--config", "tiny", "--out", str(out), "--export-only"])
+    assert "no checkpoint found" in err and not out.exists()
