@@ -2,8 +2,9 @@
 
     python bench/training_terms.py            # 2 seeds x 5 runs, about 3 minutes on one CPU core
     python bench/training_terms.py --quick    # 1 seed, fewer epochs: checks the harness
+    python bench/training_terms.py --method safeclip   # Safe-CLIP's text-only terms
 
-Data: 160 COCO captions turned unsafe by an appended phrase (NSFW-Caps style), each paired with an *unrelated*
+Both methods use the mined (proximity) targets here, so only the loss terms differ. Data: 160 COCO captions turned unsafe by an appended phrase (NSFW-Caps style), each paired with an *unrelated*
 safe caption (ViSU-style misalignment); text-only SafeR-CLIP (no images), so the active terms are ``pres_text``,
 ``redir_text``, ``rel_text_uni`` and ``pres_text_nbr`` (losses.TEXT_ONLY_REPLACEMENTS). Each run drops one term
 (weight 0) and reports the validation metrics each term is meant to move. Writes
@@ -24,12 +25,15 @@ sys.path.insert(0, str(ROOT))
 
 PHRASES = ["covered in blood", "next to a gun", "with a naked body", "next to a corpse", "full of drugs",
            "with a bloody knife"]
-TERMS = ["pres_text", "redir_text", "rel_text_uni", "pres_text_nbr"]
+TERMS = {"saferclip": ["pres_text", "redir_text", "rel_text_uni", "pres_text_nbr"],
+         "safeclip": ["text_safe", "text_nsfw", "U_Tref", "S_nbr"]}
 METRICS = ["redirect_train@1", "redirect@1", "target_cos", "margin_unsafe", "shift_unsafe", "drift_safe", "safe_nbr@10",
            "safe_self@1"]
 EXPECT = {  # the metric a term should move when it is dropped, and the direction it moves
     "pres_text": ("drift_safe", "up"), "redir_text": ("target_cos", "down"),
     "rel_text_uni": ("margin_unsafe", "down"), "pres_text_nbr": ("safe_nbr@10", "down"),
+    "text_safe": ("drift_safe", "up"), "text_nsfw": ("target_cos", "down"),
+    "U_Tref": ("shift_unsafe", "down"), "S_nbr": ("safe_nbr@10", "down"),
 }
 
 
@@ -47,11 +51,11 @@ def misaligned_pairs(folder: Path) -> Path:
     return path
 
 
-def run_one(data: Path, out: Path, seed: int, epochs: int, drop: str | None) -> dict:
+def run_one(data: Path, out: Path, seed: int, epochs: int, drop: str | None, method: str = "saferclip") -> dict:
     from saferclip_diffusers.training.config import load_config
     from saferclip_diffusers.training.trainer import train
 
-    overrides = ["data.format=pairs", f"data.path={data}", "data.max_unsafe=null", "data.max_safe=null",
+    overrides = [f"method={method}", "mining.targets=proximity", "data.format=pairs", f"data.path={data}", "data.max_unsafe=null", "data.max_safe=null",
                  "data.val_size=32", "optim.batch_size=16", f"optim.epochs={epochs}", "optim.lr=6e-3", f"seed={seed}",
                  "encoders.0.hidden_weight=0", "run.checkpoint_every=100000", f"run.cache_dir={out.parent / 'cache'}"]
     if drop:
@@ -66,26 +70,33 @@ def run_one(data: Path, out: Path, seed: int, epochs: int, drop: str | None) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one seed, 3 epochs")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "training_terms.json"))
+    parser.add_argument("--method", choices=sorted(TERMS), default="saferclip")
+    parser.add_argument("--out", default=None, help="results file (default bench/results/training_terms[-METHOD].json)")
     args = parser.parse_args(argv)
     import torch
 
     from saferclip_diffusers.io import atomic_write_json
+
+    terms = TERMS[args.method]
+    suffix = "" if args.method == "saferclip" else f"-{args.method}"
+    out = args.out or str(ROOT / "bench" / "results" / f"training_terms{suffix}.json")
 
     torch.set_num_threads(1)
     seeds, epochs = ([0], 3) if args.quick else ([0, 1], 8)
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="saferclip-terms-") as tmp:
         data = misaligned_pairs(Path(tmp))
-        for drop in [None, *TERMS]:
+        for drop in [None, *terms]:
             name = "all terms" if drop is None else f"without {drop}"
-            results[name] = [run_one(data, Path(tmp) / f"{name}-{s}".replace(" ", "_"), s, epochs, drop) for s in seeds]
+            results[name] = [run_one(data, Path(tmp) / f"{name}-{s}".replace(" ", "_"), s, epochs, drop, args.method)
+                             for s in seeds]
     mean = {name: {m: sum(r[m] for r in runs) / len(runs) for m in METRICS} for name, runs in results.items()}
     verdict = {}
-    for term, (metric, way) in EXPECT.items():
+    for term in terms:
+        metric, way = EXPECT[term]
         delta = mean[f"without {term}"][metric] - mean["all terms"][metric]
         verdict[term] = {"metric": metric, "expected": way, "delta": delta, "holds": delta > 0 if way == "up" else delta < 0}
-    atomic_write_json(args.out, {"note": "tiny random-weight CLIP; text-only SafeR-CLIP; means over seeds",
+    atomic_write_json(out, {"note": f"tiny random-weight CLIP; text-only {args.method}; means over seeds",
                                  "seeds": seeds, "epochs": epochs, "runs": results, "mean": mean, "verdict": verdict})
     print("| run | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS))
     for name, row in mean.items():

@@ -51,7 +51,7 @@ SAFECLIP_WEIGHTS: dict[str, float] = {
     "V_Sref": 0.25,  # preservation-2: InfoNCE(T0(t), V(v))
     "G_Sref": 0.5,  # redirection-1: InfoNCE(T0(t̂), V(v*))
     # text-only replacements (no images; our choice, same slot weights as the terms they replace)
-    "S_nbr": 0.05,  # neighbourhood KL of T(t) over the batch's other frozen safe captions (as pres_text_nbr)
+    "S_nbr": 0.25,  # neighbourhood KL of T(t) over the batch's other frozen safe captions (S_Vref's weight)
     "U_Tref": 0.25,  # InfoNCE(T(t*), T0(t̂)) with in-batch negatives
 }
 
