@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from .robust import RobustSettings  # attacks helper: robust-training section (training/robust.py)
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 METHODS = ("saferclip", "safeclip")
 SLOTS = ("text_encoder", "text_encoder_2")
@@ -200,6 +202,7 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     run: RunSettings = field(default_factory=RunSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    robust: RobustSettings = field(default_factory=RobustSettings)  # attacks helper: adversarial training
 
     # ------------------------------------------------------------------ derived settings
     @property
@@ -261,6 +264,7 @@ class TrainConfig:
         need(self.run.checkpoint_every >= 1 and self.run.keep_checkpoints >= 1,
              "run.checkpoint_every and run.keep_checkpoints must be >= 1")
         self.loss_weights()  # raises on unknown terms
+        self.robust.validate()  # attacks helper: robust-training section
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -139,6 +139,11 @@ class Trainer:
         self.curriculum = CurriculumSchedule(difficulty_buckets(train_sim, quantiles), cfg.curriculum.stages,
                                              len(quantiles) + 1, enabled=cfg.curriculum_enabled)
         self.weights = cfg.loss_weights()
+        # --- hook (attacks helper): extra loss terms, e.g. robust training (training/robust.py) ---
+        from .robust import robust_losses
+
+        self.extra_losses = robust_losses(cfg)
+        # --- end hook ---
 
         self.model = TrainableEncoders(
             {b.slot: b.text for b in self.bundles},
@@ -311,6 +316,12 @@ class Trainer:
             total = total + b.settings.weight * loss
             prefix = f"{b.slot}/" if len(self.bundles) > 1 else ""
             logs.update({prefix + name: v.item() for name, v in terms.items()})
+        # --- hook (attacks helper): callables (trainer, unsafe_idx, keep_idx, outputs) -> {name: tensor} ---
+        for extra in self.extra_losses:
+            for name, value in extra(self, unsafe_idx, keep_idx, out).items():
+                total = total + value
+                logs[name] = float(value.item())
+        # --- end hook ---
         logs["loss"] = float(total.item())
         return total, logs
 
