@@ -37,10 +37,14 @@ from .losses import cosine_distance, relative_redirection
 
 @dataclass
 class RobustSettings:
-    """``every``: attack every that many optimiser steps after ``warmup`` (a fraction of all steps when < 1,
-    else a step count). ``w_hidden`` null: 1 when the encoder has a ``hidden_layer``, else 0."""
+    """``attack``: ``embedding`` (soft tokens, signed gradient in an l2 ball) or ``token`` (discrete prefix ids,
+    GCG-style: per step, single-token swaps drawn from each position's ``top_k`` gradient ids, ``candidates`` per
+    caption, the best kept if it lowers ``A``). ``every``: attack every that many optimiser steps after
+    ``warmup`` (a fraction of all steps when < 1, else a step count). ``w_hidden`` null: 1 when the encoder has
+    a ``hidden_layer``, else 0."""
 
     enabled: bool = False
+    attack: str = "embedding"
     every: int = 4
     warmup: float = 0.2
     tokens: int = 3
@@ -53,9 +57,13 @@ class RobustSettings:
     w_redir: float = 1.0
     w_rel: float = 1.0
     w_hidden: float | None = None
+    candidates: int = 16
+    top_k: int = 32
 
     def validate(self) -> None:
-        checks = [(self.every >= 1, "robust.every must be >= 1"), (self.warmup >= 0, "robust.warmup must be >= 0"),
+        checks = [(self.attack in ("embedding", "token"), f"robust.attack must be embedding|token, got {self.attack!r}"),
+                  (self.candidates >= 1 and self.top_k >= 1, "robust.candidates and robust.top_k must be >= 1"),
+                  (self.every >= 1, "robust.every must be >= 1"), (self.warmup >= 0, "robust.warmup must be >= 0"),
                   (1 <= self.tokens <= 16, "robust.tokens must be in [1, 16]"), (self.steps >= 1, "robust.steps must be >= 1"),
                   (self.step_size > 0 and self.radius > 0, "robust.step_size and robust.radius must be > 0"),
                   (0 < self.fraction <= 1, "robust.fraction must be in (0, 1]"), (self.weight >= 0, "robust.weight must be >= 0")]
@@ -87,42 +95,86 @@ def prefixed_ids(tokenizer, texts: list[str], k: int) -> tuple[torch.Tensor, lis
 
 
 def inner_attack(model, ids: torch.Tensor, positions: list[int], goal_text: torch.Tensor, goal_hidden: torch.Tensor | None,
-                 eos: int, hidden_layer, s: RobustSettings, gen: torch.Generator) -> tuple[torch.Tensor, float, float]:
-    """Soft tokens (B, k, D) minimising ``A`` (see the module docstring); also A before and after."""
+                 eos: int, hidden_layer, s: RobustSettings, gen: torch.Generator, special: list[int] | None = None
+                 ) -> tuple[torch.Tensor, float, float]:
+    """Adversarial prefix rows (B, k, D) minimising ``A`` (see the module docstring), and A before and after.
+
+    ``embedding``: free soft tokens; ``token``: the embeddings of the discrete ids found (``special`` ids are
+    never used)."""
     from .models import encode_text
 
     weight = embedding_matrix(model)
-    scale = weight.detach().norm(dim=1).median()
-    init = weight.detach()[torch.randint(weight.shape[0], (ids.shape[0], len(positions)), generator=gen).to(weight.device)]
-    adv = init.clone()
     was_training = model.training
     model.eval()
 
-    def objective(a: torch.Tensor) -> torch.Tensor:
-        with soft_tokens(model, with_soft_rows(model, ids, positions, a)):
-            text, hidden = encode_text(model, ids, eos, hidden_layer)
-        value = 1 - F.cosine_similarity(text.float(), goal_text.float(), dim=-1)
+    def objective(embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        with soft_tokens(model, embeds):
+            text, hidden = encode_text(model, input_ids, eos, hidden_layer)
+        n = text.shape[0] // goal_text.shape[0]
+        value = 1 - F.cosine_similarity(text.float(), goal_text.float().repeat_interleave(n, 0), dim=-1)
         if hidden is not None and goal_hidden is not None and s.hidden_weight:
-            value = value + s.hidden_weight * (1 - F.cosine_similarity(hidden.float(), goal_hidden.float(), dim=-1))
+            goal = goal_hidden.float().repeat_interleave(n, 0)
+            value = value + s.hidden_weight * (1 - F.cosine_similarity(hidden.float(), goal, dim=-1))
         return value
 
+    def value_of(rows: torch.Tensor) -> torch.Tensor:
+        return objective(with_soft_rows(model, ids, positions, rows), ids)
+
     try:
-        first = None
-        for _ in range(s.steps):
-            adv.requires_grad_(True)
-            value = objective(adv)
-            first = float(value.detach().mean()) if first is None else first
-            (grad,) = torch.autograd.grad(value.sum(), adv)
-            with torch.no_grad():
-                adv = adv - s.step_size * scale * grad.sign()
-                delta = adv - init
-                norm = delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                adv = init + delta * (s.radius * scale / norm).clamp(max=1.0)
+        init = weight.detach()[torch.randint(weight.shape[0], (ids.shape[0], len(positions)), generator=gen).to(weight.device)]
         with torch.no_grad():
-            last = float(objective(adv).mean())
+            first = float(value_of(init).mean())
+        if s.attack == "token":
+            adv = weight.detach()[token_attack(model, ids, positions, objective, list(special or []), s, gen)]
+        else:
+            scale = weight.detach().norm(dim=1).median()
+            adv = init.clone()
+            for _ in range(s.steps):
+                adv.requires_grad_(True)
+                (grad,) = torch.autograd.grad(value_of(adv).sum(), adv)
+                with torch.no_grad():
+                    adv = adv - s.step_size * scale * grad.sign()
+                    delta = adv - init
+                    adv = init + delta * (s.radius * scale / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+        with torch.no_grad():
+            last = float(value_of(adv).mean())
     finally:
         model.train(was_training)
     return adv.detach(), first, last
+
+
+def token_attack(model, ids: torch.Tensor, positions: list[int], objective: Callable, special: list[int],
+                 s: RobustSettings, gen: torch.Generator) -> torch.Tensor:
+    """Discrete prefix ids (B, k) lowering ``objective`` (GCG-style; see :class:`RobustSettings`)."""
+    weight = embedding_matrix(model)
+    vocab, (rows, k) = weight.shape[0], (ids.shape[0], len(positions))
+    allowed = torch.ones(vocab, dtype=torch.bool)
+    allowed[special] = False
+    pool = torch.nonzero(allowed).flatten()
+    adv = pool[torch.randint(len(pool), (rows, k), generator=gen)].to(ids.device)
+    pos = torch.as_tensor(positions, device=ids.device)
+    current = None
+    for _ in range(s.steps):
+        one_hot = F.one_hot(adv, vocab).to(weight.dtype).requires_grad_(True)
+        real = ids.index_copy(1, pos, adv)
+        value = objective(with_soft_rows(model, real, positions, one_hot @ weight), real)
+        current = value.detach() if current is None else current
+        (grad,) = torch.autograd.grad(value.sum(), one_hot)
+        grad[..., ~allowed.to(grad.device)] = float("inf")
+        top = (-grad).topk(min(s.top_k, len(pool)), dim=-1).indices  # (B, k, top_k)
+        where = torch.arange(s.candidates) % k
+        pick = torch.randint(top.shape[-1], (rows, s.candidates), generator=gen).to(ids.device)
+        cand = adv[:, None, :].repeat(1, s.candidates, 1)
+        cand[:, torch.arange(s.candidates), where] = top[:, where, :].gather(-1, pick[..., None]).squeeze(-1)
+        flat = cand.reshape(rows * s.candidates, k)
+        full = ids.repeat_interleave(s.candidates, 0).index_copy(1, pos, flat)
+        with torch.no_grad():
+            scores = objective(embedding_matrix(model)[full], full).view(rows, s.candidates)
+        best, j = scores.min(dim=1)
+        better = best < current
+        adv = torch.where(better[:, None], cand[torch.arange(rows), j], adv)
+        current = torch.where(better, best, current)
+    return adv
 
 
 def robust_loss(trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: dict) -> dict[str, torch.Tensor]:
@@ -147,7 +199,8 @@ def robust_loss(trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: 
         ids = ids.to(dev)
         layer = b.settings.hidden_layer
         h0_ts = f.hidden_unsafe[u].to(dev) if f.hidden_unsafe is not None and layer is not None else None
-        adv, _, _ = inner_attack(model, ids, positions, f.text_unsafe[u].to(dev), h0_ts, b.eos_token_id, layer, s, gen)
+        special = list(b.towers.tokenizer.all_special_ids)
+        adv, _, _ = inner_attack(model, ids, positions, f.text_unsafe[u].to(dev), h0_ts, b.eos_token_id, layer, s, gen, special)
         with soft_tokens(model, with_soft_rows(model, ids, positions, adv)):
             text, hidden = encode_text(model, ids, b.eos_token_id, layer)
         t0_hat, t0_ts = f.text_safe[hat].to(dev), f.text_unsafe[u].to(dev)

@@ -44,6 +44,25 @@ def test_inner_attack_lowers_its_objective_and_leaves_the_model_alone(robust_tra
     assert float(adv.norm(dim=-1).max()) < 10 * float(scale)
 
 
+def test_token_space_attack_uses_real_ids_and_lowers_its_objective(robust_trainer):
+    tr = robust_trainer
+    b = tr.bundles[0]
+    model = tr.accelerator.unwrap_model(tr.model).text[b.slot]
+    u = torch.as_tensor(tr.split.train_unsafe[:4])
+    f = tr.frozen[b.slot]
+    tok = b.towers.tokenizer
+    ids, pos = prefixed_ids(tok, [tr.data.unsafe_texts[i] for i in u.tolist()], 2)
+    s = RobustSettings(attack="token", tokens=2, steps=4, candidates=8, top_k=16)
+    adv, first, last = inner_attack(model, ids, pos, f.text_unsafe[u], f.hidden_unsafe[u], b.eos_token_id,
+                                    b.settings.hidden_layer, s, torch.Generator().manual_seed(0), list(tok.all_special_ids))
+    weight = model.get_input_embeddings().weight
+    # every adversarial row is exactly the embedding of a real, non-special token
+    match = (adv[..., None, :] == weight[None, None]).all(-1)
+    assert match.any(-1).all()
+    assert not set(match.float().argmax(-1).flatten().tolist()) & set(tok.all_special_ids)
+    assert last < first
+
+
 def test_adversarial_term_trains_only_the_trainable_parameters(robust_trainer):
     tr = robust_trainer
     plan = tr.epoch_plan(1)
