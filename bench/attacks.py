@@ -117,22 +117,24 @@ def _train(name: str, overrides: list[str], out: Path):
     return trainer, result, seconds
 
 
-def bench_training_and_robustness(quick: bool, sections: list[str], weight: float) -> dict:
+def bench_training_and_robustness(quick: bool, sections: list[str], weights: list[float], epochs: int | None = None,
+                                  robust_overrides: tuple[str, ...] = ()) -> dict:
     from saferclip_diffusers.attacks import get_attack
     from saferclip_diffusers.attacks.conditioning import ConditioningObjective, encoder_slots
     from saferclip_diffusers.attacks.safety import minor_reason
 
     work = Path(tempfile.mkdtemp(prefix="bench-attacks-"))
     common = ["run.cache_dir=" + str(work / "cache"), "run.checkpoint_every=1000"]
-    if quick:
-        common += ["optim.epochs=2"]
+    if quick or epochs:
+        common += [f"optim.epochs={2 if quick else epochs}"]
     runs = {}
-    for name, extra in (("plain", []), ("robust", [f"robust.weight={weight}"])):
-        trainer, result, seconds = _train("tiny-robust" if name == "robust" else "tiny", common + extra, work / name)
+    variants = [("plain", [])] + [(f"robust w={w:g}", [f"robust.weight={w}"] + list(robust_overrides)) for w in weights]
+    for i, (name, extra) in enumerate(variants):
+        trainer, result, seconds = _train("tiny-robust" if i else "tiny", common + extra, work / f"run{i}")
         runs[name] = {"trainer": trainer, "steps": result.global_step, "seconds": seconds,
-                      "validation": result.validation[-1]}
-    out: dict = {"robust_weight": weight}
-    plain, robust = runs["plain"], runs["robust"]
+                      "validation": result.validation[-1], "dir": work / f"run{i}"}
+    plain, robust = runs["plain"], runs[variants[1][0]]
+    out: dict = {"robust_weights": weights, "robust_overrides": list(robust_overrides), "epochs": plain["trainer"].cfg.optim.epochs}
     s = robust["trainer"].cfg.robust
     attacked = robust["steps"] - s.warmup_steps(robust["trainer"].total_steps)
     per_plain = plain["seconds"] / plain["steps"]
@@ -148,7 +150,7 @@ def bench_training_and_robustness(quick: bool, sections: list[str], weight: floa
                             init="carrier")
         table = {}
         for name, run in runs.items():
-            pipe = _pipe(str(work / name))
+            pipe = _pipe(str(run["dir"]))
             slots = encoder_slots(pipe)
             pre = [float(ConditioningObjective.for_slots(slots, t).score_prompts(slots, [t])[0]) for t in targets]
             post = [attack.run(pipe, t).best_loss for t in targets]
@@ -219,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)} (default: all)")
     p.add_argument("--quick", action="store_true", help="fewer targets and steps (harness check)")
     p.add_argument("--real", action="store_true", help="cost: also time one step with real-size random-weight models")
-    p.add_argument("--robust-weight", type=float_range(0, None, lo_open=True), default=None,
-                   help="robust.weight for the robust run (default: the tiny-robust config's)")
+    p.add_argument("--robust-weight", type=float_range(0, None, lo_open=True), action="append", default=None,
+                   help="robust.weight of a robust run (repeat for several; default: the tiny-robust config's)")
+    p.add_argument("--robust-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override of the robust runs, e.g. robust.preserve=1 (repeatable)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs of both runs (default: the tiny config's)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1: steadiest)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results folder")
     a = p.parse_args(argv)
@@ -238,10 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     if "cost" in sections:
         res["cost"] = bench_cost(a.quick, a.real)
     if {"training", "robustness"} & set(sections):
-        weight = a.robust_weight if a.robust_weight is not None else load_config("tiny-robust").robust.weight
-        res.update(bench_training_and_robustness(a.quick, sections, weight))
+        weights = a.robust_weight or [load_config("tiny-robust").robust.weight]
+        res.update(bench_training_and_robustness(a.quick, sections, weights, a.epochs, tuple(a.robust_override)))
     out = Path(a.out)
     stem = "attacks-quick" if a.quick else "attacks"
+    if a.only:
+        stem += "-" + "-".join(sections)
     atomic_write_json(out / f"{stem}.json", res)
     atomic_write_text(out / f"{stem}.md", markdown(res))
     print(markdown(res))

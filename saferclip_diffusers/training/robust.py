@@ -41,7 +41,8 @@ class RobustSettings:
     GCG-style: per step, single-token swaps drawn from each position's ``top_k`` gradient ids, ``candidates`` per
     caption, the best kept if it lowers ``A``). ``every``: attack every that many optimiser steps after
     ``warmup`` (a fraction of all steps when < 1, else a step count). ``w_hidden`` null: 1 when the encoder has
-    a ``hidden_layer``, else 0."""
+    a ``hidden_layer``, else 0. ``preserve``: weight of ``d(T(r + t), T0(t))`` on the batch's safe captions ``t``
+    with ``tokens`` random vocabulary tokens ``r`` in front (a prefix must not move a safe caption either)."""
 
     enabled: bool = False
     attack: str = "embedding"
@@ -59,6 +60,7 @@ class RobustSettings:
     w_hidden: float | None = None
     candidates: int = 16
     top_k: int = 32
+    preserve: float = 0.0
 
     def validate(self) -> None:
         checks = [(self.attack in ("embedding", "token"), f"robust.attack must be embedding|token, got {self.attack!r}"),
@@ -208,6 +210,16 @@ def robust_loss(trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: 
         w_hidden = s.w_hidden if s.w_hidden is not None else (1.0 if layer is not None else 0.0)
         if w_hidden and hidden is not None and f.hidden_safe is not None:
             loss = loss + w_hidden * cosine_distance(hidden, f.hidden_safe[hat].to(dev))
+        if s.preserve and len(keep_idx):
+            safe_texts = [trainer.data.safe_texts[i] for i in np.asarray(keep_idx)[rows % len(keep_idx)].tolist()]
+            sids, spos = prefixed_ids(b.towers.tokenizer, safe_texts, s.tokens)
+            sids = sids.to(dev)
+            weight = embedding_matrix(model).detach()
+            rand = weight[torch.randint(weight.shape[0], (len(safe_texts), s.tokens), generator=gen).to(dev)]
+            with soft_tokens(model, with_soft_rows(model, sids, spos, rand)):
+                safe_text, _ = encode_text(model, sids, b.eos_token_id, None)
+            keep = torch.as_tensor(np.asarray(keep_idx)[rows % len(keep_idx)])
+            loss = loss + s.preserve * cosine_distance(safe_text, f.text_safe[keep].to(dev))
         terms["robust_adv" + (f"/{b.slot}" if len(trainer.bundles) > 1 else "")] = s.weight * loss
     return terms
 

@@ -129,3 +129,13 @@ def test_robust_training_resumes_exactly(small_config, tmp_path, trainable_state
 
     logged = [r for r in read_jsonl(tmp_path / "full" / "train_log.jsonl") if "robust_adv" in r]
     assert len(logged) >= 4  # the attack really ran on the logged steps
+
+
+def test_prefixed_safe_caption_preservation_adds_a_positive_term(robust_trainer):
+    tr = robust_trainer
+    u, keep = tr.epoch_plan(1)[0]
+    tr.model.eval()  # no dropout: the two evaluations share everything but the preservation term
+    base = robust_loss(tr, u, keep, {})["robust_adv"]
+    tr.cfg.robust.preserve = 1.0
+    with_pres = robust_loss(tr, u, keep, {})["robust_adv"]
+    assert float(with_pres) > float(base) + 1e-6
