@@ -23,6 +23,7 @@ import yaml
 from saferclip_diffusers.options import RangeType, float_range, int_range
 
 from .methods import METHODS, get_method
+from .robust import RobustSettings
 
 SLOTS = ("text_encoder", "text_encoder_2")
 DATA_FORMATS = ("unpaired", "pairs", "visu", "nsfwcaps")
@@ -253,6 +254,7 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     run: RunSettings = field(default_factory=RunSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    robust: RobustSettings = field(default_factory=RobustSettings)  # adversarial training (training/robust.py)
 
     # ------------------------------------------------------------------ derived settings
     @property
@@ -317,6 +319,10 @@ class TrainConfig:
              f"export.single_file must be a list of distinct formats from {formats}, got {sf!r}")
         for key, value, rule in self._ranges():
             need(rule.ok(value), f"{key} must be {rule.describe()}, got {value!r}")
+        try:
+            self.robust.validate()
+        except ValueError as err:
+            raise ValueError(f"config {self.name!r}: {err}") from None
         self.loss_weights()  # raises on unknown terms
         return self
 
