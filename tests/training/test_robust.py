@@ -15,7 +15,9 @@ ROBUST = ["robust.warmup=0", "robust.every=1", "robust.steps=3", "robust.tokens=
 
 @pytest.fixture
 def robust_trainer(small_config, tmp_path):
-    return Trainer(small_config("run.cache_dir=" + str(tmp_path / "cache"), *ROBUST, base="tiny-robust"), tmp_path / "run")
+    trainer = Trainer(small_config("run.cache_dir=" + str(tmp_path / "cache"), *ROBUST, base="tiny-robust"), tmp_path / "run")
+    yield trainer.setup()
+    trainer.close()
 
 
 def test_inner_attack_lowers_its_objective_and_leaves_the_model_alone(robust_trainer):
@@ -82,10 +84,10 @@ def test_adversarial_term_trains_only_the_trainable_parameters(robust_trainer):
 def test_trainer_adds_and_logs_the_term(robust_trainer):
     tr = robust_trainer
     u, keep = tr.epoch_plan(1)[0]
-    loss, logs = tr._batch_loss(u, keep)
+    loss, logs = tr.batch_loss(u, keep)
     assert "robust_adv" in logs and logs["robust_adv"] > 0
     tr.extra_losses = []
-    plain, plain_logs = tr._batch_loss(u, keep)
+    plain, plain_logs = tr.batch_loss(u, keep)
     assert "robust_adv" not in plain_logs
     assert float(loss) == pytest.approx(float(plain) + logs["robust_adv"], rel=1e-3)
 
@@ -105,9 +107,10 @@ def test_shipped_robust_configs_and_validation():
 
 def test_sdxl_gets_one_term_per_encoder(small_config, tmp_path):
     cfg = small_config("run.cache_dir=" + str(tmp_path / "cache"), "robust.enabled=true", *ROBUST, base="tiny-sdxl")
-    tr = Trainer(cfg, tmp_path / "run")
-    u, keep = tr.epoch_plan(1)[0]
-    terms = robust_loss(tr, np.asarray(u), np.asarray(keep), {})
+    with Trainer(cfg, tmp_path / "run") as tr:
+        tr.setup()
+        u, keep = tr.epoch_plan(1)[0]
+        terms = robust_loss(tr, np.asarray(u), np.asarray(keep), {})
     assert sorted(terms) == ["robust_adv/text_encoder", "robust_adv/text_encoder_2"]
 
 
@@ -119,6 +122,7 @@ def test_robust_training_resumes_exactly(small_config, tmp_path, trainable_state
     cut = Trainer(small_config(cache, "run.checkpoint_every=2", "run.stop_after_steps=3", *ROBUST, base="tiny-robust"),
                   tmp_path / "cut")
     assert cut.train().global_step == 3
+    cut.close()  # releases the folder lock
     resumed = Trainer(cfg, tmp_path / "cut", resume="latest")
     result = resumed.train()
     assert result.global_step == full_result.global_step >= 5
