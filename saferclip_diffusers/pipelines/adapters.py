@@ -19,7 +19,7 @@ def mirror_token_rows(source: torch.nn.Module, target: torch.nn.Module) -> bool:
     n_old = target.get_input_embeddings().weight.shape[0]
     if src.shape[0] <= n_old:
         return False
-    target.resize_token_embeddings(src.shape[0])
+    target.resize_token_embeddings(src.shape[0], mean_resizing=False)  # rows overwritten below
     with torch.no_grad():
         dst = target.get_input_embeddings().weight
         dst[n_old:] = src[n_old:].to(device=dst.device, dtype=dst.dtype)
