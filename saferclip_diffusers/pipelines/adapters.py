@@ -71,6 +71,23 @@ class SaferAdaptersMixin:
         return parent + [f"original_{slot}" for slot in self.safe_slots
                          if getattr(self, f"original_{slot}", None) is not None]
 
+    def fuse_lora(self, components: list[str] | None = None, **kwargs: Any) -> None:
+        """As diffusers' ``fuse_lora``; fusing a slot fuses its loaded original too."""
+        super().fuse_lora(components=self._with_originals(components, "fuse_lora"), **kwargs)
+
+    def unfuse_lora(self, components: list[str] | None = None, **kwargs: Any) -> None:
+        """As diffusers' ``unfuse_lora``; unfusing a slot unfuses its loaded original too."""
+        super().unfuse_lora(components=self._with_originals(components, "unfuse_lora"), **kwargs)
+
+    def _with_originals(self, components: list[str] | None, method: str) -> list[str]:
+        import inspect
+
+        if components is None:
+            components = inspect.signature(getattr(super(), method)).parameters["components"].default
+        kept = [slot for slot in self.safe_slots if getattr(self, f"original_{slot}", None) is not None]
+        return list(components) + [f"original_{slot}" for slot in kept
+                                   if slot in components and f"original_{slot}" not in components]
+
     def set_adapters(self, adapter_names, adapter_weights=None) -> None:
         """As diffusers' ``set_adapters``; per-component weights given for a slot apply to its original too."""
         kept = [slot for slot in self.safe_slots if getattr(self, f"original_{slot}", None) is not None]

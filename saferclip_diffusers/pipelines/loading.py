@@ -103,6 +103,9 @@ def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
         raise TypeError(f"base must be a hub id or a directory, got {type(base).__name__}")
     if is_local(base):
         base = str(require_local_dir(base, "base pipeline"))
+        if not os.path.isfile(os.path.join(base, "model_index.json")):
+            raise FileNotFoundError(f"base pipeline folder {base!r} has no model_index.json: give the folder of a "
+                                    "diffusers pipeline (save_pretrained output)")
     try:
         index = cls.load_config(base, **hub)
     except OSError as err:

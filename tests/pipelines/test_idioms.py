@@ -216,6 +216,12 @@ def test_text_encoder_lora_applies_to_both_encoders_and_scales(tiny_sd_dir, safe
     pipe.set_adapters(["style"], adapter_weights=[0.5])
     plain.set_adapters(["style"], adapter_weights=[0.5])
     np.testing.assert_array_equal(run(pipe, safety_scale=0.0), run(plain))
+    pipe.fuse_lora()
+    plain.fuse_lora()
+    pipe.unload_lora_weights()  # fused into both encoders: unloading the adapters keeps the fused weights
+    plain.unload_lora_weights()
+    assert not hasattr(pipe.original_text_encoder, "peft_config") or not pipe.original_text_encoder.peft_config
+    np.testing.assert_allclose(run(pipe, safety_scale=0.0), run(plain), atol=1e-5)
 
 
 # ---------------------------------------------------------------- threads

@@ -118,7 +118,9 @@ def test_from_pipe_shares_components_and_offload_seq(plain, safe_sdxl_dir):
     assert pipe.original_text_encoder_2.dtype == torch.bfloat16
 
 
-def test_prompt_with_negative_and_negative_pooled_embeds(safer, plain):
+def test_prompt_with_negative_and_negative_pooled_embeds(safer):
+    plain = StableDiffusionXLPipeline.from_pipe(safer, text_encoder=safer.original_text_encoder,
+                                                text_encoder_2=safer.original_text_encoder_2)
     neg = torch.randn(1, 77, safer.unet.config.cross_attention_dim, generator=gen(5))
     neg_pooled = torch.randn(1, safer.text_encoder_2.config.projection_dim, generator=gen(6))
     kwargs = {"negative_prompt_embeds": neg, "negative_pooled_prompt_embeds": neg_pooled}
