@@ -278,10 +278,3 @@ def _cat(a: Any, b: Any) -> Any:
         return a  # None, or a batch-free tensor such as FLUX's text_ids
     return torch.cat([a, b])
 
-
-def __getattr__(name: str):
-    if name == "SaferPipelineMixin":  # its old home; the mixin now lives in .base
-        from .base import SaferPipelineMixin
-
-        return SaferPipelineMixin
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
