@@ -189,8 +189,11 @@ class SaferCallMixin:
         n = len(prompts) * (kwargs.get("num_images_per_prompt") or 1)
         doubled = dict(kwargs, prompt=prompts + prompts)
         for name in PROMPT_ARGS[1:] + NEGATIVE_ARGS:
-            if isinstance(kwargs.get(name), list):
-                doubled[name] = kwargs[name] + kwargs[name]
+            value = kwargs.get(name)
+            if isinstance(value, str) and (value or name in NEGATIVE_ARGS):
+                value = [value] * len(prompts)  # diffusers wants a list beside a list prompt ("" for prompt_2 = unset)
+            if isinstance(value, list):
+                doubled[name] = value + value
         generator = kwargs.get("generator")
         if isinstance(generator, list) and len(generator) != n:
             raise ValueError(f"{len(generator)} generators given for an effective batch of {n} images")

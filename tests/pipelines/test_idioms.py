@@ -157,7 +157,16 @@ def test_unconditional_branch_follows_the_positive_encoder(safer, spy):
         torch.testing.assert_close(recorder.calls[0]["hidden"][:1], safer.text_encoder(ids).last_hidden_state)
 
 
-# ---------------------------------------------------------------- compare mode with an ancestral sampler
+# ---------------------------------------------------------------- compare mode
+
+
+def test_compare_in_one_batch_with_string_negative_prompt(safer, plain):
+    # before the fix: TypeError, the doubled prompt became a list beside a string negative prompt
+    out = safer("a cat", num_inference_steps=1, generator=gen(), output_type="np", return_original=True,
+                negative_prompt="blurry")
+    reference = run(plain, prompt="a cat", negative_prompt="blurry", num_inference_steps=1)
+    np.testing.assert_allclose(out.original_images, reference, atol=1e-5)
+
 
 
 def test_compare_mode_with_ancestral_sampler_equals_plain_run(tiny_sd_dir, safe_sd_dir):
