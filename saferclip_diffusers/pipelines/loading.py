@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 from .. import _compat
+from ..devices import parse_dtype
 from ..encoders import (
     SLOT_CLASSES,
     IncompatibleEncoderError,
@@ -87,6 +88,8 @@ def _normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
     if dtype is not None and torch_dtype is not None:
         raise ValueError("pass dtype (or the deprecated torch_dtype), not both")
     dtype = dtype if dtype is not None else torch_dtype if torch_dtype is not None else default
+    if isinstance(dtype, str):  # "float16", "bf16", "auto" (= the modules' own dtype), as on the command lines
+        dtype = parse_dtype(dtype)
     if dtype is not None:
         kwargs["dtype"] = dtype
     return dtype

@@ -258,3 +258,11 @@ def test_two_threads_on_one_pipeline_run_one_after_the_other(safer):
     assert not overlap
     for prompt, image in expected.items():
         np.testing.assert_array_equal(results[prompt], image)
+
+
+def test_dtype_by_name_as_on_the_command_line(tiny_sd_dir, safe_sd_dir):
+    pipe = SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True,
+                                                        dtype="bf16")
+    assert pipe.text_encoder.dtype == pipe.original_text_encoder.dtype == pipe.unet.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, dtype="float13")
