@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,52 +32,7 @@ import torch.nn.functional as F
 
 from ..attacks.soft_tokens import embedding_matrix, soft_tokens, with_soft_rows
 from .losses import cosine_distance, relative_redirection
-
-
-@dataclass
-class RobustSettings:
-    """``attack``: ``embedding`` (soft tokens, signed gradient in an l2 ball) or ``token`` (discrete prefix ids,
-    GCG-style: per step, single-token swaps drawn from each position's ``top_k`` gradient ids, ``candidates`` per
-    caption, the best kept if it lowers ``A``). ``every``: attack every that many optimiser steps after
-    ``warmup`` (a fraction of all steps when < 1, else a step count). ``w_hidden`` null: 1 when the encoder has
-    a ``hidden_layer``, else 0. ``preserve``: weight of ``d(T(r + t), T0(t))`` on the batch's safe captions ``t``
-    with ``tokens`` random vocabulary tokens ``r`` in front (a prefix must not move a safe caption either)."""
-
-    enabled: bool = False
-    attack: str = "embedding"
-    every: int = 4
-    warmup: float = 0.2
-    tokens: int = 3
-    steps: int = 10
-    step_size: float = 0.1
-    radius: float = 0.5
-    fraction: float = 0.5
-    weight: float = 0.5
-    hidden_weight: float = 1.0
-    w_redir: float = 1.0
-    w_rel: float = 1.0
-    w_hidden: float | None = None
-    candidates: int = 16
-    top_k: int = 32
-    preserve: float = 0.0
-
-    def validate(self) -> None:
-        checks = [(self.attack in ("embedding", "token"), f"robust.attack must be embedding|token, got {self.attack!r}"),
-                  (self.candidates >= 1 and self.top_k >= 1, "robust.candidates and robust.top_k must be >= 1"),
-                  (self.every >= 1, "robust.every must be >= 1"), (self.warmup >= 0, "robust.warmup must be >= 0"),
-                  (1 <= self.tokens <= 16, "robust.tokens must be in [1, 16]"), (self.steps >= 1, "robust.steps must be >= 1"),
-                  (self.step_size > 0 and self.radius > 0, "robust.step_size and robust.radius must be > 0"),
-                  (0 < self.fraction <= 1, "robust.fraction must be in (0, 1]"), (self.weight >= 0, "robust.weight must be >= 0")]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-
-    def warmup_steps(self, total_steps: int) -> int:
-        return int(math.ceil(self.warmup * total_steps)) if self.warmup < 1 else int(self.warmup)
-
-    def active(self, step: int, total_steps: int) -> bool:
-        start = self.warmup_steps(total_steps)
-        return self.enabled and step >= start and (step - start) % self.every == 0
+from .settings import RobustSettings  # noqa: F401  (re-exported: the robust: config section)
 
 
 def _generator(seed: int, step: int, rank: int, rows: np.ndarray) -> torch.Generator:
