@@ -7,19 +7,17 @@ NudeNet throughput
 
 Scoring in an eval run
     :func:`saferclip_diffusers.evaluation.runner.run_i2p` on a few I2P prompts, real pipelines, twice per round in
-    alternation: with NudeNet, and with a scorer that returns no detections. The runner scores in a worker thread;
-    the scoring worker is instrumented to record how long the generator is blocked handing a batch over (queue
-    full) and waiting for the last batches at the end. Reported: that waiting time as a share of the generation
+    alternation: with NudeNet, and with a scorer that returns no detections. The runner scores in a worker thread
+    and reports how long the generator was blocked handing a batch over (queue full) and waiting for the last
+    batches at the end. Reported: that waiting time as a share of the generation
     loop's wall time, and the loop's wall time with NudeNet over the time without (which also counts the CPU the
-    scoring thread takes from the generator).
+    scoring thread takes from the generator). Both come from the runner's public hooks: ``nudenet_scorer=`` swaps
+    the scorer and the returned summary's ``run_timing`` holds the waits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -103,54 +101,11 @@ def measure_throughput(cfg: EvalBenchConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- eval run
 
 
-class _NoDetections:
-    """Stands in for NudeNet: same interface, no work (the baseline run without scoring cost)."""
-
-    def __init__(self, *_, **__):
-        pass
+class NoDetections:
+    """Stands in for NudeNet through the runner's public ``nudenet_scorer`` hook: same API, no work."""
 
     def detect(self, images):
         return [[] for _ in images]
-
-
-@contextlib.contextmanager
-def instrumented_runner(null_scorer: bool) -> Iterator[dict[str, float]]:
-    """Patch the runner's scoring worker to time the generator's waits (and, if asked, replace NudeNet)."""
-    from saferclip_diffusers.evaluation import runner
-    from saferclip_diffusers.scoring import nudenet
-
-    timing = {"blocked": 0.0, "tail": 0.0, "loop": 0.0, "batches": 0}
-    base = runner.ScoringWorker
-
-    class TimedWorker(base):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._born = time.perf_counter()
-
-        def submit(self, *args, **kwargs):
-            start = time.perf_counter()
-            super().submit(*args, **kwargs)
-            timing["blocked"] += time.perf_counter() - start
-            timing["batches"] += 1
-
-        def close(self):
-            start = time.perf_counter()
-            try:
-                super().close()
-            finally:
-                end = time.perf_counter()
-                timing["tail"] += end - start
-                timing["loop"] += end - self._born
-
-    saved_scorer = nudenet.NudeNetScorer
-    runner.ScoringWorker = TimedWorker
-    if null_scorer:
-        nudenet.NudeNetScorer = _NoDetections
-    try:
-        yield timing
-    finally:
-        runner.ScoringWorker = base
-        nudenet.NudeNetScorer = saved_scorer
 
 
 def _run_config(cfg: EvalBenchConfig):
@@ -162,12 +117,12 @@ def _run_config(cfg: EvalBenchConfig):
     else:
         from .models import real_size_dir
 
-        kwargs = {"protocol": "fixed", "base": str(real_size_dir("sd15")),
+        kwargs = {"protocol": "fixed", "model": str(real_size_dir("sd15")),
                   "safe_encoders": [str(real_size_dir("sd15-safe"))]}
     overrides = {"height": cfg.height, "width": cfg.width, "num_inference_steps": cfg.steps,
                  "batch_size": cfg.batch_size, "num_images_per_prompt": 1}
     return prepare_run(overrides=overrides, selection=PromptSelection(limit=cfg.prompts), systems=("safe",),
-                       dtype=cfg.dtype, cpu=not cfg.device.startswith("cuda"), **kwargs)
+                       dtype=cfg.dtype, device=cfg.device, q16_clip=None, **kwargs)
 
 
 def measure_eval_run(cfg: EvalBenchConfig) -> dict[str, Any]:
@@ -180,21 +135,20 @@ def measure_eval_run(cfg: EvalBenchConfig) -> dict[str, Any]:
         for r in range(cfg.run_rounds + 1):  # round 0 warms up (page-in of the weights, first-call costs)
             for name in (["nudenet", "no scoring"] if r % 2 == 0 else ["no scoring", "nudenet"]):
                 options = RunOptions(output_dir=Path(tmp) / f"{r}-{name}", progress=False,
-                                     nudenet_batch_size=cfg.nudenet_batch_size,
-                                     cpu=not cfg.device.startswith("cuda"))
-                with instrumented_runner(null_scorer=name == "no scoring") as timing:
-                    run_i2p(config, prompts, options)
+                                     nudenet_batch_size=cfg.nudenet_batch_size, device=cfg.device)
+                scorer = NoDetections() if name == "no scoring" else None  # None: the runner's NudeNet
+                summary = run_i2p(config, prompts, options, nudenet_scorer=scorer)
                 if r > 0:
-                    runs[name].append(dict(timing))
-    share = [(t["blocked"] + t["tail"]) / t["loop"] for t in runs["nudenet"]]
-    overhead = [a["loop"] / b["loop"] - 1 for a, b in zip(runs["nudenet"], runs["no scoring"], strict=True)]
+                    runs[name].append(dict(summary["run_timing"]))
+    share = [(t["blocked_s"] + t["tail_s"]) / t["wall_s"] for t in runs["nudenet"]]
+    overhead = [a["wall_s"] / b["wall_s"] - 1 for a, b in zip(runs["nudenet"], runs["no scoring"], strict=True)]
     return {
         "images": len(prompts) * len(config.systems),
         "protocol": asdict(config.protocol),
         "runs": runs,
         "waiting_share": spread(share),
         "wall_overhead": spread(overhead),
-        "loop_seconds": {n: spread([t["loop"] for t in v]) for n, v in runs.items()},
+        "loop_seconds": {n: spread([t["wall_s"] for t in v]) for n, v in runs.items()},
     }
 
 

@@ -3,11 +3,11 @@
 Step time
     Two :class:`~saferclip_diffusers.training.trainer.Trainer` objects are built from the same config. One is the
     trainer as shipped: the frozen reference embeddings ``T0`` (and pooled token states) of every caption are
-    computed once and cached. The other, :class:`RecomputingTrainer`, differs only in that every step first
-    recomputes, with the frozen reference encoder, the rows that step reads (its unsafe captions, its preservation
+    computed once and cached. The other carries a :class:`Recompute` callback: before every micro-batch it
+    recomputes, with the frozen reference encoder, the rows that batch reads (its unsafe captions, its preservation
     captions and their proximity targets) - what a trainer without the cache pays. Both run alternately, a few
-    optimizer steps at a time; step times come from a post-step hook on the optimizer, so they cover the real
-    loop (batching, tokenisation, forward, backward, optimizer).
+    optimizer steps at a time; step times come from a :class:`StepClock` callback (``on_step_end``), so they cover
+    the real loop (batching, tokenisation, forward, backward, optimizer). Only the trainer's public hooks are used.
 
 Proximity mining
     :func:`saferclip_diffusers.training.mining.mine_targets` over random embeddings of the reference encoder's
@@ -36,7 +36,7 @@ CACHED_TARGET = 1.8
 @dataclass
 class TrainingBenchConfig:
     device: str = "cpu"
-    config: str = "sd15"  # the shipped training config whose settings both trainers use
+    config: str = "sd15-unpaired"  # the shipped training config whose settings both trainers use (bundled data)
     model: str = "clip-l"  # clip-l: real-size random CLIP ViT-L/14 text tower; or tiny:clip
     batch_size: int | None = 16  # None: the config's (48 for sd15)
     max_unsafe: int = 224  # enough for (rounds + 1) x steps_per_call steps without an epoch end
@@ -63,36 +63,45 @@ def default_config(device: str = "cpu", quick: bool = False) -> TrainingBenchCon
 # ----------------------------------------------------------------------------------------------- trainers
 
 
-def _trainer_classes():
-    from saferclip_diffusers.training.models import encode_text, reference_towers
-    from saferclip_diffusers.training.trainer import Trainer
+class Recompute:
+    """Trainer callback: before each micro-batch, recompute the frozen reference rows it reads (no cache)."""
 
-    class RecomputingTrainer(Trainer):
-        """The shipped trainer, except that each step recomputes the frozen reference rows it reads."""
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
 
-        recompute_seconds: list[float]
+    def on_batch_start(self, trainer, unsafe_idx, keep_idx) -> None:
+        from saferclip_diffusers.training.models import encode_text, reference_towers
 
-        def _batch_loss(self, unsafe_idx, keep_idx):
-            start = time.perf_counter()
-            u = torch.as_tensor(unsafe_idx)
-            safe_rows = torch.cat([torch.as_tensor(keep_idx), self.targets.text[u]])
-            with self.accelerator.autocast():  # the same precision as the trainer's own forward passes
-                for bundle in self.bundles:
-                    frozen = self.frozen[bundle.slot]
-                    with reference_towers(bundle, self.cfg) as (text0, _):
-                        for rows, texts, embeds, hidden in (
-                            (u, self.data.unsafe_texts, frozen.text_unsafe, frozen.hidden_unsafe),
-                            (safe_rows, self.data.safe_texts, frozen.text_safe, frozen.hidden_safe),
-                        ):
-                            ids = bundle.tokenize([texts[i] for i in rows.tolist()]).to(self.device)
-                            e, h = encode_text(text0, ids, bundle.eos_token_id, bundle.settings.hidden_layer)
-                            embeds[rows] = e.float().cpu()
-                            if h is not None and hidden is not None:
-                                hidden[rows] = h.float().cpu()
-            self.recompute_seconds.append(time.perf_counter() - start)
-            return super()._batch_loss(unsafe_idx, keep_idx)
+        start = time.perf_counter()
+        u = torch.as_tensor(unsafe_idx)
+        safe_rows = torch.cat([torch.as_tensor(keep_idx), trainer.targets.text[u]])
+        with trainer.accelerator.autocast():  # the same precision as the trainer's own forward passes
+            for bundle in trainer.bundles:
+                frozen = trainer.frozen[bundle.slot]
+                with reference_towers(bundle, trainer.cfg) as (text0, _):
+                    for rows, texts, embeds, hidden in (
+                        (u, trainer.data.unsafe_texts, frozen.text_unsafe, frozen.hidden_unsafe),
+                        (safe_rows, trainer.data.safe_texts, frozen.text_safe, frozen.hidden_safe),
+                    ):
+                        ids = bundle.tokenize([texts[i] for i in rows.tolist()]).to(trainer.device)
+                        e, h = encode_text(text0, ids, bundle.eos_token_id, bundle.settings.hidden_layer)
+                        embeds[rows] = e.float().cpu()
+                        if h is not None and hidden is not None:
+                            hidden[rows] = h.float().cpu()
+        self.seconds.append(time.perf_counter() - start)
 
-    return Trainer, RecomputingTrainer
+
+class StepClock:
+    """Trainer callback: a timestamp at the end of every optimizer step."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.stamps: list[float] = []
+
+    def on_step_end(self, trainer, step, logs) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.stamps.append(time.perf_counter())
 
 
 def train_config(bench: TrainingBenchConfig, scratch: Path):
@@ -125,52 +134,41 @@ def train_config(bench: TrainingBenchConfig, scratch: Path):
     return cfg
 
 
-def _attach_step_clock(trainer, device: str) -> list[float]:
-    """Timestamps at the end of every optimizer step (a post-step hook on the underlying torch optimizer)."""
-    stamps: list[float] = []
-    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-
-    def hook(*_):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-
-    optimizer.register_step_post_hook(hook)
-    return stamps
-
-
 def measure_step_times(bench: TrainingBenchConfig) -> dict[str, Any]:
     """Alternate ``rounds`` times: ``steps_per_call`` steps of the cached trainer, then of the recomputing one."""
     from tqdm.auto import tqdm
 
-    Trainer, RecomputingTrainer = _trainer_classes()
+    from saferclip_diffusers.training.trainer import Trainer
+
     with tempfile.TemporaryDirectory(prefix="saferclip-bench-train-") as tmp:
         scratch = Path(tmp)
         cfg = train_config(bench, scratch)
+        recompute_cb = Recompute()
+        clocks = {"cached": StepClock(bench.device), "recompute": StepClock(bench.device)}
         t0 = time.perf_counter()
-        cached = Trainer(copy.deepcopy(cfg), scratch / "cached")  # computes and caches T0 for every caption
-        precompute_s = time.perf_counter() - t0
-        recompute = RecomputingTrainer(copy.deepcopy(cfg), scratch / "recompute")  # reads the same cache
-        recompute.recompute_seconds = []
+        cached = Trainer(copy.deepcopy(cfg), scratch / "cached", callbacks=[clocks["cached"]]).setup()
+        precompute_s = time.perf_counter() - t0  # computes and caches T0 for every caption
+        recompute = Trainer(copy.deepcopy(cfg), scratch / "recompute",  # reads the same cache
+                            callbacks=[recompute_cb, clocks["recompute"]]).setup()
         trainers = {"cached": cached, "recompute": recompute}
-        stamps = {}
-        for name, trainer in trainers.items():
-            trainer.state["validated_epoch"] = 0  # skip the pre-training validation pass: not a training step
-            stamps[name] = _attach_step_clock(trainer, bench.device)
         per_round: dict[str, list[float]] = {name: [] for name in trainers}
         intervals: dict[str, list[float]] = {name: [] for name in trainers}
         order = list(trainers)
-        for r in tqdm(range(bench.rounds + 1), desc="training steps", leave=False):  # round 0 warms up
-            for name in order[r % 2:] + order[: r % 2]:
-                stamps[name].clear()
-                trainers[name].train()
-                steps = stamps[name]
-                gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]  # the first step also pays set-up
-                if r > 0 and gaps:
-                    per_round[name].append(spread(gaps)["median"])
-                    intervals[name].extend(gaps)
-        n_recompute = len(recompute.recompute_seconds)
-        recompute_part = recompute.recompute_seconds[-(bench.rounds * bench.steps_per_call):] if n_recompute else []
+        try:
+            for r in tqdm(range(bench.rounds + 1), desc="training steps", leave=False):  # round 0 warms up
+                for name in order[r % 2:] + order[: r % 2]:
+                    clocks[name].stamps.clear()
+                    trainers[name].train(validate_first=False)  # the validation pass is not a training step
+                    steps = clocks[name].stamps
+                    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]  # the first step also pays set-up
+                    if r > 0 and gaps:
+                        per_round[name].append(spread(gaps)["median"])
+                        intervals[name].extend(gaps)
+        finally:
+            for trainer in trainers.values():
+                trainer.close()
+        n_recompute = len(recompute_cb.seconds)
+        recompute_part = recompute_cb.seconds[-(bench.rounds * bench.steps_per_call):] if n_recompute else []
         settings = {
             "config": bench.config, "model": bench.model, "device": bench.device,
             "batch_size": cfg.optim.batch_size, "mixed_precision": cfg.optim.mixed_precision,

@@ -1,4 +1,4 @@
-"""The evaluation benchmark on tiny models: photographs, NudeNet timing, the instrumented runner, the target."""
+"""The evaluation benchmark on tiny models: photographs, NudeNet timing, the runner's timing hooks, the target."""
 
 from __future__ import annotations
 
@@ -14,21 +14,6 @@ def test_photographs_are_rgb_at_the_asked_size():
     assert images[0] is images[len(sb.PHOTOS)]  # cycled
 
 
-def test_instrumented_runner_patches_and_restores():
-    from saferclip_diffusers.evaluation import runner
-    from saferclip_diffusers.scoring import nudenet
-
-    worker, scorer = runner.ScoringWorker, nudenet.NudeNetScorer
-    with sb.instrumented_runner(null_scorer=True) as timing:
-        assert runner.ScoringWorker is not worker and issubclass(runner.ScoringWorker, worker)
-        assert nudenet.NudeNetScorer is sb._NoDetections
-        assert timing == {"blocked": 0.0, "tail": 0.0, "loop": 0.0, "batches": 0}
-    assert runner.ScoringWorker is worker and nudenet.NudeNetScorer is scorer
-    with pytest.raises(RuntimeError), sb.instrumented_runner(null_scorer=False):
-        raise RuntimeError("a failing run")
-    assert runner.ScoringWorker is worker
-
-
 @pytest.fixture(scope="module")
 def quick_run():
     cfg = sb.default_config(quick=True)
@@ -42,9 +27,9 @@ def test_throughput_and_eval_run_measurements(quick_run):
     assert throughput["info"]["inference_resolution"] == 320
     assert run["images"] == cfg.prompts
     for timing in run["runs"]["nudenet"] + run["runs"]["no scoring"]:
-        # every batch went through the instrumented hand-over; waits fit inside the loop
+        # every batch went through the worker's hand-over; waits fit inside the loop
         assert timing["batches"] == cfg.prompts // cfg.batch_size
-        assert 0 <= timing["blocked"] + timing["tail"] <= timing["loop"]
+        assert timing["blocked_s"] + timing["tail_s"] <= timing["wall_s"]
     assert 0 <= run["waiting_share"]["median"] <= 1
 
 

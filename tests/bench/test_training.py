@@ -15,30 +15,33 @@ def quick():
     return tb.default_config(quick=True)
 
 
-def test_recomputing_trainer_recomputes_exactly_the_cached_reference(quick, tmp_path):
-    Trainer, RecomputingTrainer = tb._trainer_classes()
+def test_recompute_callback_recomputes_exactly_the_cached_reference(quick, tmp_path):
+    from saferclip_diffusers.training.trainer import Trainer
+
     cfg = tb.train_config(quick, tmp_path)
-    cached = Trainer(copy.deepcopy(cfg), tmp_path / "cached")
-    recompute = RecomputingTrainer(copy.deepcopy(cfg), tmp_path / "recompute")
-    recompute.recompute_seconds = []
-    slot = cached.bundles[0].slot
-    # wipe the recomputing trainer's reference: whatever a step reads must be recomputed, not read from the cache
-    frozen = recompute.frozen[slot]
-    frozen.text_unsafe.zero_()
-    frozen.text_safe.zero_()
-    (u, keep) = recompute.epoch_plan(1)[0]
-    u, keep = u[: cfg.optim.batch_size], keep[: cfg.optim.batch_size]
-    recompute._batch_loss(u, keep)
-    assert len(recompute.recompute_seconds) == 1
-    ref = cached.frozen[slot]
-    hat = recompute.targets.text[torch.as_tensor(u)]
-    torch.testing.assert_close(frozen.text_unsafe[u], ref.text_unsafe[u], atol=1e-5, rtol=1e-4)
-    rows = torch.cat([torch.as_tensor(keep), hat])
-    torch.testing.assert_close(frozen.text_safe[rows], ref.text_safe[rows], atol=1e-5, rtol=1e-4)
-    # rows the step did not read stay as they were (zero)
-    untouched = torch.ones(len(frozen.text_unsafe), dtype=torch.bool)
-    untouched[torch.as_tensor(u)] = False
-    assert frozen.text_unsafe[untouched].abs().sum() == 0
+    recompute_cb = tb.Recompute()
+    with Trainer(copy.deepcopy(cfg), tmp_path / "cached") as cached, \
+            Trainer(copy.deepcopy(cfg), tmp_path / "recompute", callbacks=[recompute_cb]) as recompute:
+        cached.setup()
+        recompute.setup()
+        slot = cached.bundles[0].slot
+        # wipe the recomputing trainer's reference: whatever a step reads must be recomputed, not read from the cache
+        frozen = recompute.frozen[slot]
+        frozen.text_unsafe.zero_()
+        frozen.text_safe.zero_()
+        (u, keep) = recompute.epoch_plan(1)[0]
+        u, keep = u[: cfg.optim.batch_size], keep[: cfg.optim.batch_size]
+        recompute.batch_loss(u, keep)
+        assert len(recompute_cb.seconds) == 1
+        ref = cached.frozen[slot]
+        hat = recompute.targets.text[torch.as_tensor(u)]
+        torch.testing.assert_close(frozen.text_unsafe[u], ref.text_unsafe[u], atol=1e-5, rtol=1e-4)
+        rows = torch.cat([torch.as_tensor(keep), hat])
+        torch.testing.assert_close(frozen.text_safe[rows], ref.text_safe[rows], atol=1e-5, rtol=1e-4)
+        # rows the step did not read stay as they were (zero)
+        untouched = torch.ones(len(frozen.text_unsafe), dtype=torch.bool)
+        untouched[torch.as_tensor(u)] = False
+        assert frozen.text_unsafe[untouched].abs().sum() == 0
 
 
 def test_step_times_are_paired_per_round(quick):

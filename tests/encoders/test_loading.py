@@ -60,6 +60,12 @@ def test_missing_path_is_named(tiny_sd_dir, tmp_path):
         SaferStableDiffusionPipeline.from_pretrained(str(tmp_path / "no-base"), safe_text_encoder=str(missing))
 
 
+def test_missing_weights_file_is_named_not_looked_up(tmp_path):
+    for spec in (tmp_path / "des.pt", "des.pt", "clip_l.safetensors"):
+        with pytest.raises(FileNotFoundError, match="safe text encoder file does not exist"):
+            load_safe_text_encoder(spec)
+
+
 def test_directory_without_an_encoder_is_explained(tmp_path):
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "config.json").write_text("{}")
@@ -72,10 +78,31 @@ def test_pickle_only_checkpoint_refused_unless_allowed(clip_dir, tmp_path):
     model.config.save_pretrained(tmp_path)  # a legacy checkpoint: config + pickled state dict
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     assert not list(tmp_path.glob("*.safetensors")) and list(tmp_path.glob("*.bin"))
-    with pytest.raises(PickleCheckpointError, match="allow_pickle=True"):
+    with pytest.raises(PickleCheckpointError, match="allow_pickle=True") as err:
         load_safe_text_encoder(tmp_path)
+    assert str(tmp_path / "pytorch_model.bin") in str(err.value)  # names the exact file it refused
     loaded = load_safe_text_encoder(tmp_path, allow_pickle=True)
     torch.testing.assert_close(loaded.final_layer_norm.weight, model.final_layer_norm.weight)
+
+
+def test_unavailable_hub_id_says_why(monkeypatch):
+    from saferclip_diffusers.hub import ModelUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="someone/no-such-encoder.*offline"):
+        load_safe_text_encoder("someone/no-such-encoder")
+
+
+def test_folder_missing_projection_for_second_slot_is_refused(clip_dir, tmp_path):
+    """A plain CLIPTextModel folder in a projection slot would leave text_projection random: refuse it."""
+    CLIPTextModel.from_pretrained(clip_dir).save_pretrained(tmp_path)
+    with pytest.raises(IncompatibleEncoderError, match="text_projection.*pass base="):
+        load_safe_text_encoder(tmp_path, "text_encoder_2")
+    base = CLIPTextModelWithProjection.from_pretrained(clip_dir)
+    with torch.no_grad():
+        base.text_projection.weight.mul_(2)
+    loaded = load_safe_text_encoder(tmp_path, "text_encoder_2", base=base)
+    torch.testing.assert_close(loaded.text_projection.weight, base.text_projection.weight, rtol=0, atol=0)
 
 
 def test_hidden_size_mismatch(tiny_sd_dir):
@@ -131,3 +158,16 @@ def test_read_training_prompts(tmp_path):
     assert read_training_prompts(tmp_path) is None
     (tmp_path / "training_prompts.json").write_text(json.dumps({"unsafe": ["a", "b"], "safe": ["c"]}))
     assert read_training_prompts(tmp_path) == {"unsafe": ["a", "b"], "safe": ["c"]}
+
+
+def test_sd3_clip_l_keeps_the_pipelines_projection(clip_dir):
+    """SD3's CLIP-L projection is the identity: a Safe-CLIP CLIPModel's own projection must not replace it."""
+    base = CLIPTextModelWithProjection.from_pretrained(clip_dir)
+    with torch.no_grad():
+        base.text_projection.weight.copy_(torch.eye(base.config.hidden_size))
+    safe = load_safe_text_encoder(clip_dir, model_class=CLIPTextModelWithProjection, base=base,
+                                  keep_base_projection=True)
+    assert torch.equal(safe.text_projection.weight, torch.eye(base.config.hidden_size))
+    plain = load_safe_text_encoder(clip_dir, model_class=CLIPTextModelWithProjection)
+    assert not torch.equal(plain.text_projection.weight, safe.text_projection.weight)
+    assert torch.equal(plain.text_model.final_layer_norm.weight, safe.text_model.final_layer_norm.weight)
