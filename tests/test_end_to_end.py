@@ -27,6 +27,8 @@ def test_tiny_end_to_end_script(tmp_path):
     assert len(pairs) == 2 and all(p["redirection_score"] < 0.9999 for p in pairs)  # the trained encoder moved them
     summary = json.loads((tmp_path / "i2p" / "summary.json").read_text())
     assert {"original", "safe"} <= set(json.dumps(summary).split('"'))
-    for report in ("i2p/report.md", "i2p/grid.png", "i2p/categories.png", "zeroshot/zeroshot.md"):
+    attacks = json.loads((tmp_path / "attacks" / "summary.json").read_text())
+    assert set(attacks["asr_post"]["swap-gcg"]) == {"original", "safe", "negative-prompt"}
+    for report in ("attacks/report.md", "attacks/grid.png", "i2p/report.md", "i2p/grid.png", "i2p/categories.png", "zeroshot/zeroshot.md"):
         assert (tmp_path / report).is_file(), report
     assert list((tmp_path / "retrieval").glob("retrieval-*.md"))
