@@ -105,9 +105,7 @@ def load_demo_pipeline(
     specs = encoder_specs(preset, safe_encoder, safe_encoder_2)
     try:
         pipe = preset.pipeline_class.from_pretrained(preset.base, **specs, **kwargs)
-    except ModelUnavailableError:
-        raise
-    except OSError as err:
+    except OSError as err:  # the loaders' own ModelUnavailableError too: the demo names its flags and the tiny model
         raise unavailable(preset, specs, err) from err
     pipe.set_progress_bar_config(disable=True)  # the page shows progress; parallel console bars would interleave
     return pipe.to(device)
