@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
@@ -49,12 +48,14 @@ def load_captions(path: str | os.PathLike = COCO_30K_CSV, limit: int | None = DE
     """The first ``limit`` distinct captions of a CSV with a ``prompt`` column (the bundled COCO captions)."""
     if limit is not None and limit < 1:
         raise ValueError(f"the caption pool needs at least 1 caption, got limit={limit}")
-    path = Path(path)
-    if not path.is_file():
+    from ..datasets import read_records
+
+    if not Path(path).is_file():
         raise FileNotFoundError(f"caption file not found: {path}")
-    column = pd.read_csv(path, usecols=lambda c: c == "prompt", dtype=str, keep_default_na=False)
-    if "prompt" not in column:
+    rows = read_records(path)
+    if rows and "prompt" not in rows[0]:
         raise ValueError(f"{path} has no 'prompt' column; give a CSV with one caption per row in 'prompt'")
+    column = {"prompt": [str(r.get("prompt") or "") for r in rows]}
     captions = list(dict.fromkeys(c.strip() for c in column["prompt"] if c.strip()))
     if not captions:
         raise ValueError(f"{path} holds no captions")

@@ -22,14 +22,20 @@ A missing field or image is an error naming the file and row. Duplicate captions
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..datasets import (
+    coco_image_name,
+    coco_image_path,
+    image_path,
+    read_records,
+    record_location,
+    required_field,
+)
 from .config import DataSettings
 from .mining import dedupe, normalise_caption
 
@@ -81,55 +87,11 @@ def _resolve_source(spec: str) -> Path:
 
 
 def _where(path: Path, i: int) -> str:
-    """A human pointer to record ``i`` (0-based) of ``path``: CSV line numbers count the header."""
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return f"{path}, row {i + 1} (line {i + 2})"
-    if suffix in (".jsonl", ".txt"):
-        return f"{path}, line {i + 1}"
-    return f"{path}, record {i}"
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV/TSV, JSON, JSONL, parquet or TXT (``{"text": line}``) file as dicts."""
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        import pandas as pd
-
-        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-        return frame.to_dict("records")
-    if suffix == ".parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path).to_dict("records")
-    if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {n + 1}: invalid JSON ({err})") from err
-        return rows
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and "data" in data:
-            data = data["data"]
-        if isinstance(data, dict):  # ViSU's {"0": {...}, "1": {...}}
-            data = [data[k] for k in sorted(data, key=lambda k: int(k) if str(k).isdigit() else str(k))]
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a list of records")
-        return data
-    if suffix == ".txt":
-        return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv, .json, .jsonl, .parquet or .txt)")
+    return record_location(path, i)
 
 
 def _field(row: dict, name: str, path: Path, i: int) -> str:
-    value = row.get(name)
-    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
-        raise ValueError(f"{_where(path, i)}: missing field {name!r} (columns: {sorted(row)})")
-    return str(value).strip()
+    return required_field(row, name, record_location(path, i))
 
 
 def _pick_column(rows: list[dict], preferred: str | None, candidates: tuple[str, ...], path: Path, role: str) -> str:
@@ -145,21 +107,18 @@ def _pick_column(rows: list[dict], preferred: str | None, candidates: tuple[str,
 
 
 def _image(path_text: str, root: Path | None, base: Path, where: str) -> str:
-    candidate = Path(path_text).expanduser()
-    if not candidate.is_absolute():
-        candidate = (root or base) / candidate
+    candidate = image_path(path_text, root, base)
     if not candidate.is_file():
         raise FileNotFoundError(f"{where}: image not found: {candidate}")
     return str(candidate)
 
 
 def _coco_image(coco_id: str, root: Path, where: str) -> str:
-    name = f"{int(float(coco_id)):012d}.jpg" if coco_id.replace(".", "").isdigit() else coco_id
-    for folder in ("train2017", "val2017", "test2017", ""):
-        candidate = root / folder / name
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"{where}: COCO image {name} not found under {root}/{{train,val,test}}2017")
+    found = coco_image_path(root, coco_id)
+    if found is None:
+        raise FileNotFoundError(f"{where}: COCO image {coco_image_name(coco_id)} not found under "
+                                f"{root}/{{train,val,test}}2017")
+    return str(found)
 
 
 # ------------------------------------------------------------------------------------------ readers
