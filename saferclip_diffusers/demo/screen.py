@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import PIL.Image
 import PIL.ImageFilter
 
-from ..scoring.nudenet import SLD5_CLASSES, NudeNetScorer, to_bgr  # noqa: F401 - to_bgr re-exported
+from ..scoring.nudenet import SLD5_CLASSES, NudeNetScorer, NudityPreset, nudenet_unsafe, to_bgr  # noqa: F401
 
 SLD_UNSAFE_CLASSES = SLD5_CLASSES
 """NudeNet v3 names of the five classes the SLD/I2P protocol counts as unsafe."""
@@ -40,7 +40,9 @@ class Screening:
     reasons: tuple[Detection, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        reasons = tuple(d for d in self.detections if d.label in self.unsafe_classes and d.score >= self.threshold)
+        # the one NudeNet unsafe rule of the project (scoring and reports use it too), with the demo's settings
+        rule = NudityPreset("demo", tuple(self.unsafe_classes), self.threshold, "the demo's screen")
+        reasons = tuple(d for d in self.detections if nudenet_unsafe([{"class": d.label, "score": d.score}], rule))
         object.__setattr__(self, "reasons", reasons)
 
     @property
