@@ -74,20 +74,29 @@ class Preset:
         return encoders
 
 
+_TINY = {  # family: (preset name, base kind, safe-encoder kind, guidance scale)
+    "sd": ("tiny", "sd", "safe-sd", 7.5),
+    "sdxl": ("tiny-sdxl", "sdxl", "safe-sdxl", 5.0),
+    "sd3": ("tiny-sd3", "sd3", "safe-sd3", 7.0),
+    "flux": ("tiny-flux", "flux", "safe-flux", 3.5),
+}
+
+
 def _tiny(family: str) -> Preset:
     from .tiny import tiny_model_dir
 
-    sdxl = family == "sdxl"
+    name, base, safe, guidance = _TINY[family]
+    safe_dir = str(tiny_model_dir(safe))  # a diffusers-layout export: it fills every safe slot of the family
     return Preset(
-        name="tiny-sdxl" if sdxl else "tiny",
-        base=str(tiny_model_dir("sdxl" if sdxl else "sd")),
-        safe_text_encoder=str(tiny_model_dir("safe-sdxl" if sdxl else "safe-sd")),
-        safe_text_encoder_2=str(tiny_model_dir("safe-sdxl")) if sdxl else None,
+        name=name,
+        base=str(tiny_model_dir(base)),
+        safe_text_encoder=safe_dir,
+        safe_text_encoder_2=safe_dir if family in ("sdxl", "sd3") else None,
         family=family,
         height=32,
         width=32,
         num_inference_steps=4,
-        guidance_scale=5.0 if sdxl else 7.5,
+        guidance_scale=guidance,
         torch_dtype=torch.float32,
         random_weights=True,
         offline=True,
@@ -120,6 +129,8 @@ PRESETS: dict[str, Callable[[], Preset]] = {
     ),
     "tiny": lambda: _tiny("sd"),
     "tiny-sdxl": lambda: _tiny("sdxl"),
+    "tiny-sd3": lambda: _tiny("sd3"),
+    "tiny-flux": lambda: _tiny("flux"),
 }
 
 

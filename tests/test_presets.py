@@ -42,3 +42,15 @@ def test_tiny_sdxl_preset_loads_offline_with_both_slots():
     pipe = load_preset_pipeline("tiny-sdxl")
     assert isinstance(pipe, SaferStableDiffusionXLPipeline)
     assert pipe.safe_slots == ["text_encoder", "text_encoder_2"] and pipe.has_original
+
+
+@pytest.mark.parametrize("name, cls", [("tiny-sd3", "SaferStableDiffusion3Pipeline"), ("tiny-flux", "SaferFluxPipeline")])
+def test_tiny_sd3_and_flux_presets_load_their_safer_pipeline_with_the_safe_encoders(name, cls):
+    preset = get_preset(name)
+    assert preset.random_weights and preset.offline and preset.family in name
+    pipe = load_preset_pipeline(name)
+    assert type(pipe).__name__ == cls
+    out = pipe("a cat on a sofa", height=preset.height, width=preset.width, num_inference_steps=1,
+               guidance_scale=preset.guidance_scale, generator=torch.Generator().manual_seed(0), return_original=True)
+    assert out.images[0].size == (preset.width, preset.height)
+    assert out.redirection_scores[0] < 0.999  # the preset's safe encoders, not the originals, condition the model
