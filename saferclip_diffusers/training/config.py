@@ -28,11 +28,18 @@ from typing import Any
 
 import yaml
 
+# --- methods hook (UWM/DES settings; owner: methods helper) ---
+from .methods.settings import DesSettings, UwmSettings
+
+TRAINING_FREE_METHODS = ("uwm",)
+# --- end methods hook ---
+
 CONFIG_DIR = Path(__file__).parent / "configs"
-METHODS = ("saferclip", "safeclip")
+METHODS = ("saferclip", "safeclip", "uwm", "des")
 SLOTS = ("text_encoder", "text_encoder_2")
 DATA_FORMATS = ("unpaired", "pairs", "visu", "nsfwcaps")
-EXPORT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+EXPORT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "AutoModel")
+BACKBONES = ("transformers", "open_clip", "transformers-mean")
 
 
 @dataclass
@@ -200,6 +207,8 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     run: RunSettings = field(default_factory=RunSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    uwm: UwmSettings = field(default_factory=UwmSettings)
+    des: DesSettings = field(default_factory=DesSettings)
 
     # ------------------------------------------------------------------ derived settings
     @property
@@ -215,6 +224,8 @@ class TrainConfig:
     def loss_weights(self) -> dict[str, float]:
         from .losses import default_weights
 
+        if self.method in ("uwm", "des"):  # methods hook: their terms are fixed by their own settings
+            return {}
         weights = default_weights(self.method)
         unknown = set(self.loss.weights) - set(weights)
         if unknown:
@@ -237,7 +248,7 @@ class TrainConfig:
         need(len(set(slots)) == len(slots), f"each encoder needs its own slot, got {slots}")
         for e in self.encoders:
             need(e.slot in SLOTS, f"encoder slot must be one of {SLOTS}, got {e.slot!r}")
-            need(e.backbone in ("transformers", "open_clip"), f"backbone must be transformers|open_clip, got {e.backbone!r}")
+            need(e.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {e.backbone!r}")
             need(e.resolved_export_class() in EXPORT_CLASSES, f"export_class must be one of {EXPORT_CLASSES}")
             need(
                 e.hidden_layer is None or e.hidden_layer == "last" or isinstance(e.hidden_layer, int),
@@ -261,6 +272,12 @@ class TrainConfig:
         need(self.run.checkpoint_every >= 1 and self.run.keep_checkpoints >= 1,
              "run.checkpoint_every and run.keep_checkpoints must be >= 1")
         self.loss_weights()  # raises on unknown terms
+        need(self.uwm.rule in ("mass", "count"), f"uwm.rule must be mass|count, got {self.uwm.rule!r}")
+        need(0 < self.uwm.tau < 1, f"uwm.tau must be in (0, 1), got {self.uwm.tau}")
+        need(self.uwm.calibration_size >= 1 and self.uwm.batch_size >= 1, "uwm.calibration_size and uwm.batch_size must be >= 1")
+        need(bool(self.uwm.layers), "uwm.layers must name at least one nn.Linear (CLIP: out_proj)")
+        need(0 <= self.des.lambda_safe <= 1, f"des.lambda_safe must be in [0, 1], got {self.des.lambda_safe}")
+        need(bool(self.des.concept_prompt.strip()), "des.concept_prompt must not be empty")
         return self
 
     def to_dict(self) -> dict[str, Any]:
