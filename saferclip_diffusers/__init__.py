@@ -1,8 +1,8 @@
 """saferclip-diffusers: SafeR-CLIP safe text encoders for Stable Diffusion and SDXL in diffusers.
 
-Importing the package applies the host workarounds in :mod:`saferclip_diffusers._compat` first (a CPU torch
-beside a CUDA-linked torchvision), so transformers' CLIP classes and open_clip import after it. The heavy
-modules load lazily on first attribute access.
+Importing the package applies the host workarounds in :mod:`saferclip_diffusers._compat` once, first (onnxruntime's
+telemetry opt-outs; a CPU torch beside a CUDA-linked torchvision), so everything imported after it is covered.
+The heavy modules load lazily on first attribute access.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import _compat
 
-_compat.patch_cpu_torchvision()
+_compat.apply()
 
 __version__ = "0.1.0"
 

@@ -10,6 +10,11 @@ CPU-only torch + CUDA-linked torchvision
     torchvision's C++ ops (nms, roi_align, ...) stay unavailable, and nothing in this stack calls them.
     On a host whose torchvision matches its torch, :func:`patch_cpu_torchvision` does nothing.
 
+onnxruntime telemetry
+    NudeNet runs on onnxruntime, whose builds can send usage telemetry from the native library. The documented
+    environment opt-outs must be set before the runtime initialises; :func:`disable_telemetry` sets them (unless
+    the user set them) on ``import saferclip_diffusers``, before anything can load onnxruntime.
+
 xformers
     Optional, CUDA only: :func:`configure_attention` enables it when CUDA and xformers are both present
     and otherwise leaves diffusers' default PyTorch SDPA attention in place.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -64,6 +70,21 @@ def patch_cpu_torchvision() -> bool:
     _TORCHVISION_SHIM = lib
     logger.debug("CPU torch with a CUDA torchvision wheel: defined torchvision::nms/qnms schemas.")
     return True
+
+
+TELEMETRY_OPT_OUTS = {"ORT_DISABLE_TELEMETRY": "1", "ORT_TELEMETRY_DISABLED": "1"}
+
+
+def disable_telemetry() -> None:
+    """Set onnxruntime's telemetry opt-outs in the environment (before it loads); user values win."""
+    for name, value in TELEMETRY_OPT_OUTS.items():
+        os.environ.setdefault(name, value)
+
+
+def apply() -> None:
+    """Every host workaround, once: called by ``saferclip_diffusers/__init__.py``."""
+    disable_telemetry()
+    patch_cpu_torchvision()
 
 
 def xformers_available() -> bool:
