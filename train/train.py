@@ -33,6 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(cfg.to_yaml())
         return 0
+    # --- methods hook: training-free methods (UWM) write their export directly ---
+    from saferclip_diffusers.training.config import TRAINING_FREE_METHODS
+
+    if cfg.method in TRAINING_FREE_METHODS:
+        from saferclip_diffusers.training.methods import get_method
+
+        out = get_method(cfg.method).run(cfg, args.output)
+        print(f"{cfg.method}: safe encoder written to {out}")
+        return 0
+    # --- end methods hook ---
     from saferclip_diffusers.training.trainer import Trainer
 
     if args.export_only:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 # --- methods hook (UWM/DES settings; owner: methods helper) ---
-from .methods.settings import DesSettings, UwmSettings
+from .method_settings import DesSettings, UwmSettings
 
 TRAINING_FREE_METHODS = ("uwm",)
 # --- end methods hook ---

@@ -134,6 +134,8 @@ def model_card(trainer: Trainer, prompts: dict[str, list[str]], validation: list
               if cfg.method == "saferclip" else
               "Safe-CLIP (arXiv 2311.16254) baseline: its 8 redirection/preservation terms with weights "
               "(0.1, 0.1, 0.1, 0.2, 0.25, 0.25, 0.25, 0.5) toward the paired safe caption.")
+    if cfg.method == "des":  # methods hook
+        from .methods.des import CARD_TEXT as method
     desc = data.description
     sources = "\n".join(f"- {s}" for s in desc.get("sources", desc.get("files", [])))
     licences = "\n".join(f"- `{b}`: {KNOWN_LICENCES.get(b, 'check the base model licence')}" for b in dict.fromkeys(bases))

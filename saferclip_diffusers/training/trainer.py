@@ -167,6 +167,13 @@ class Trainer:
                 logger.warning("resuming with %d processes (checkpoint: %d): the sample order changes from here",
                                self.world, self.state["world_size"])
             self.state["world_size"] = self.world
+        # --- methods hook: a registered method (DES, ...) supplies the batch loss ---
+        from .methods import METHODS, get_method
+
+        self.method = get_method(cfg.method) if cfg.method in METHODS else None
+        if self.method is not None:
+            self.method.setup(self)
+        # --- end methods hook ---
 
     # ------------------------------------------------------------------ setup helpers
     def _targets(self, cache_dir: Path) -> Targets:
@@ -275,6 +282,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _batch_loss(self, unsafe_idx: np.ndarray, keep_idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.method is not None:  # methods hook
+            return self.method.batch_loss(self, unsafe_idx, keep_idx)
         d, dev = self.data, self.device
         u = torch.as_tensor(unsafe_idx)
         k = torch.as_tensor(keep_idx)

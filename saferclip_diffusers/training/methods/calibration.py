@@ -8,14 +8,13 @@ items stay out. The export has the layout of every other safe encoder (see :mod:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ...io import EXPORT_MARKER, atomic_write_json, atomic_write_text
 from ..config import TrainConfig
 from ..data import SafetyData, Split, load_training_data, split_validation
 from ..mining import mine_targets
@@ -70,27 +69,20 @@ def load_data(cfg: TrainConfig) -> tuple[SafetyData, Split]:
     return data, split_validation(data, cfg.data.val_size, cfg.seed)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def export_training_free(out: Path, cfg: TrainConfig, towers: dict[str, Any], prompts: dict[str, list[str]],
                          card: str, summary: dict) -> Path:
     """Write ``<slot>/`` (safetensors, export class of the slot), tokenizers, card, prompts; marker last."""
     from ..export import DTYPES, as_export_class
 
     out.mkdir(parents=True, exist_ok=True)
-    marker = out / "export_complete.json"
-    marker.unlink(missing_ok=True)
-    _write_text(out / "config.yaml", cfg.to_yaml())
+    (out / EXPORT_MARKER).unlink(missing_ok=True)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
     dtype = DTYPES[cfg.export.dtype]
     for e in cfg.encoders:
         t = towers[e.slot]
         as_export_class(t.text, e.resolved_export_class()).to(dtype).save_pretrained(out / e.slot, safe_serialization=True)
         t.tokenizer.save_pretrained(out / e.slot.replace("text_encoder", "tokenizer"))
-    _write_text(out / "training_prompts.json", json.dumps(prompts, indent=1, ensure_ascii=False))
-    _write_text(out / "README.md", card)
-    _write_text(marker, json.dumps({"method": cfg.method, **summary}, indent=1))
+    atomic_write_json(out / "training_prompts.json", prompts)
+    atomic_write_text(out / "README.md", card)
+    atomic_write_json(out / EXPORT_MARKER, {"method": cfg.method, **summary})
     return out

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from ...io import atomic_save_safetensors
 from ..config import TrainConfig
 from ..models import load_towers
 from .base import Method
@@ -56,7 +56,7 @@ class UWM(Method):
             t.text.cpu()
             sidecar = {f"score.{k}": v.contiguous() for k, v in scores.items()}
             sidecar.update({f"mask.{k}": m.to(torch.uint8).contiguous() for k, m in masks.items()})
-            save_file(sidecar, str(out / f"uwm_scores-{e.slot}.safetensors"),
+            atomic_save_safetensors(sidecar, out / f"uwm_scores-{e.slot}.safetensors",
                       metadata={"tau": str(s.tau), "rule": s.rule, "alpha": str(s.alpha)})
             total = sum(m.numel() for m in masks.values())
             summary["layers"][e.slot] = {"layers": len(masks), "weights": total, "changed": changed,
