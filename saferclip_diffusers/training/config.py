@@ -84,6 +84,8 @@ class EncoderSettings:
     def resolved_export_class(self) -> str:
         if self.export_class:
             return self.export_class
+        if self.backbone == "transformers-mean":  # methods hook: generic encoders export their inner model
+            return "AutoModel"
         return "CLIPTextModel" if self.slot == "text_encoder" else "CLIPTextModelWithProjection"
 
 

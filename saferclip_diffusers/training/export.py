@@ -65,6 +65,8 @@ def as_export_class(model: CLIPTextModelWithProjection, export_class: str):
     """``CLIPTextModel`` (SD 1.x / SDXL slot 1: no projection) or ``CLIPTextModelWithProjection`` (SDXL slot 2)."""
     if export_class == "CLIPTextModelWithProjection":
         return model
+    if export_class == "AutoModel":  # methods hook: a generic backbone (backbones.MeanPooledTextEncoder)
+        return model.model
     plain = model.text_model  # transformers 5: the tower inside WithProjection is a CLIPTextModel
     if not isinstance(plain, CLIPTextModel):
         raise TypeError(f"unexpected text tower type {type(plain).__name__}")

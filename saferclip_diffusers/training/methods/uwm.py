@@ -51,10 +51,13 @@ def batch_score(weight: Tensor, n_safe: Tensor, s_safe: Tensor, n_unsafe: Tensor
 
 
 def hooked_linears(model: nn.Module, names: list[str]) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` whose attribute name is in ``names`` (the official matching), by qualified name."""
+    """Every ``nn.Linear`` whose attribute name is in ``names`` (the official matching), by qualified name.
+
+    A name with dots matches the end of the qualified name (``attention.output.dense`` picks BERT's attention
+    output projections and not its MLP or pooler ``dense`` layers)."""
     found = {}
     for qual, module in model.named_modules():
-        if isinstance(module, nn.Linear) and qual.rsplit(".", 1)[-1] in names:
+        if isinstance(module, nn.Linear) and any(qual == n or qual.endswith("." + n) for n in names):
             found[qual] = module
     if not found:
         raise ValueError(f"UWM: no nn.Linear named {names} in {type(model).__name__}; CLIP text towers use "
