@@ -27,7 +27,6 @@ Metrics on held-out items (E = edited encoder, E0 = original; galleries use E0 e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -87,7 +86,7 @@ def metrics(e_unsafe: torch.Tensor, e_safe_all: torch.Tensor, ref: dict) -> dict
         return sims.topk(10, dim=1).indices
 
     before, after = ref["nbr0"], neighbours(e_safe_all)
-    overlap = [len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(before, after)]
+    overlap = [len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(before, after, strict=True)]
     return {
         "redirect@1": 100 * (top == ref["prox"]).float().mean().item(),
         "redirect_safe@1": 100 * (top < n_safe).float().mean().item(),
@@ -163,7 +162,7 @@ def examples(ref: dict, data, k: int = 10) -> list[dict]:
     val_u = ref["val_unsafe"][:k]
     prox = ref["prox"][:k]
     return [{"unsafe": data.unsafe_texts[int(u)], "mined_target": data.safe_texts[int(t)],
-             "cosine": round(float(ref["e0_unsafe"][u] @ ref["e0_safe"][t]), 3)} for u, t in zip(val_u, prox)]
+             "cosine": round(float(ref["e0_unsafe"][u] @ ref["e0_safe"][t]), 3)} for u, t in zip(val_u, prox, strict=True)]
 
 
 def summarise(rows: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
@@ -181,8 +180,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m} | {s['redirect@1'][0]:.1f} +- {s['redirect@1'][1]:.1f} | {s['redirect_safe@1'][0]:.1f} +- "
                      f"{s['redirect_safe@1'][1]:.1f} | {s['drift_safe'][0]:.4f} +- {s['drift_safe'][1]:.4f} | "
                      f"{s['nbr@10'][0]:.1f} +- {s['nbr@10'][1]:.1f} | {steps} |")
-    lines += ["", "Ten held-out unsafe prompts (seed %d) and their mined targets (nearest COCO caption, frozen encoder):" %
-              result["seeds"][0], "", "| unsafe prompt | mined target | cos |", "|---|---|---|"]
+    lines += ["", f"Ten held-out unsafe prompts (seed {result['seeds'][0]}) and their mined targets (nearest COCO "
+              "caption, frozen encoder):", "", "| unsafe prompt | mined target | cos |", "|---|---|---|"]
     for e in result["examples"]:
         lines.append(f"| {e['unsafe'][:90].replace('|', '/')} | {e['mined_target'].replace('|', '/')} | {e['cosine']} |")
     return "\n".join(lines) + "\n"
