@@ -21,12 +21,14 @@ Metrics on held-out items (E = edited encoder, E0 = original; galleries use E0 e
                      top-10 in E space (both galleries re-embedded by the same encoder)
 
     python experiments/paper_check.py --out experiments/results            # the committed run
-    python experiments/paper_check.py --quick --seeds 0 --out /tmp/check   # seconds-scale smoke run
+    python experiments/paper_check.py --quick --seeds 0 --out /tmp/check   # the committed (shrunk) budget
+    python experiments/paper_check.py --merge a/paper_check-quick.json b/paper_check-quick.json --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -214,13 +216,34 @@ def run(seeds: list[int], budget: str, out: Path, methods: tuple[str, ...] = MET
     return result
 
 
+def merge(paths: list[Path], out: Path) -> dict:
+    """Combine result files of the same budget run on different seeds (e.g. in parallel processes)."""
+    from saferclip_diffusers.io import atomic_write_json, atomic_write_text
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    if len({p["budget"] for p in parts}) != 1:
+        raise ValueError("merge needs result files of one budget")
+    result = dict(parts[0])
+    result["seeds"] = [s for p in parts for s in p["seeds"]]
+    result["runs"] = {m: [r for p in parts for r in p["runs"][m]] for m in parts[0]["runs"]}
+    result["summary"] = summarise(result["runs"])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"paper_check-{result['budget']}.json", result)
+    atomic_write_text(out / f"paper_check-{result['budget']}.md", markdown(result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("experiments/results"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="the small CI budget")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="only combine these result files into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out)
+        return 0
     run(args.seeds, "quick" if args.quick else "full", args.out, tuple(args.methods))
     return 0
 
