@@ -33,16 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(cfg.to_yaml())
         return 0
-    # --- methods hook: training-free methods (UWM) write their export directly ---
-    from saferclip_diffusers.training.config import TRAINING_FREE_METHODS
+    from saferclip_diffusers.training.methods import run_training_free  # methods hook: UWM writes its export
 
-    if cfg.method in TRAINING_FREE_METHODS:
-        from saferclip_diffusers.training.methods import get_method
-
-        out = get_method(cfg.method).run(cfg, args.output)
+    if (out := run_training_free(cfg, args.output)) is not None:
         print(f"{cfg.method}: safe encoder written to {out}")
         return 0
-    # --- end methods hook ---
     from saferclip_diffusers.training.trainer import Trainer
 
     if args.export_only:

@@ -28,11 +28,7 @@ from typing import Any
 
 import yaml
 
-# --- methods hook (UWM/DES settings; owner: methods helper) ---
-from .method_settings import DesSettings, UwmSettings
-
-TRAINING_FREE_METHODS = ("uwm",)
-# --- end methods hook ---
+from .method_settings import DesSettings, UwmSettings  # methods hook: UWM/DES settings sections
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 METHODS = ("saferclip", "safeclip", "uwm", "des")
