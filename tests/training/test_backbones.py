@@ -70,3 +70,40 @@ def test_uwm_on_the_sentence_encoder(tmp_path, small_config):
     layers = json.loads((out / "export_complete.json").read_text())["layers"]["text_encoder"]
     assert layers["layers"] == 6 and layers["changed"] > 0
     assert all(k.endswith("attention.output.dense") for k in layers["per_layer"])
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_dir(tmp_path_factory, minilm):
+    """A tiny random-weight T5 encoder (experimental T5 path) with the sentence encoder's tokenizer (pad id 0 in both)."""
+    from transformers import T5Config, T5EncoderModel
+
+    _, tok = minilm
+    folder = tmp_path_factory.mktemp("t5")
+    torch.manual_seed(0)
+    T5EncoderModel(T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
+                            pad_token_id=0)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_des_and_uwm_on_a_t5_encoder(tmp_path, small_config, tiny_t5_dir):
+    from transformers import T5EncoderModel
+
+    from saferclip_diffusers.training.methods import get_method
+    from saferclip_diffusers.training.trainer import Trainer
+
+    t5 = [f"encoders.0.model={tiny_t5_dir}", "encoders.0.backbone=transformers-mean", "encoders.0.hidden_weight=0.0",
+          "encoders.0.hidden_layer=null"]
+    trainer = Trainer(small_config("method=des", "finetune=full", "des.max_length=16", "optim.epochs=1", *t5),
+                      tmp_path / "des")
+    assert isinstance(trainer.method.slots["text_encoder"].frozen.model, T5EncoderModel)
+    _, logs = trainer._batch_loss(*[x[:4] for x in trainer.epoch_plan(1)[0]])
+    assert logs["des_safe"] < 1e-6  # zero up to T5's batch-size-dependent rounding (CLIP: exactly 0, test_des.py)
+    assert trainer.train().finished
+    trainer.export()
+    exported = T5EncoderModel.from_pretrained(tmp_path / "des" / "text_encoder")
+    base = T5EncoderModel.from_pretrained(tiny_t5_dir)
+    assert not torch.equal(exported.shared.weight, base.shared.weight)
+    out = get_method("uwm").run(small_config("method=uwm", "uwm.layers=[o]", *t5), tmp_path / "uwm")
+    layers = json.loads((out / "export_complete.json").read_text())["layers"]["text_encoder"]
+    assert layers["layers"] == 2 and layers["changed"] > 0
