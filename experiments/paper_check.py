@@ -225,7 +225,7 @@ def merge(paths: list[Path], out: Path) -> dict:
         raise ValueError("merge needs result files of one budget")
     result = dict(parts[0])
     result["seeds"] = [s for p in parts for s in p["seeds"]]
-    result["runs"] = {m: [r for p in parts for r in p["runs"][m]] for m in parts[0]["runs"]}
+    result["runs"] = {m: [r for p in parts for r in p["runs"].get(m, [])] for m in parts[0]["runs"]}
     result["summary"] = summarise(result["runs"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"paper_check-{result['budget']}.json", result)
