@@ -176,10 +176,12 @@ def summarise(rows: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
 def markdown(result: dict) -> str:
     lines = [f"# Paper check on a real **sentence encoder** (all-MiniLM-L6-v2, not CLIP), budget `{result['budget']}`",
              "", f"Seeds {result['seeds']}; data {result['data']}. Mean +- std over seeds; held-out items only.", "",
-             "| method | redirect@1 (%) | redirect_safe@1 (%) | drift_safe | nbr@10 (%) | steps |", "|---|---|---|---|---|---|"]
+             "| method | seeds | redirect@1 (%) | redirect_safe@1 (%) | drift_safe | nbr@10 (%) | steps |",
+             "|---|---|---|---|---|---|---|"]
     for m, s in result["summary"].items():
         steps = result["runs"][m][0]["steps"]
-        lines.append(f"| {m} | {s['redirect@1'][0]:.1f} +- {s['redirect@1'][1]:.1f} | {s['redirect_safe@1'][0]:.1f} +- "
+        seeds = ",".join(str(r["seed"]) for r in result["runs"][m])
+        lines.append(f"| {m} | {seeds} | {s['redirect@1'][0]:.1f} +- {s['redirect@1'][1]:.1f} | {s['redirect_safe@1'][0]:.1f} +- "
                      f"{s['redirect_safe@1'][1]:.1f} | {s['drift_safe'][0]:.4f} +- {s['drift_safe'][1]:.4f} | "
                      f"{s['nbr@10'][0]:.1f} +- {s['nbr@10'][1]:.1f} | {steps} |")
     lines += ["", f"Ten held-out unsafe prompts (seed {result['seeds'][0]}) and their mined targets (nearest COCO "
