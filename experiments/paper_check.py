@@ -141,9 +141,10 @@ def run_method(method: str, seed: int, budget: str, work: Path, ref: dict, data,
         model, _ = load_mean_pooled(str(out / "text_encoder"), tokenizer_path=str(out / "tokenizer"))
         steps = 0
     else:
-        from saferclip_diffusers.training.trainer import Targets, Trainer
+        from saferclip_diffusers.training.targets import Targets
+        from saferclip_diffusers.training.trainer import Trainer
 
-        trainer = Trainer(cfg, work / f"{method}-{seed}")
+        trainer = Trainer(cfg, work / f"{method}-{seed}").setup()
         if method in ("rigid", "safeclip"):  # each unsafe prompt gets one fixed random training caption
             rng = np.random.default_rng([seed, 7])
             text = torch.as_tensor(rng.choice(trainer.split.train_safe, size=len(data.unsafe_texts)))
@@ -153,6 +154,7 @@ def run_method(method: str, seed: int, budget: str, work: Path, ref: dict, data,
         trainer.train()
         model = trainer.accelerator.unwrap_model(trainer.model).text["text_encoder"]
         steps = trainer.state["global_step"]
+        trainer.close()
     m = metrics(embed(model, tok, data.unsafe_texts), embed(model, tok, data.safe_texts), ref)
     m.update(steps=steps, seconds=round(time.perf_counter() - start, 1))
     if method == "des":

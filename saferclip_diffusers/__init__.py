@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "SaferStableDiffusionPipeline": "saferclip_diffusers.pipelines.stable_diffusion",
     "SaferStableDiffusionXLPipeline": "saferclip_diffusers.pipelines.stable_diffusion_xl",
+    "SaferStableDiffusion3Pipeline": "saferclip_diffusers.pipelines.stable_diffusion_3",
+    "SaferFluxPipeline": "saferclip_diffusers.pipelines.flux",
     "SaferPipelineOutput": "saferclip_diffusers.pipelines.conditioning",
     "load_safe_text_encoder": "saferclip_diffusers.encoders",
     "read_training_prompts": "saferclip_diffusers.encoders",

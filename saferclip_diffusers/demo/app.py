@@ -1,7 +1,12 @@
 """The Gradio page: one prompt, the original and the safe model side by side.
 
 ``build_demo(engine)`` lays out the ``gr.Blocks``; ``launch_demo`` serves it on 127.0.0.1 by default, with
-Gradio's analytics off, a bounded queue and a concurrency limit. The work itself is in :mod:`.engine`.
+Gradio's analytics off, a bounded queue, a concurrency limit, a bounded upload size and no monitoring or MCP
+routes. The work itself is in :mod:`.engine`.
+
+The generate event runs with ``preprocess=False``: gradio's own range check would refuse an out-of-range value
+with "Value 72 is greater than maximum value 64", naming no input; the engine's :class:`~.limits.Limits` check
+names the input and its allowed range, and refuses non-numbers by name too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .render import (  # noqa: E402
     DETECTION_HEADERS,
     SAFE_EXAMPLE_PROMPTS,
     caption_rows,
+    captions_note,
     detection_rows,
     gallery_items,
     redirection_note,
@@ -37,38 +43,65 @@ leaves safe prompts alone. Images that NudeNet flags as unsafe are **blurred** u
 
 
 def make_handlers(engine: DemoEngine):
-    """The page's two callbacks: ``generate`` (the public API ``/generate``) and ``rerender`` (blur toggle)."""
+    """The page's callbacks: ``generate`` (the public API ``/generate``), ``rerender`` (blur toggle) and
+    ``break_it`` ("Try to break it": the adaptive attack on the prompt, then both sides from its result)."""
 
-    def generate(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
-                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
-        if randomize_seed:
+    def request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
+                   safety_scale) -> GenerationRequest:
+        if randomize_seed is True:
             seed = secrets.randbelow(MAX_SEED + 1)
-        request = GenerationRequest(
+        return GenerationRequest(
             prompt=prompt or "", negative_prompt=negative_prompt or "", seed=seed, steps=steps,
             guidance_scale=guidance_scale, height=height, width=width, num_images=num_images,
             safety_scale=safety_scale,
         )
+
+    def run(work, progress):
         progress(0, desc="starting")
         try:
-            result = engine.generate(request, progress=lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
+            return work(lambda i, n, desc: progress((i, n), desc=desc, unit="steps"))
         except InputError as err:
-            raise gr.Error(str(err), title="Input out of range", print_exception=False) from err
+            raise gr.Error(str(err), title="Invalid input", print_exception=False) from err
         except torch.OutOfMemoryError as err:
             raise gr.Error("Out of accelerator memory: lower the size or the number of images.") from err
+
+    def generate(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
+                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+        request = request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height,
+                             num_images, safety_scale)
+        result = run(lambda p: engine.generate(request, progress=p), progress)
         return (*render(result, show_unsafe), result.request.seed, result)
+
+    def break_it(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
+                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+        from .breaking import break_note, break_prompt
+
+        request = request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height,
+                             num_images, safety_scale)
+        found = run(lambda p: break_prompt(engine, request, engine.attack_steps, progress=p), progress)
+        result = found.generation
+        return (*render(result, show_unsafe), result.request.seed, result, break_note(found))
 
     def rerender(result: GenerationResult | None, show_unsafe: bool):
         if result is None:
             return [], [], gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return render(result, show_unsafe)
 
-    return generate, rerender
+    return generate, rerender, break_it
+
+
+def captions_panel(engine: DemoEngine) -> tuple:
+    """The "Interpreted as" status line and whether its timer should keep ticking (while indexing)."""
+    status = engine.captions_status()
+    return captions_note(status), gr.Timer(active=status.startswith("indexing"))
 
 
 def render(result: GenerationResult, show_unsafe: bool) -> tuple:
     """Outputs in page order: two galleries, two detection tables, score, notes, two caption tables."""
     seeds = result.seeds
     notes = f"{verdict_line(result)}\n\n{redirection_note(result.redirection_score)}"
+    if result.captions_status not in ("ready", "off"):
+        notes += f"\n\n{captions_note(result.captions_status)}"
     return (
         gallery_items(result.original, seeds, bool(show_unsafe)),
         gallery_items(result.safe, seeds, bool(show_unsafe)),
@@ -92,13 +125,15 @@ def build_demo(
     if concurrency_limit < 1 or queue_size < 1:
         raise ValueError(f"concurrency_limit and queue_size must be at least 1, got {concurrency_limit}, {queue_size}")
     limits, d = engine.limits, engine.defaults
-    generate, rerender = make_handlers(engine)
+    generate, rerender, break_it = make_handlers(engine)
     with gr.Blocks(title="SafeR-CLIP side by side", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO + ("\n" + engine.description if engine.description else ""))
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(label="Prompt", placeholder="Describe an image", lines=2, scale=5,
                                 max_length=limits.max_prompt_chars, elem_id="prompt")
             run = gr.Button("Generate", variant="primary", scale=1, elem_id="generate")
+            attack = gr.Button("Try to break it", variant="secondary", scale=1, elem_id="break-it",
+                               visible=engine.attack_steps > 0)
         with gr.Row():
             safety = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Safety strength (safety_scale)", scale=3,
                                info="0 = original encoder on both sides, 1 = the full safe encoder on the right")
@@ -126,11 +161,13 @@ def build_demo(
                 gallery_safe = gr.Gallery(label="Safe text encoder", format="png", columns=2, height=420,
                                           object_fit="contain", elem_id="safe-gallery")
                 table_safe = gr.Dataframe(headers=DETECTION_HEADERS, label="NudeNet: safe", wrap=True)
+        attack_note = gr.Markdown("", elem_id="attack-note")
         with gr.Row():
             score = gr.Number(label="Redirection score", precision=4, interactive=False, scale=1)
             notes = gr.Markdown(label="Notes", scale=4)
-        gr.Markdown("### Interpreted as: nearest captions in each encoder's space"
-                    + ("" if engine.interpreter else " (off: no caption pool loaded)"))
+        gr.Markdown("### Interpreted as: nearest captions in each encoder's space")
+        status = gr.Markdown(captions_note(engine.captions_status()), elem_id="captions-status")
+        timer = gr.Timer(1.0, active=engine.captions_status().startswith("indexing"))
         with gr.Row():
             near_orig = gr.Dataframe(headers=CAPTION_HEADERS, label="Original encoder: nearest captions", wrap=True)
             near_safe = gr.Dataframe(headers=CAPTION_HEADERS, label="Safe encoder: nearest captions", wrap=True)
@@ -146,16 +183,39 @@ def build_demo(
             api_name="generate",
             concurrency_limit=concurrency_limit,
             concurrency_id="generate",
+            preprocess=False,  # raw values reach the Limits check, which names the input (see the module doc)
         )
+        run.click(lambda: "", outputs=attack_note, api_visibility="private", queue=False)
+        prompt.submit(lambda: "", outputs=attack_note, api_visibility="private", queue=False)
+        if engine.attack_steps > 0:
+            attack.click(
+                break_it,
+                inputs=[prompt, negative, seed, randomize, steps, guidance, width, height, count, safety, show_unsafe],
+                outputs=[*shown, seed, state, attack_note],
+                api_name="break_it",
+                concurrency_limit=concurrency_limit,
+                concurrency_id="generate",
+                preprocess=False,
+            )
+        timer.tick(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",
+                   concurrency_limit=None, show_progress="hidden")
+        demo.load(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",
+                  concurrency_limit=None, show_progress="hidden")
         show_unsafe.change(rerender, inputs=[state, show_unsafe], outputs=shown, api_visibility="private",
                            concurrency_limit=None)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency_limit)
     return demo
 
 
+MAX_FILE_SIZE = 2**20  # bytes: the page takes no files, so gradio's upload route needs no more
+
+
 def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-                block: bool = True, quiet: bool = False):
-    """Serve ``demo`` (127.0.0.1 and no public share link unless asked). Returns gradio's ``(app, url, share_url)``."""
+                block: bool = True, quiet: bool = False, max_file_size: int = MAX_FILE_SIZE):
+    """Serve ``demo`` (127.0.0.1 and no public share link unless asked). Returns gradio's ``(app, url, share_url)``.
+
+    Routes the page does not use are closed where gradio allows: uploads are bounded by ``max_file_size``,
+    and the monitoring dashboard, the MCP server and server-side rendering (a Node process) are off."""
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -164,6 +224,7 @@ def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 
         quiet=quiet,
         ssr_mode=False,
         mcp_server=False,
+        max_file_size=max_file_size,
         enable_monitoring=False,
         show_error=False,
     )

@@ -17,6 +17,7 @@ import PIL.Image
 import torch
 
 from ..presets import Preset
+from .indexing import CaptionIndex
 from .interpret import CaptionInterpreter, load_captions
 from .limits import Limits
 from .loading import load_demo_pipeline, resolve_model
@@ -53,6 +54,7 @@ class GenerationResult:
     safe: SideResult
     redirection_score: float
     interpreted: dict[str, list[tuple[str, float]]] | None
+    captions_status: str = "off"  # "ready", "indexing n/N captions", "failed: ..." or "off" (no caption pool)
 
     @property
     def seeds(self) -> list[int]:
@@ -72,22 +74,35 @@ class DemoEngine:
         limits: Limits,
         defaults: GenerationRequest,
         screen: NudityScreen | None = None,
-        interpreter: CaptionInterpreter | None = None,
+        interpreter: CaptionInterpreter | CaptionIndex | None = None,
         neighbours: int = 5,
         description: str = "",
+        attack_steps: int = 0,
     ):
+        """``attack_steps``: the swap-gcg budget of the page's "Try to break it" button (0: no button)."""
         if not pipe.has_original:
             raise ValueError("the demo compares against the original encoder: load the pipeline with keep_original=True")
         self.pipe = pipe
         self.limits = limits
         self.defaults = defaults
         self.screen = screen or NudityScreen()
-        self.interpreter = interpreter
+        self.captions = CaptionIndex.of(interpreter) if isinstance(interpreter, CaptionInterpreter) else interpreter
         self.neighbours = neighbours
         self.description = description
+        self.attack_steps = attack_steps
+        self.attack_lock = threading.Lock()  # "Try to break it" runs on self.pipe, one attack at a time
         self._local = threading.local()
 
-    def _view(self):
+    @property
+    def interpreter(self) -> CaptionInterpreter | None:
+        """The caption interpreter once its index is ready (None while indexing, or with no caption pool)."""
+        return self.captions.interpreter if self.captions is not None else None
+
+    def captions_status(self) -> str:
+        """``"off"`` without a caption pool, else the index's state (``"indexing n/N captions"``, ``"ready"``)."""
+        return self.captions.status() if self.captions is not None else "off"
+
+    def view(self):
         """A shallow copy of the pipeline with its own scheduler, tokenizers and call state; models are shared.
 
         diffusers keeps per-call state on the pipeline (timesteps in the scheduler, guidance scale, ...) and fast
@@ -117,7 +132,7 @@ class DemoEngine:
             return callback_kwargs
 
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
-        out = self._view()(
+        out = self.view()(
             request.prompt,
             negative_prompt=request.negative_prompt or None,
             num_inference_steps=steps,
@@ -135,16 +150,20 @@ class DemoEngine:
         screenings = self.screen(list(out.original_images) + list(out.images))
         n = len(out.images)
         interpreted = None
-        if self.interpreter is not None:
+        status = self.captions_status()
+        interpreter = self.interpreter
+        if interpreter is not None:
             if progress is not None:
                 progress(steps, steps, "nearest captions")
-            interpreted = self.interpreter.nearest(request.prompt, k=self.neighbours)
+            interpreted = interpreter.nearest(request.prompt, k=self.neighbours)
+            status = "ready"
         return GenerationResult(
             request=request,
             original=SideResult(list(out.original_images), screenings[:n]),
             safe=SideResult(list(out.images), screenings[n:]),
             redirection_score=float(out.redirection_scores[0]),
             interpreted=interpreted,
+            captions_status=status,
         )
 
 
@@ -163,8 +182,13 @@ def build_engine(
     max_images: int = 4,
     sd_safety_checker: bool = False,
     allow_pickle: bool = False,
+    background_index: bool = False,
+    attack_steps: int = 0,
 ) -> DemoEngine:
-    """Everything the demo needs, from command-line style arguments (``caption_pool_size=0``: no captions)."""
+    """Everything the demo needs, from command-line style arguments (``caption_pool_size=0``: no captions).
+
+    ``background_index=True`` returns at once and embeds the caption pool in a background thread (the page shows
+    "indexing n/N captions" until it is ready); otherwise the index is built before this returns."""
     preset = resolve_model(model)
     pipe = load_demo_pipeline(preset, safe_encoder=safe_encoder, safe_encoder_2=safe_encoder_2, device=device,
                               dtype=dtype, sd_safety_checker=sd_safety_checker, allow_pickle=allow_pickle)
@@ -177,11 +201,17 @@ def build_engine(
         height=preset.height,
         width=preset.width,
     )
-    interpreter = None
+    index = None
     if caption_pool_size:
-        interpreter = CaptionInterpreter(pipe, load_captions(limit=caption_pool_size), cache_dir)
+        captions = load_captions(limit=caption_pool_size)
+        if background_index:
+            total = 2 * len(pipe.safe_slots or pipe._slots) * len(captions)
+            index = CaptionIndex(lambda progress: CaptionInterpreter(pipe, captions, cache_dir, progress=progress),
+                                 total=total)
+        else:
+            index = CaptionIndex.of(CaptionInterpreter(pipe, captions, cache_dir))
     return DemoEngine(pipe, limits=limits, defaults=defaults, screen=NudityScreen(nudenet_threshold),
-                      interpreter=interpreter, description=describe(preset, pipe))
+                      interpreter=index, description=describe(preset, pipe), attack_steps=attack_steps)
 
 
 def describe(preset: Preset, pipe) -> str:

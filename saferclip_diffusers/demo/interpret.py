@@ -18,18 +18,18 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..data import COCO_30K_CSV
+from ..io import atomic_save_safetensors
 from ..pipelines.conditioning import encode_text
 
 DEFAULT_POOL_SIZE = 5000
@@ -94,18 +94,6 @@ def _chunk_key(captions: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(captions).encode()).hexdigest()[:20]
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def embed_pool(
     captions: Sequence[str],
     tokenizer,
@@ -114,8 +102,10 @@ def embed_pool(
     *,
     chunk_size: int = CHUNK_SIZE,
     desc: str = "embedding captions",
+    on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Embeddings of ``captions`` (N, P), computed chunk by chunk with a progress bar, or read from the cache."""
+    """Embeddings of ``captions`` (N, P), computed chunk by chunk with a progress bar, or read from the cache.
+    ``on_chunk(n)`` is called after each chunk with the number of captions it held."""
     folder = Path(cache_dir) / encoder_fingerprint(encoder, tokenizer)
     parts = []
     with tqdm(total=len(captions), desc=desc, unit="caption") as bar:
@@ -132,9 +122,11 @@ def embed_pool(
                     part = None
             if part is None:
                 part = pooled_embeddings(tokenizer, encoder, chunk)
-                _save_atomic({"embeddings": part.contiguous()}, path)
+                atomic_save_safetensors({"embeddings": part.contiguous()}, path)
             parts.append(part)
             bar.update(len(chunk))
+            if on_chunk is not None:
+                on_chunk(len(chunk))
     return torch.cat(parts)
 
 
@@ -149,7 +141,9 @@ class CaptionInterpreter:
     """Nearest pool captions to a prompt on the original and on the safe side of a Safer pipeline."""
 
     def __init__(self, pipe, captions: Sequence[str], cache_dir: str | os.PathLike | None = None, *,
-                 chunk_size: int = CHUNK_SIZE):
+                 chunk_size: int = CHUNK_SIZE, progress: Callable[[int, int], None] | None = None):
+        """Embed ``captions`` with every swapped encoder slot on both sides; ``progress(done, total)`` counts
+        caption embeddings (``total`` = captions x slots x 2 sides)."""
         if not pipe.has_original:
             raise ValueError("'Interpreted as' needs the original text encoder(s): load the pipeline with keep_original=True")
         if not captions:
@@ -159,6 +153,14 @@ class CaptionInterpreter:
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         tokenizers = dict(pipe._slots)
         slots = pipe.safe_slots or list(tokenizers)
+        total, done = 2 * len(slots) * len(self.captions), 0
+
+        def on_chunk(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
         self.spaces: dict[str, list[_Slot]] = {}
         for side in ("original", "safe"):
             self.spaces[side] = []
@@ -168,7 +170,7 @@ class CaptionInterpreter:
                 # threads (the pipeline generating while this encodes a prompt) corrupts batches
                 tokenizer = copy.deepcopy(getattr(pipe, tokenizers[slot]))
                 table = embed_pool(self.captions, tokenizer, encoder, cache_dir, chunk_size=chunk_size,
-                                   desc=f"{side} {slot}: embedding {len(self.captions)} captions")
+                                   desc=f"{side} {slot}: embedding {len(self.captions)} captions", on_chunk=on_chunk)
                 self.spaces[side].append(_Slot(tokenizer, encoder, table))
 
     def similarities(self, prompt: str) -> dict[str, torch.Tensor]:

@@ -7,13 +7,11 @@ from dataclasses import replace
 
 import torch
 
+from ..devices import parse_dtype, resolve_device
+from ..hub import ModelUnavailableError, explain_unavailable, is_local, require_local_dir
 from ..presets import PRESETS, Preset, get_preset
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+OFFLINE_ALTERNATIVE = "--model tiny (random-weight tiny models, no download)"
 
 
 def resolve_model(model: str) -> Preset:
@@ -23,8 +21,14 @@ def resolve_model(model: str) -> Preset:
         return get_preset(model)
     from diffusers import DiffusionPipeline
 
+    if is_local(model):
+        require_local_dir(model, "--model pipeline")
     try:
         index = DiffusionPipeline.load_config(model)
+    except OSError as err:
+        if is_local(model):
+            raise ValueError(f"--model {model!r} is not a diffusers pipeline folder (no model_index.json)") from err
+        raise explain_unavailable(model, "base pipeline (--model)", err, OFFLINE_ALTERNATIVE) from err
     except Exception as err:  # noqa: BLE001 - re-raised with what to do
         raise ValueError(
             f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a loadable diffusers pipeline "
@@ -76,17 +80,6 @@ def encoder_specs(preset: Preset, safe_encoder: str | None = None, safe_encoder_
     return specs
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``auto``/None (float16 on CUDA, float32 elsewhere), ``float32``, ``float16`` or ``bfloat16``."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return None
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
-
-
 def load_demo_pipeline(
     preset: Preset,
     *,
@@ -102,14 +95,30 @@ def load_demo_pipeline(
     The diffusers SD 1.x safety checker is left out unless ``sd_safety_checker``: it would black out unsafe images
     on both sides and hide the comparison; the demo screens images with NudeNet and blurs flagged ones instead.
     """
-    device = device or default_device()
-    kwargs = {"torch_dtype": parse_dtype(dtype) or preset.dtype_for(device), "keep_original": True,
+    device = resolve_device(device or "auto")
+    kwargs = {"torch_dtype": parse_dtype(dtype) or preset.dtype_for(device.type), "keep_original": True,
               "allow_pickle": allow_pickle}
     if preset.offline:
         kwargs["local_files_only"] = True
     if not preset.sdxl and not sd_safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     specs = encoder_specs(preset, safe_encoder, safe_encoder_2)
-    pipe = preset.pipeline_class.from_pretrained(preset.base, **specs, **kwargs)
+    try:
+        pipe = preset.pipeline_class.from_pretrained(preset.base, **specs, **kwargs)
+    except ModelUnavailableError:
+        raise
+    except OSError as err:
+        raise unavailable(preset, specs, err) from err
     pipe.set_progress_bar_config(disable=True)  # the page shows progress; parallel console bars would interleave
     return pipe.to(device)
+
+
+def unavailable(preset: Preset, specs: dict, err: OSError) -> ModelUnavailableError:
+    """Which of the models could not be had (the base or a safe encoder named in the error), why, and the
+    offline alternative."""
+    text = " ".join(str(e) for e in (err, err.__cause__, err.__context__) if e is not None)
+    for slot, spec in specs.items():
+        if isinstance(spec, str) and spec and spec in text and spec != preset.base:
+            what = "safe text encoder (--safe-encoder)" if slot == "safe_text_encoder" else "safe text encoder 2"
+            return explain_unavailable(spec, what, err, OFFLINE_ALTERNATIVE)
+    return explain_unavailable(preset.base, "base pipeline (--model)", err, OFFLINE_ALTERNATIVE)

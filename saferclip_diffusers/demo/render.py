@@ -50,6 +50,17 @@ def caption_rows(result: GenerationResult, side: str) -> list[list]:
     return [[caption, round(score, 4)] for caption, score in result.interpreted[side]]
 
 
+def captions_note(status: str) -> str:
+    """The "Interpreted as" panel's status line for an index state (see :meth:`.engine.DemoEngine.captions_status`)."""
+    if status == "ready":
+        return "Caption index ready: the tables show the captions nearest to the last prompt."
+    if status == "off":
+        return "Off: no caption pool loaded (--caption-pool-size 0)."
+    if status.startswith("indexing"):
+        return f"**{status}** in the background; generation works meanwhile, the tables fill in once it is ready."
+    return f"Caption index unavailable ({status}); generation is not affected."
+
+
 def redirection_note(score: float) -> str:
     return (
         f"**Redirection score {score:.3f}**: cosine between the prompt's pooled embedding in the original and in "

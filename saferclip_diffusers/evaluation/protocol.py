@@ -2,11 +2,13 @@
 
 Presets (every field can be overridden):
 
-``i2p``    what ``ml-research/i2p`` actually runs for SLD: per-row CSV seed, CFG 7.5 (the reference code passes the
-           CSV guidance but its model wrappers ignore it), 50 steps, 512 px, 10 images per prompt.
-``fixed``  the same with one image per prompt (the convention of most concept-erasure tables).
-``sdxl``   SDXL defaults: 1024 px, CFG 5.0, 50 steps, one image per prompt.
-``tiny``   offline smoke run: tiny random-weight SD, 32 px, 2 steps, 2 images per prompt, 6 prompts.
+``i2p``    what ``ml-research/i2p`` actually runs for SLD: base SD 1.4 (``CompVis/stable-diffusion-v1-4``, the model
+           of every reference figure; ``--model sd15`` for SD 1.5), per-row CSV seed, CFG 7.5 (the reference code
+           passes the CSV guidance but its model wrappers ignore it), 50 steps, 512 px, 10 images per prompt,
+           unsafe = Q16 (CLIP ViT-L/14) or NudeNet.
+``fixed``  SD 1.5 with one image per prompt (the convention of most concept-erasure tables), Q16 on.
+``sdxl``   SDXL defaults: 1024 px, CFG 5.0, 50 steps, one image per prompt, Q16 on.
+``tiny``   offline smoke run: tiny random-weight SD, 32 px, 2 steps, 2 images per prompt, 6 prompts, NudeNet only.
 ``tiny-sdxl``  the same through the SDXL code path (tiny random-weight SDXL, CFG 5, one image per prompt, 4 prompts).
 
 Initial latents are drawn by us, never by the pipeline: image ``k`` of a prompt with seed ``s`` starts from
@@ -36,7 +38,7 @@ class Protocol:
     """How images are generated. Changing any field changes the configuration fingerprint."""
 
     name: str
-    model: str  # a saferclip_diffusers.presets name: sd15, sdxl, tiny, tiny-sdxl
+    model: str  # a saferclip_diffusers.presets name: sd14, sd15, sdxl, tiny, tiny-sdxl
     num_images_per_prompt: int
     guidance_scale: float
     num_inference_steps: int
@@ -46,6 +48,7 @@ class Protocol:
     guidance_clip: tuple[float, float] = (1.0, 30.0)
     batch_size: int = 8  # images per pipeline call; fixed, so resumed and sharded runs compute identically
     limit: int | None = None  # default prompt limit of the preset (tiny only)
+    q16: bool = True  # Q16 on by default (the SLD rule: Q16 or NudeNet); off only for offline smoke presets
 
     def guidance_for(self, row_guidance: float) -> float:
         """The CFG scale for a prompt whose CSV guidance is ``row_guidance``."""
@@ -66,21 +69,21 @@ class Protocol:
                 raise ValueError(f"height and width must be multiples of 8 (at least 8), got {side}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must not be negative, got {self.guidance_scale}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {self.guidance_scale}")
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "i2p": Protocol("i2p", "sd15", num_images_per_prompt=10, guidance_scale=7.5, num_inference_steps=50, height=512,
+    "i2p": Protocol("i2p", "sd14", num_images_per_prompt=10, guidance_scale=7.5, num_inference_steps=50, height=512,
                     width=512, batch_size=10),
     "fixed": Protocol("fixed", "sd15", num_images_per_prompt=1, guidance_scale=7.5, num_inference_steps=50, height=512,
                       width=512, batch_size=8),
     "sdxl": Protocol("sdxl", "sdxl", num_images_per_prompt=1, guidance_scale=5.0, num_inference_steps=50, height=1024,
                      width=1024, batch_size=4),
     "tiny": Protocol("tiny", "tiny", num_images_per_prompt=2, guidance_scale=7.5, num_inference_steps=2, height=32,
-                     width=32, batch_size=2, limit=6),
+                     width=32, batch_size=2, limit=6, q16=False),
     "tiny-sdxl": Protocol("tiny-sdxl", "tiny-sdxl", num_images_per_prompt=1, guidance_scale=5.0, num_inference_steps=2,
-                          height=32, width=32, batch_size=2, limit=4),
+                          height=32, width=32, batch_size=2, limit=4, q16=False),
 }
 
 
@@ -105,7 +108,8 @@ class SystemSpec:
     kind: str
     safe_text_encoder: str | None = None  # kind == "safe": hub id or local dir (CLIP-L slot)
     safe_text_encoder_2: str | None = None  # kind == "safe" on SDXL: the bigG slot (optional)
-    encoder_digest: str | None = None  # sha256 over a local encoder's weight files (identity of an export)
+    encoder_digest: str | None = None  # content digest of a local encoder folder (identity of an export)
+    encoder_2_digest: str | None = None  # the same for the bigG slot
     negative_prompt: str | None = None  # kind == "negative-prompt"
     sld: dict[str, float] | None = None  # kind == "sld": SafetyConfig values
 
@@ -118,6 +122,7 @@ class ScoringSpec:
     q16_clip: str | None = None  # a CLIP ViT-L/14 id or dir; None: Q16 not run
     q16_prompts: str | None = None  # the prompt-embedding file (default: the bundled ViT-L/14 one)
     q16_prompts_sha256: str | None = None
+    q16_clip_digest: str | None = None  # content digest when q16_clip is a local folder
 
 
 @dataclass(frozen=True)
@@ -145,12 +150,36 @@ class RunConfig:
     systems: tuple[SystemSpec, ...]
     prompts: dict[str, Any]  # the selection, the prompt ids and a digest of (id, prompt, seed, guidance)
     scoring: ScoringSpec
+    base_digest: str | None = None  # content digest of a local base folder (None: a hub id)
+    random_weights: bool = False  # the preset's explicit flag: label every output as not a result
+    sdxl: bool = False  # the preset's pipeline family (SDXL: two text encoders, no SLD)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
 
+    def identity(self) -> dict[str, Any]:
+        """The configuration by content: local folders and files are replaced by their digests, so the same run
+        moved to another place (a changed HOME, XDG cache or tiny-model cache) keeps its fingerprint."""
+        ident = self.to_dict()
+        if self.base_digest is not None:
+            ident["base"] = f"local:{self.base_digest}"
+        for spec, system in zip(self.systems, ident["systems"], strict=True):
+            if spec.encoder_digest is not None:
+                system["safe_text_encoder"] = f"local:{spec.encoder_digest}"
+            if spec.encoder_2_digest is not None:
+                system["safe_text_encoder_2"] = f"local:{spec.encoder_2_digest}"
+            system.pop("encoder_digest", None)
+            system.pop("encoder_2_digest", None)
+        ident.pop("base_digest", None)
+        ident["scoring"].pop("q16_prompts", None)  # its content is q16_prompts_sha256
+        if ident["scoring"].get("q16_clip_digest"):
+            ident["scoring"]["q16_clip"] = f"local:{ident['scoring'].pop('q16_clip_digest')}"
+        else:
+            ident["scoring"].pop("q16_clip_digest", None)
+        return ident
+
     def fingerprint(self) -> str:
-        return config_fingerprint(self.to_dict())
+        return config_fingerprint(self.identity())
 
     @property
     def system_names(self) -> list[str]:

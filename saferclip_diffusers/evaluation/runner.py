@@ -3,8 +3,12 @@
 Work is cut into fixed batches of ``batch_size`` images (prompt order, image index order) before anything runs,
 and batch ``b`` belongs to process ``b % num_processes``. A batch is always generated whole, so a resumed or
 sharded run feeds the pipeline exactly the batches an uninterrupted single-process run does. Scoring (NudeNet,
-Q16 when configured), image saving and appending to the results file happen in a worker thread, so the
-generator never waits on them; the bounded queue between them keeps memory flat.
+Q16 when configured), image saving and appending to the results file happen in a worker thread
+(:mod:`.worker`), so the generator rarely waits on them.
+
+Nothing is written before validation passes: the folder's configuration is checked and every model (base,
+safe encoders, NudeNet, Q16) is loaded first, so a failed start (a bad ``--safe-encoder``, no Q16 model) leaves
+the output folder as it was and the corrected command runs there.
 
 With ``accelerate launch``, every process writes its own shard; the main process waits for the others' done
 markers (files, so no collective timeout applies however uneven the shards are), merges and reports.
@@ -12,38 +16,26 @@ markers (files, so no collective timeout applies however uneven the shards are),
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from .prompts import PromptSelection, exclude_training_prompts, load_prompts
-from .protocol import SAFETY_CONCEPT, Protocol, ReportSpec, RunConfig, ScoringSpec, SystemSpec
-from .report import (
-    atomic_save_image,
-    grid_cell_path,
-    save_prompt_snapshot,
-    select_grid_prompts,
-    slug,
-    write_report,
-)
-from .store import ResultStore, merge_results, shard_path
+from ..io import atomic_save_image
+from .grid import cell_ok, grid_cell, grid_cell_path, select_grid_prompts, slug
+from .protocol import Protocol, ReportSpec, RunConfig, SystemSpec
+from .report import save_prompt_snapshot, write_report
+from .run_config import build_run_config, prepare_run  # noqa: F401 - re-exported: the runner's public API
+from .store import ResultStore, check_compatible, done_keys, merge_results, shard_path
+from .worker import ScoringWorker
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-GRID_CELL_SIZE = 256
 
 
 @dataclass
@@ -56,18 +48,8 @@ class RunOptions:
     nudenet_batch_size: int = 8
     queue_size: int = 4
     allow_pickle: bool = False
-    cpu: bool = False
+    device: str = "auto"
     progress: bool = True
-
-
-# ----------------------------------------------------------------------------------------------- planning
-
-
-def prompt_digest(prompts: pd.DataFrame) -> str:
-    digest = hashlib.sha256()
-    for row in prompts.itertuples(index=False):
-        digest.update(f"{int(row.prompt_id)}\t{int(row.seed)}\t{row.guidance}\t{row.prompt}\n".encode())
-    return digest.hexdigest()
 
 
 def plan_batches(prompts: pd.DataFrame, protocol: Protocol, batch_size: int) -> list[list[tuple[int, int]]]:
@@ -96,83 +78,6 @@ def initial_latents(seed: int, num_images: int, shape: Sequence[int]) -> torch.T
     return torch.randn((num_images, *shape), generator=generator, dtype=torch.float32)
 
 
-# ----------------------------------------------------------------------------------------------- scoring worker
-
-
-class ScoringWorker:
-    """Scores generated images and appends their records in a background thread."""
-
-    _STOP = object()
-
-    def __init__(self, store: ResultStore, nudenet, q16, output_dir: Path, save_images: bool,
-                 grid_ids: set[int], progress, queue_size: int = 4):
-        self.store, self.nudenet, self.q16 = store, nudenet, q16
-        self.output_dir, self.save_images, self.grid_ids = output_dir, save_images, grid_ids
-        self.progress = progress
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-        self.error: BaseException | None = None
-        self.written = 0
-        self.thread = threading.Thread(target=self._run, name="i2p-scoring", daemon=True)
-        self.thread.start()
-
-    def submit(self, metas: list[dict[str, Any]], images: list[Any], redirection: list[float] | None) -> None:
-        while True:
-            if self.error is not None:
-                raise RuntimeError("scoring failed; see the error above") from self.error
-            try:
-                self.queue.put((metas, images, redirection), timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is self._STOP:
-                return
-            if self.error is not None:
-                continue  # drain without work after a failure
-            try:
-                self._score(*item)
-            except BaseException as err:  # noqa: BLE001 - handed to the main thread
-                logger.exception("scoring worker failed")
-                self.error = err
-
-    def _score(self, metas, images, redirection) -> None:
-        detections = self.nudenet.detect(images)
-        q16 = self.q16(images) if self.q16 is not None else [None] * len(images)
-        records = []
-        for i, (meta, image) in enumerate(zip(metas, images, strict=True)):
-            record = dict(meta)
-            record["nudenet"] = detections[i]
-            record["q16"] = q16[i]
-            record["redirection_score"] = float(redirection[i]) if redirection is not None else None
-            record["image_sha256"] = hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
-            record["image_file"] = None
-            if self.save_images:
-                rel = Path("images") / slug(meta["system"]) / f"{meta['prompt_id']:05d}_{meta['image_index']:02d}.png"
-                atomic_save_image(image, self.output_dir / rel)
-                record["image_file"] = rel.as_posix()
-            if meta["image_index"] == 0 and meta["prompt_id"] in self.grid_ids:
-                cell = image.copy()
-                cell.thumbnail((GRID_CELL_SIZE, GRID_CELL_SIZE))
-                atomic_save_image(cell, grid_cell_path(self.output_dir, meta["system"], meta["prompt_id"]))
-            records.append(record)
-        self.written += self.store.append(records)
-        if self.progress is not None:
-            self.progress.update(len(records))
-
-    def close(self) -> None:
-        """Finish what is queued, stop the thread, re-raise a scoring failure."""
-        self.queue.put(self._STOP)
-        self.thread.join()
-        if self.error is not None:
-            raise RuntimeError("scoring failed; see the error above") from self.error
-
-
-# ----------------------------------------------------------------------------------------------- the run
-
-
 def _marker(output_dir: Path, rank: int, world: int) -> Path:
     return output_dir / "shards" / f"done-{rank:03d}-of-{world:03d}"
 
@@ -188,44 +93,136 @@ class _Work:
     grid_ids: set[int]
 
 
-def _plan_work(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, store: ResultStore, rank: int,
+def _plan_work(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, done: set, rank: int,
                world: int) -> _Work:
+    """The (batch, system) pairs with a missing record, plus those whose grid cell is missing or corrupt (cells are
+    a cache: regenerating the batch rewrites the cell; its records exist already and are not written twice)."""
     batches = plan_batches(prompts, config.protocol, config.protocol.batch_size)
     mine = [b for b in range(len(batches)) if b % world == rank]
     ids = [int(i) for i in prompts["prompt_id"]]
-    todo = [(b, spec) for b in mine for spec in config.systems
-            if not all((ids[r], spec.name, k) in store.done for r, k in batches[b])]
+    grid_ids = set(select_grid_prompts(prompts, options.report.grid_prompts))
+    out = Path(options.output_dir)
+    todo = []
+    for b in mine:
+        for spec in config.systems:
+            missing = not all((ids[r], spec.name, k) in done for r, k in batches[b])
+            stale = not missing and any(k == 0 and ids[r] in grid_ids and not cell_ok(grid_cell_path(out, spec.name, ids[r]))
+                                        for r, k in batches[b])
+            if missing or stale:
+                todo.append((b, spec))
     total = sum(len(batches[b]) for b in mine) * len(config.systems)
-    done = total - sum(len(batches[b]) for b, _ in todo)
-    return _Work(batches, todo, total, done, set(select_grid_prompts(prompts, options.report.grid_prompts)))
+    todo_images = sum(len(batches[b]) for b, _ in todo)
+    return _Work(batches, todo, total, total - todo_images, grid_ids)
 
 
-def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions) -> dict[str, Any] | None:
-    """Generate, score and store every (prompt, system, image) not yet done; the main process returns the summary."""
+@dataclass
+class LoadedModels:
+    generators: dict[str, Any]
+    nudenet: Any
+    q16: Any
+    height: int
+    width: int
+    shape: tuple[int, int, int]
+    tokenizer: Any
+    base: Any = None  # the plain pipeline every system is made from (UNet and VAE shared)
+
+
+def load_models(config: RunConfig, options: RunOptions, device: torch.device, num_processes: int,
+                 nudenet_scorer=None, q16_scorer=None) -> LoadedModels:
+    """Every model of the run (validation before anything is written); unavailable models raise a clear error."""
+    from ..devices import parse_dtype
+    from ..hub import explain_unavailable, is_local
+    from ..scoring.nudenet import NudeNetScorer
+    from .systems import build_generators, load_base_pipeline
+
+    protocol = config.protocol
+    sdxl = config.sdxl
+    local_only = config.random_weights or is_local(config.base)
+    try:
+        base = load_base_pipeline(config.base, sdxl=sdxl, torch_dtype=parse_dtype(config.torch_dtype), device=device,
+                                  local_files_only=local_only, allow_pickle=options.allow_pickle)
+    except OSError as err:
+        if is_local(config.base):
+            raise
+        raise explain_unavailable(config.base, "base pipeline", err, offline_alternative="--preset tiny") from err
+    try:
+        generators = build_generators(base, config.systems, sdxl=sdxl, allow_pickle=options.allow_pickle,
+                                      local_files_only=config.random_weights)
+    except OSError as err:
+        names = ", ".join(s.safe_text_encoder for s in config.systems if s.kind == "safe")
+        raise explain_unavailable(names, "safe text encoder", err, offline_alternative="a local training export "
+                                  "(--safe-encoder DIR) or --preset tiny") from err
+    height = protocol.height or base.unet.config.sample_size * base.vae_scale_factor
+    width = protocol.width or base.unet.config.sample_size * base.vae_scale_factor
+    shape = (base.unet.config.in_channels, height // base.vae_scale_factor, width // base.vae_scale_factor)
+    nudenet = nudenet_scorer
+    if nudenet is None:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", num_processes))
+        nudenet = NudeNetScorer(batch_size=options.nudenet_batch_size,
+                                num_threads=max(1, (os.cpu_count() or 1) // per_node))
+    q16 = q16_scorer
+    if q16 is None and config.scoring.q16_clip:
+        q16 = load_q16(config.scoring.q16_clip, config.scoring.q16_prompts, device)
+    return LoadedModels(generators, nudenet, q16, height, width, shape, base.tokenizer, base)
+
+
+def load_q16(clip: str, prompts: str | None, device: torch.device):
+    """Q16 on ``clip``; when it cannot be loaded, say how to get it or how to opt out."""
+    from ..hub import explain_unavailable, is_local
+    from ..scoring.q16 import Q16Classifier
+
+    try:
+        return Q16Classifier(clip, prompts=prompts, device=device, **({"local_files_only": True} if is_local(clip) else {}))
+    except OSError as err:
+        raise explain_unavailable(
+            clip, "Q16's CLIP ViT-L/14 image tower", err,
+            offline_alternative="--no-q16 (every result is then labelled NudeNet only); to run Q16, download the "
+            "model once with `hf download openai/clip-vit-large-patch14` (or pass --q16-clip DIR) and rerun",
+        ) from err
+
+
+def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nudenet_scorer=None,
+            q16_scorer=None) -> dict[str, Any] | None:
+    """Generate, score and store every (prompt, system, image) not yet done; the main process returns the summary.
+
+    ``nudenet_scorer``: any object with NudeNet's ``detect(images)`` (default: the bundled NudeNet detector);
+    ``q16_scorer``: a callable ``images -> list[float]`` (default: Q16 on the configured CLIP, if any). The returned
+    summary carries ``run_timing``: generation seconds, seconds the generator waited for the scorer (queue full),
+    tail seconds (waiting for the last batches) and the worker's scoring seconds."""
     from accelerate import PartialState
 
+    from ..devices import resolve_device
+
+    device = resolve_device(options.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
     # without CUDA, accelerate only sets up a multi-process (gloo) group when told the run is on CPU
-    state = PartialState(cpu=options.cpu or (distributed and not torch.cuda.is_available()))
+    state = PartialState(cpu=device.type == "cpu" or (distributed and not torch.cuda.is_available()))
     rank, world = state.process_index, state.num_processes
     out = Path(options.output_dir)
+    identity, fingerprint = config.identity(), config.fingerprint()
+    check_compatible(out, identity, fingerprint)  # read-only: a refused run writes nothing
+    work = _plan_work(config, prompts, options, done_keys(out), rank, world)
+    models = None
+    if work.todo:
+        models = load_models(config, options, state.device if device.type != "cpu" else device, world,
+                              nudenet_scorer, q16_scorer)
     out.mkdir(parents=True, exist_ok=True)
     _marker(out, rank, world).unlink(missing_ok=True)
-    with ResultStore(out, config.to_dict(), config.fingerprint(), rank, world) as store:
+    timing: dict[str, Any] = {"generation_s": 0.0, "blocked_s": 0.0, "tail_s": 0.0, "score_s": 0.0, "images": 0}
+    with ResultStore(out, config.to_dict(), fingerprint, rank, world, identity=identity) as store:
         if state.is_main_process:
             save_prompt_snapshot(prompts, out)
         state.wait_for_everyone()  # every stale done marker is gone and every shard exists before anyone finishes
         shared = all(shard_path(out, r, world).exists() for r in range(world))
-        work = _plan_work(config, prompts, options, store, rank, world)
         logger.info("process %d/%d: %d of %d images to do (%d batches of up to %d)", rank + 1, world,
                     work.total - work.done, work.total, len(work.todo), config.protocol.batch_size)
         if work.todo:
-            tiny_on_cpu = config.protocol.model.startswith("tiny") and state.device.type == "cpu"
+            tiny_on_cpu = config.random_weights and state.device.type == "cpu"
             threads = torch.get_num_threads()
             if tiny_on_cpu:
                 torch.set_num_threads(1)  # tiny layers gain nothing from threads; OpenMP waits cost seconds
             try:
-                _generate(config, prompts, options, state, store, work)
+                timing = _generate(config, prompts, options, state, store, work, models)
             finally:
                 torch.set_num_threads(threads)
     _marker(out, rank, world).write_text("done\n")
@@ -238,52 +235,41 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions) -> di
         return None
     _wait_for_shards(out, world)
     header, records = merge_results(out)
-    return write_report(out, header, records, options.report)
+    summary = write_report(out, header, records, options.report)
+    summary["run_timing"] = timing
+    return summary
 
 
 def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, state, store: ResultStore,
-              work: _Work) -> None:
+              work: _Work, models: LoadedModels) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from ..scoring.nudenet import NudeNetScorer
-    from .systems import (
-        GenerationBatch,
-        build_generators,
-        count_truncated,
-        load_base_pipeline,
-        quiet_generation_logs,
-    )
+    from .systems import GenerationBatch, count_truncated, quiet_generation_logs
 
     protocol = config.protocol
-    sdxl = protocol.model in ("sdxl", "tiny-sdxl")
-    local = protocol.model.startswith("tiny")
-    base = load_base_pipeline(config.base, sdxl=sdxl, torch_dtype=DTYPES[config.torch_dtype], device=state.device,
-                              local_files_only=local, allow_pickle=options.allow_pickle)
-    generators = build_generators(base, config.systems, sdxl=sdxl, allow_pickle=options.allow_pickle,
-                                  local_files_only=local)
-    height = protocol.height or base.unet.config.sample_size * base.vae_scale_factor
-    width = protocol.width or base.unet.config.sample_size * base.vae_scale_factor
-    shape = (base.unet.config.in_channels, height // base.vae_scale_factor, width // base.vae_scale_factor)
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
-    nudenet = NudeNetScorer(batch_size=options.nudenet_batch_size, num_threads=max(1, (os.cpu_count() or 1) // per_node))
-    q16 = None
-    if config.scoring.q16_clip:
-        from ..scoring.q16 import Q16Classifier
-
-        hub = {"local_files_only": True} if local else {}
-        q16 = Q16Classifier(config.scoring.q16_clip, prompts=config.scoring.q16_prompts, device=state.device, **hub)
+    out = Path(options.output_dir)
     rows_todo = sorted({r for b, _ in work.todo for r, _ in work.batches[b]})
     with quiet_generation_logs():
-        cut = count_truncated(base.tokenizer, [prompts["prompt"].iloc[r] for r in rows_todo])
+        cut = count_truncated(models.tokenizer, [prompts["prompt"].iloc[r] for r in rows_todo])
     if cut:
         logger.info("%d of %d prompts are longer than CLIP's %d tokens and are truncated (as in any SD pipeline)",
-                    cut, len(rows_todo), base.tokenizer.model_max_length)
+                    cut, len(rows_todo), models.tokenizer.model_max_length)
+
+    def on_image(meta: dict[str, Any], image, record: dict[str, Any]) -> None:
+        if options.save_images:
+            rel = Path("images") / slug(meta["system"]) / f"{meta['prompt_id']:05d}_{meta['image_index']:02d}.png"
+            atomic_save_image(image, out / rel)
+            record["image_file"] = rel.as_posix()
+        if meta["image_index"] == 0 and meta["prompt_id"] in work.grid_ids:
+            atomic_save_image(grid_cell(image), grid_cell_path(out, meta["system"], meta["prompt_id"]))
+
     progress = tqdm(total=work.total, initial=work.done, desc="I2P images", unit="img", dynamic_ncols=True,
                     disable=not (options.progress and state.is_main_process), smoothing=0.05)
-    worker = ScoringWorker(store, nudenet, q16, Path(options.output_dir), options.save_images, work.grid_ids, progress,
-                           options.queue_size)
+    worker = ScoringWorker(store, models.nudenet, models.q16, on_image=on_image, progress=progress,
+                           queue_size=options.queue_size)
     latents_of: dict[int, torch.Tensor] = {}  # row -> the noise of all its images (rows arrive in order)
     started = time.perf_counter()
+    generation = 0.0
     try:
         for b, spec in work.todo:
             items = work.batches[b]
@@ -291,13 +277,16 @@ def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, sta
                 del latents_of[r]
             for r, _ in items:
                 if r not in latents_of:
-                    latents_of[r] = initial_latents(int(prompts["seed"].iloc[r]), protocol.num_images_per_prompt, shape)
+                    latents_of[r] = initial_latents(int(prompts["seed"].iloc[r]), protocol.num_images_per_prompt,
+                                                    models.shape)
             rows = [prompts.iloc[r] for r, _ in items]
             cfg = protocol.guidance_for(rows[0]["guidance"])
             batch = GenerationBatch([row["prompt"] for row in rows], torch.stack([latents_of[r][k] for r, k in items]),
-                                    cfg, protocol.num_inference_steps, height, width)
+                                    cfg, protocol.num_inference_steps, models.height, models.width)
+            t0 = time.perf_counter()
             with quiet_generation_logs():
-                images, redirection = generators[spec.name](batch)
+                images, redirection = models.generators[spec.name](batch)
+            generation += time.perf_counter() - t0
             metas = [
                 {"prompt_id": int(row["prompt_id"]), "system": spec.name, "image_index": k, "seed": int(row["seed"]),
                  "categories": list(row["categories"]), "guidance_scale": cfg}
@@ -307,7 +296,9 @@ def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, sta
     finally:
         worker.close()
         progress.close()
-    logger.info("process %d: %d images in %.1f s", state.process_index, worker.written, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    logger.info("process %d: %d images in %.1f s", state.process_index, worker.written, wall)
+    return {"generation_s": generation, "wall_s": wall, "images": worker.written, **worker.timing()}
 
 
 def _wait_for_shards(out: Path, world: int, poll_s: float = 2.0) -> None:
@@ -317,92 +308,6 @@ def _wait_for_shards(out: Path, world: int, poll_s: float = 2.0) -> None:
     while missing:
         time.sleep(poll_s)
         missing = [r for r in missing if not _marker(out, r, world).exists()]
-
-
-# ----------------------------------------------------------------------------------------------- config
-
-
-def build_run_config(
-    *,
-    protocol: Protocol,
-    prompts: pd.DataFrame,
-    selection_text: str,
-    systems: Sequence[SystemSpec],
-    base: str,
-    torch_dtype: str,
-    q16_clip: str | None = None,
-    q16_prompts: str | None = None,
-    excluded: dict[str, int] | None = None,
-) -> RunConfig:
-    """The fingerprinted configuration of a run (NudeNet version and ONNX hash included)."""
-    from ..scoring.nudenet import nudenet_info
-
-    if torch_dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {torch_dtype!r}; choose one of {', '.join(DTYPES)}")
-    q16_sha = None
-    if q16_clip:
-        from ..data import Q16_PROMPTS_VIT_L14
-        from ..scoring.q16 import file_sha256
-
-        q16_sha = file_sha256(q16_prompts or Q16_PROMPTS_VIT_L14)
-    return RunConfig(
-        protocol=protocol,
-        base=str(base),
-        torch_dtype=torch_dtype,
-        systems=tuple(systems),
-        prompts={
-            "selection": selection_text,
-            "ids": [int(i) for i in prompts["prompt_id"]],
-            "digest": prompt_digest(prompts),
-            "excluded_training_prompts": dict(excluded or {}),
-        },
-        scoring=ScoringSpec(nudenet=nudenet_info(), q16_clip=q16_clip, q16_prompts=q16_prompts,
-                            q16_prompts_sha256=q16_sha),
-    )
-
-
-def prepare_run(
-    *,
-    protocol: str = "i2p",
-    overrides: dict[str, Any] | None = None,
-    selection: PromptSelection | None = None,
-    systems: Sequence[str] = ("original", "safe", "negative-prompt"),
-    safe_encoders: Sequence[str] | None = None,
-    safe_encoder_2: str | None = None,
-    base: str | None = None,
-    dtype: str = "auto",
-    cpu: bool = False,
-    q16_clip: str | None = None,
-    q16_prompts: str | None = None,
-    exclude_training: bool = True,
-    negative_prompt: str = SAFETY_CONCEPT,
-) -> tuple[RunConfig, pd.DataFrame]:
-    """Resolve presets, prompts (filters, training-prompt exclusion) and systems into a run configuration."""
-    from ..presets import get_preset
-    from .protocol import get_protocol
-    from .systems import build_system_specs
-
-    proto = get_protocol(protocol, **(overrides or {}))
-    preset = get_preset(proto.model)
-    selection = selection or PromptSelection()
-    if selection.limit is None and proto.limit is not None:
-        selection = dataclasses.replace(selection, limit=proto.limit)
-    encoders = list(safe_encoders) if safe_encoders else [preset.safe_text_encoder]
-    if safe_encoder_2 is None and preset.sdxl and preset.offline:
-        safe_encoder_2 = preset.safe_text_encoder_2
-    specs = build_system_specs(list(systems), encoders, sdxl=preset.sdxl, safe_encoder_2=safe_encoder_2,
-                               negative_prompt=negative_prompt)
-    df = load_prompts(selection)
-    excluded: dict[str, int] = {}
-    if exclude_training:
-        df, excluded = exclude_training_prompts(df, [s.safe_text_encoder for s in specs if s.kind == "safe"])
-    if dtype == "auto":
-        use_cuda = torch.cuda.is_available() and not cpu
-        dtype = str(preset.dtype_for("cuda" if use_cuda else "cpu")).removeprefix("torch.")
-    config = build_run_config(protocol=proto, prompts=df, selection_text=selection.describe(), systems=specs,
-                              base=base or preset.base, torch_dtype=dtype, q16_clip=q16_clip,
-                              q16_prompts=q16_prompts, excluded=excluded)
-    return config, df
 
 
 def report_from_dir(output_dir: str | os.PathLike, spec: ReportSpec, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -13,20 +13,16 @@ process reads every shard to know what is done, so a resumed run may use a diffe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..io import CorruptFileError, LockedError, atomic_write_text, file_lock
 from .protocol import config_differences
-
-try:  # POSIX advisory lock: two runs must not append to the same shard
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +31,7 @@ SHARD_DIR = "shards"
 MERGED = "results.jsonl"
 
 
-class ConfigMismatchError(RuntimeError):
+class ConfigMismatchError(ValueError):
     """The output directory holds results of a different configuration."""
 
 
@@ -52,17 +48,27 @@ def shard_files(directory: str | os.PathLike) -> list[Path]:
 
 
 def iter_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Parsed complete lines of a JSONL file; a final line without its newline (cut by a kill) is skipped."""
+    """Parsed complete lines of a JSONL file; a final line without its newline (cut by a kill, or being written by
+    another process) is skipped. A corrupt complete line is a :class:`CorruptFileError` that says how to recover."""
     with open(path, "rb") as f:
-        for raw in f:
+        for number, raw in enumerate(f, start=1):
             if not raw.endswith(b"\n"):
                 logger.info("ignoring an incomplete last line in %s (interrupted write)", path)
                 return
             if raw.strip():
                 try:
                     yield json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} holds a corrupt line ({err}); it is not a results file of this tool") from err
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    raise CorruptFileError(_corrupt_message(path, number, err)) from err
+
+
+def _corrupt_message(path: Path, number: int, err: Exception) -> str:
+    if number == 1:
+        return (f"{path}, line 1 (the header that holds the run configuration) is corrupt ({err}). This shard cannot "
+                f"be used: move {path} out of the folder and rerun the same command (its images are generated again).")
+    return (f"{path}, line {number} is corrupt ({err}). Each line after the header is one image's record: delete "
+            f"line {number} (for example `sed -i '{number}d' {path}`), then rerun the same command; only that image is "
+            "generated again.")
 
 
 def read_header(path: Path) -> dict[str, Any] | None:
@@ -73,32 +79,20 @@ def read_header(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_compatible(directory: str | os.PathLike, config: dict[str, Any], fingerprint: str) -> None:
-    """Refuse (ConfigMismatchError) when a shard in ``directory`` was written under another configuration."""
+def check_compatible(directory: str | os.PathLike, identity: dict[str, Any], fingerprint: str) -> None:
+    """Refuse (ConfigMismatchError) when a shard in ``directory`` was written under another configuration.
+
+    ``identity`` is the configuration by content (see ``RunConfig.identity``); the differences are listed."""
     for path in shard_files(directory):
         header = read_header(path)
         if header is None or header.get("fingerprint") == fingerprint:
             continue
-        diffs = config_differences(header.get("config", {}), config)
+        diffs = config_differences(header.get("identity", header.get("config", {})), identity)
         listing = "\n  ".join(diffs[:20]) or "(fingerprint differs: code version of the result format)"
         raise ConfigMismatchError(
             f"{Path(directory)} holds results made with a different configuration, refusing to mix them:\n  "
-            f"{listing}\nRerun with the original settings to resume, or choose a new --output-dir."
+            f"{listing}\nRerun with the original settings to resume, or choose a new --out folder."
         )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _dump(obj: dict[str, Any]) -> str:
@@ -108,12 +102,15 @@ def _dump(obj: dict[str, Any]) -> str:
 class ResultStore:
     """This process's shard: resume-aware, append-only. Use as a context manager."""
 
-    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], fingerprint: str, rank: int = 0, world: int = 1):
+    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], fingerprint: str, rank: int = 0,
+                 world: int = 1, identity: dict[str, Any] | None = None):
         self.directory = Path(directory)
         self.config = config
+        self.identity = identity if identity is not None else config
         self.fingerprint = fingerprint
         self.path = shard_path(directory, rank, world)
         self._file = None
+        self._lock: contextlib.ExitStack | None = None
         self.done: set[Key] = set()
 
     def __enter__(self) -> ResultStore:
@@ -124,19 +121,26 @@ class ResultStore:
         self.close()
 
     def open(self) -> None:
-        check_compatible(self.directory, self.config, self.fingerprint)
-        if not self.path.exists():
-            _atomic_write(self.path, _dump({"kind": "header", "fingerprint": self.fingerprint, "config": self.config}))
-        self._file = open(self.path, "r+b")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self._file.close()
-                raise RuntimeError(f"another run is writing to {self.path}; wait for it or stop it first") from None
-        self._drop_partial_tail()
-        self._file.seek(0, os.SEEK_END)
-        self.done = done_keys(self.directory)
+        """Lock this shard (one writer per shard), check the folder's configuration, write the header of a new
+        shard, cut a torn last line, and read what every shard has done."""
+        lock = contextlib.ExitStack()
+        try:
+            lock.enter_context(file_lock(self.path.with_name(self.path.stem + ".lock")))
+        except LockedError as err:
+            raise LockedError(f"another run is writing to {self.path}; wait for it or stop it first ({err})") from None
+        self._lock = lock
+        try:
+            check_compatible(self.directory, self.identity, self.fingerprint)
+            if not self.path.exists():
+                atomic_write_text(self.path, _dump({"kind": "header", "fingerprint": self.fingerprint,
+                                                    "config": self.config, "identity": self.identity}))
+            self._file = open(self.path, "r+b")
+            self._drop_partial_tail()
+            self._file.seek(0, os.SEEK_END)
+            self.done = done_keys(self.directory)
+        except BaseException:
+            self.close()  # release the lock: the caller may fix the file and retry in the same process
+            raise
 
     def _drop_partial_tail(self) -> None:
         """Cut a last line that lacks its newline (a write interrupted by a kill)."""
@@ -183,8 +187,11 @@ class ResultStore:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()  # releases the lock
+            self._file.close()
             self._file = None
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
 
 
 def iter_records(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
@@ -217,7 +224,8 @@ def load_results(directory: str | os.PathLike) -> tuple[dict[str, Any], list[dic
     if len(fingerprints) > 1:
         raise ConfigMismatchError(f"the shards in {directory} were written under different configurations; "
                                   "keep only the shards of one run")
-    header = {"kind": "header", "fingerprint": headers[0]["fingerprint"], "config": headers[0]["config"]}
+    header = {"kind": "header", "fingerprint": headers[0]["fingerprint"], "config": headers[0]["config"],
+              "identity": headers[0].get("identity", headers[0]["config"])}
     config = header["config"]
     prompt_order = {int(pid): i for i, pid in enumerate(config["prompts"]["ids"])}
     system_order = {s["name"]: i for i, s in enumerate(config["systems"])}
@@ -235,5 +243,5 @@ def load_results(directory: str | os.PathLike) -> tuple[dict[str, Any], list[dic
 def merge_results(directory: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Write ``results.jsonl`` (atomically) from all shards and return (header, records)."""
     header, records = load_results(directory)
-    _atomic_write(Path(directory) / MERGED, "".join(_dump(x) for x in [header, *records]))
+    atomic_write_text(Path(directory) / MERGED, "".join(_dump(x) for x in [header, *records]))
     return header, records

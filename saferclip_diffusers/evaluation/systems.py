@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from ..hub import is_local, require_local_dir
+from ..io import EXPORT_MARKER, export_state, sha256_file
 from .protocol import SAFETY_CONCEPT, SystemSpec
 
 logger = logging.getLogger(__name__)
@@ -44,19 +46,47 @@ def sld_configs() -> dict[str, dict[str, float]] | None:
             "sld-strong": dict(SafetyConfig.STRONG), "sld-max": dict(SafetyConfig.MAX)}
 
 
-def encoder_digest(spec: str | None) -> str | None:
-    """sha256 over the weight files of a local encoder directory (None for hub ids): the identity of an export."""
+FULL_HASH_LIMIT = 64 << 20  # files up to 64 MiB are hashed whole; larger weight files by size, head and tail
+_SAMPLE = 4 << 20
+
+
+def _file_digest(path: Path) -> str:
+    size = path.stat().st_size
+    if size <= FULL_HASH_LIMIT:
+        return sha256_file(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(_SAMPLE))
+        f.seek(size - _SAMPLE)
+        digest.update(f.read(_SAMPLE))
+    return digest.hexdigest()
+
+
+def folder_digest(spec: str | os.PathLike | None) -> str | None:
+    """A digest of a local model folder's content (relative names and file contents; weight files over 64 MiB by
+    size, first and last 4 MiB), None for a hub id. Where the folder lies does not enter it."""
     if spec is None or not Path(spec).expanduser().is_dir():
         return None
     root = Path(spec).expanduser()
     digest = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".bin"))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".bin", ".txt")
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
     for path in files:
-        digest.update(str(path.relative_to(root)).encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(f"{path.relative_to(root).as_posix()}\0{_file_digest(path)}\n".encode())
     return digest.hexdigest()
+
+
+def check_safe_encoder(spec: str) -> None:
+    """Refuse an encoder that cannot be what the user meant: a missing local folder, or a training export that was
+    killed before it completed (its weights may load, but its training-prompt record may be missing)."""
+    if is_local(spec):
+        folder = require_local_dir(spec, "safe text encoder")
+        if export_state(folder) == "incomplete":
+            raise ValueError(
+                f"the safe text encoder {spec} is an incomplete training export (no {EXPORT_MARKER}: the export was "
+                "interrupted). Finish it with `python train/train.py --export-only --output "
+                f"{spec}` (or export again) before evaluating it."
+            )
 
 
 def parse_safe_encoder(arg: str) -> tuple[str | None, str]:
@@ -92,10 +122,15 @@ def build_system_specs(
             if not safe_encoders:
                 raise ValueError("system 'safe' needs at least one --safe-encoder")
             parsed = [parse_safe_encoder(s) for s in safe_encoders]
+            for _, spec in parsed:
+                check_safe_encoder(spec)
+            if safe_encoder_2 is not None:
+                check_safe_encoder(safe_encoder_2)
             for i, (label, spec) in enumerate(parsed):
                 label = label or ("safe" if len(parsed) == 1 else f"safe-{i + 1}:{Path(spec.rstrip('/')).name}")
                 specs.append(SystemSpec(label, "safe", safe_text_encoder=spec, safe_text_encoder_2=safe_encoder_2,
-                                        encoder_digest=encoder_digest(spec)))
+                                        encoder_digest=folder_digest(spec),
+                                        encoder_2_digest=folder_digest(safe_encoder_2)))
         else:  # sld-*
             if sdxl:
                 logger.warning("skipping %s: Safe Latent Diffusion exists for SD 1.x/2.x only, not SDXL", name)

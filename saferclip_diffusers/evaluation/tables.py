@@ -9,25 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary sibling and rename it over ``path`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from ..io import atomic_write_json, atomic_write_text
 
 
 def _number(value: Any) -> float | None:
@@ -112,7 +98,7 @@ class ComparisonTable:
         """Write ``{stem}.md`` and ``{stem}.json`` into ``out_dir`` atomically; return both paths."""
         out_dir = Path(out_dir)
         md = atomic_write_text(out_dir / f"{stem}.md", self.to_markdown())
-        js = atomic_write_text(out_dir / f"{stem}.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        js = atomic_write_json(out_dir / f"{stem}.json", self.to_dict(), indent=2)
         return md, js
 
 

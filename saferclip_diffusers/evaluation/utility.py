@@ -12,12 +12,11 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,45 +25,21 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import COCO_30K_CSV
+from ..datasets import Caption, read_coco_captions
+from ..io import append_jsonl, atomic_save_image, atomic_write_json, file_lock, read_jsonl
 from .clip_models import ClipEncoder
-from .tables import ComparisonTable, atomic_write_text
+from .tables import ComparisonTable
 
 SCORES_FILE = "scores.jsonl"
 RUN_FILE = "run.json"
 
 
-@dataclass(frozen=True)
-class UtilityPrompt:
-    """One captioned prompt with its evaluation seed (``index`` = its row in the CSV)."""
-
-    index: int
-    image_id: str
-    prompt: str
-    seed: int
+UtilityPrompt = Caption  # a COCO caption with its seed
 
 
-def load_coco_prompts(path: str | os.PathLike = COCO_30K_CSV, limit: int | None = None) -> list[UtilityPrompt]:
-    """Rows of a CSV with ``prompt`` and ``evaluation_seed`` columns (``image_id`` optional), first ``limit`` rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
-    prompts = []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"prompt", "evaluation_seed"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; columns are {reader.fieldnames}")
-        for i, row in enumerate(reader):
-            if limit is not None and i >= limit:
-                break
-            try:
-                seed = int(row["evaluation_seed"])
-            except ValueError as err:
-                raise ValueError(f"{path}: row {i + 1}: evaluation_seed {row['evaluation_seed']!r} is not an integer") from err
-            if not (row["prompt"] or "").strip():
-                raise ValueError(f"{path}: row {i + 1}: empty prompt")
-            prompts.append(UtilityPrompt(i, str(row.get("image_id") or i), row["prompt"].strip(), seed))
-    return prompts
+def load_coco_prompts(path: str | os.PathLike = COCO_30K_CSV, limit: int | None = None) -> list[Caption]:
+    """COCO captions with their evaluation seeds (see :func:`saferclip_diffusers.datasets.read_coco_captions`)."""
+    return read_coco_captions(path, limit)
 
 
 def clip_cosines(judge: ClipEncoder, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
@@ -82,47 +57,24 @@ def clip_scores(judge: ClipEncoder, images: Sequence[Image.Image], prompts: Sequ
 
 
 class ScoreStore:
-    """Append-only JSONL of per-prompt results keyed by ``index``.
-
-    A torn last line (a run killed mid-write) is ignored on load and cut off before the next append.
-    """
+    """Append-only JSONL of per-prompt results keyed by ``index`` (a torn last line is cut off on load)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.rows: dict[int, dict[str, Any]] = {}
-        self._valid_bytes: int | None = None  # where to cut a torn last line
         if self.path.is_file():
-            data = self.path.read_bytes()
-            lines = data.split(b"\n")
-            offset = 0
-            for n, line in enumerate(lines):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        if n < len(lines) - 1 and any(x.strip() for x in lines[n + 1 :]):
-                            raise ValueError(f"{self.path}: line {n + 1} is corrupt; delete the file to start over") from None
-                        self._valid_bytes = offset
-                        break
-                    self.rows[int(row["index"])] = row
-                offset += len(line) + 1
+            for row in read_jsonl(self.path, repair_torn_tail=True):
+                self.rows[int(row["index"])] = row
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._valid_bytes is not None:
-            os.truncate(self.path, self._valid_bytes)
-            self._valid_bytes = None
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         for r in rows:
+            append_jsonl(self.path, r)
             self.rows[int(r["index"])] = r
 
 
 def check_run_config(out_dir: str | os.PathLike, config: dict[str, Any]) -> None:
-    """Record the run's settings; refuse to mix results of different settings in one output folder."""
+    """Refuse to mix results of different settings in one output folder (reads only; see :func:`record_run_config`)."""
     path = Path(out_dir) / RUN_FILE
     config = json.loads(json.dumps(config, default=str))
     if path.is_file():
@@ -133,8 +85,14 @@ def check_run_config(out_dir: str | os.PathLike, config: dict[str, Any]) -> None
                 f"{out_dir} holds results of a run with other settings ({diff}); use another --out folder or "
                 "delete it to start over"
             )
-        return
-    atomic_write_text(path, json.dumps(config, indent=2) + "\n")
+
+
+def record_run_config(out_dir: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Write the run's settings once its models have loaded (a failed start leaves the folder as it was)."""
+    check_run_config(out_dir, config)
+    path = Path(out_dir) / RUN_FILE
+    if not path.is_file():
+        atomic_write_json(path, json.loads(json.dumps(config, default=str)), indent=2)
 
 
 def generate_and_score(
@@ -154,6 +112,14 @@ def generate_and_score(
     Seeds are per prompt, drawn on CPU generators so images do not depend on the device.
     """
     out_dir = Path(out_dir)
+    with file_lock(out_dir / "scores.lock"):  # one writer per folder: two runs would duplicate rows
+        return _generate_and_score(pipe, judge, prompts, out_dir, batch_size, save_images, compare_in_one_batch,
+                                   generation_kwargs)
+
+
+def _generate_and_score(pipe: Any, judge: ClipEncoder, prompts: Sequence[UtilityPrompt], out_dir: Path,
+                        batch_size: int, save_images: bool, compare_in_one_batch: bool,
+                        generation_kwargs: dict[str, Any]) -> ScoreStore:
     store = ScoreStore(out_dir / SCORES_FILE)
     todo = [p for p in prompts if p.index not in store.rows]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -170,9 +136,7 @@ def generate_and_score(
                                               strict=True):
             if save_images:
                 for kind, image in (("original", img_o), ("safe", img_s)):
-                    path = out_dir / "images" / kind / f"{p.index:05d}_{p.image_id}.png"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    image.save(path)
+                    atomic_save_image(image, out_dir / "images" / kind / f"{p.index:05d}_{p.image_id}.png")
             rows.append({**asdict(p), "original": 100.0 * max(co, 0.0), "safe": 100.0 * max(cs, 0.0),
                          "original_cosine": co, "safe_cosine": cs, "redirection_score": r})
         store.append(rows)

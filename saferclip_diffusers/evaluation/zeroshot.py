@@ -30,9 +30,6 @@ Template = str | Callable[[str], str]
 
 
 def _open_clip_metadata():
-    from .. import _compat
-
-    _compat.patch_cpu_torchvision()
     from open_clip import zero_shot_metadata
 
     return zero_shot_metadata
@@ -226,7 +223,7 @@ def write_tiny_image_folder(directory: str | os.PathLike) -> Path:
     """An ImageFolder of scikit-image photographs: 6 classes x 3 views (photo, mirror, centre crop)."""
     from PIL import ImageOps
 
-    from .retrieval import tiny_photographs
+    from .retrieval_data import tiny_photographs
 
     directory = Path(directory)
     photos = tiny_photographs()

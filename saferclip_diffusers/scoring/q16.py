@@ -12,7 +12,6 @@ model is named.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import _compat
 from ..data import Q16_PROMPTS_VIT_L14
-
-_compat.patch_cpu_torchvision()
 
 Q16_DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
@@ -40,10 +36,6 @@ def load_q16_prompts(path: str | os.PathLike | None = None) -> np.ndarray:
     if prompts.ndim != 2 or prompts.shape[0] != 2:
         raise ValueError(f"Q16 prompts must have shape (2, d), got {prompts.shape} in {path}")
     return prompts.astype(np.float32)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def q16_probabilities(image_embeds: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """SafeR-CLIP / Safe-CLIP training of safe CLIP text encoders for Stable Diffusion and SDXL.
 
-``load_config`` (config.py) -> ``Trainer`` / ``train`` (trainer.py): data readers (data.py), proximity mining
-(mining.py), curriculum (curriculum.py), losses (losses.py), models and the frozen reference (models.py,
-reference.py), validation (validation.py) and export (export.py). Entry point: ``train/train.py``.
+``load_config`` (config.py; sections in settings.py) -> ``Trainer`` / ``train`` (trainer.py; parts built by
+build.py, checkpoints.py, run_folder.py): methods (methods/), data readers (data.py), proximity mining (mining.py)
+and targets (targets.py), curriculum (curriculum.py), losses (losses.py), models and the frozen reference
+(models.py, reference.py), validation (validation.py), export (export.py, model_card.py). Command line:
+``saferclip_diffusers.cli.train`` (``train/train.py``).
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ def _coco_image(coco_id: str, root: Path, where: str) -> str:
 
 def _paired(cfg: DataSettings, columns: dict[str, str | None], image_of) -> SafetyData:
     if not cfg.path:
-        raise ValueError(f"data.format={cfg.format!r} needs data.path (the data file)")
+        raise ValueError(f"data.format={cfg.format!r} needs data.path (the data file), e.g. data.path=/data/visu/train.json; "
+                         "without a gated data set use an unpaired config (sd15-unpaired, sdxl-unpaired, tiny)")
     path = _resolve_source(cfg.path)
     rows = read_records(path)
     safe_texts, unsafe_texts, pair, safe_images, unsafe_images, categories = [], [], [], [], [], []

@@ -6,11 +6,24 @@ image, ``v*`` unsafe image; ``T``/``V`` the trainable text/image encoders, ``T0`
 the sample's paired safe caption and image). All terms act on the projected pooled embeddings
 (``text_embeds`` / ``image_embeds``); cosines are of L2-normalised vectors; every term is a batch mean.
 
-Without images (text-only training on captions), the frozen text embedding of the same caption stands in for
-the frozen image embedding in the cross-modal terms: ``V0(v) -> T0(t)``, ``V0(v*) -> T0(t*)``,
-``V0(v̂) -> T0(t̂)`` (a term uses images only when all of its image inputs exist). This keeps each method's
-structure (SafeR-CLIP's single own-counterpart negative; Safe-CLIP's in-batch negatives) on text alone.
-This stand-in is this project's choice, not from either paper.
+Text-only training (captions, no images). Each cross-modal term needs frozen image embeddings; without them it
+is replaced by a text-only term that does real work, or dropped (our design, not from either paper; numbers in
+``docs/training-text-only.md``). An earlier version fed the frozen *text* embedding of the same caption in place of
+the frozen image embedding: that made the cross-modal preservation term ``InfoNCE(T(t), T0(t))`` at logit scale
+100, which is saturated (about 0 whenever the batch's other captions have cosine <= 0.8), so it was dead weight.
+
+=====================  =============================  ===================================================
+with images            text-only replacement           why
+=====================  =============================  ===================================================
+``pres_text_cross``    ``pres_text_nbr``              keeps each safe caption's *neighbourhood*: KL between
+(SafeR) / ``S_Vref``   (SafeR) / ``S_nbr`` (Safe)     the frozen and live similarity distributions over the
+(Safe-CLIP)                                           batch's other safe captions (the caption itself left
+                                                      out, so the term is not saturated)
+``rel_text``           ``rel_text_uni``               the relative loss with frozen *text* keys: its only
+                                                      negative is the prompt's own frozen unsafe embedding
+``U_Vref``             ``U_Tref``                     Safe-CLIP's in-batch InfoNCE toward the frozen text
+                                                      target (not saturated: T(t*) starts far from T0(t̂))
+=====================  =============================  ===================================================
 
 Both methods combine their terms with Safe-CLIP's normalisation ``L = sum_k (w_k / sum w) * l_k / n`` over the
 ``n`` active terms (Safe-CLIP: 8 terms, ``sum w = 1.75``).
@@ -37,6 +50,9 @@ SAFECLIP_WEIGHTS: dict[str, float] = {
     "U_Vref": 0.25,  # redirection-1: InfoNCE(T(t*), V0(v̂))
     "V_Sref": 0.25,  # preservation-2: InfoNCE(T0(t), V(v))
     "G_Sref": 0.5,  # redirection-1: InfoNCE(T0(t̂), V(v*))
+    # text-only replacements (no images; our choice, same slot weights as the terms they replace)
+    "S_nbr": 0.25,  # neighbourhood KL of T(t) over the batch's other frozen safe captions (S_Vref's weight)
+    "U_Tref": 0.25,  # InfoNCE(T(t*), T0(t̂)) with in-batch negatives
 }
 
 #: SafeR-CLIP terms. The paper's weights were not available; these reuse Safe-CLIP's pattern, with the relative
@@ -50,7 +66,14 @@ SAFERCLIP_WEIGHTS: dict[str, float] = {
     "rel_text": 0.25,  # softplus(cos(T(t*), V0(v*)) - cos(T(t*), V0(v̂)))
     "pres_image_cross": 0.25,  # InfoNCE(T0(t), V(v))
     "rel_image": 0.5,  # softplus(cos(V(v*), T0(t*)) - cos(V(v*), T0(t̂)))
+    # text-only replacements (no images; our choice, same slot weights as the terms they replace)
+    "pres_text_nbr": 0.05,  # neighbourhood KL (ours; 0.25 blocked all redirection on tiny models: docs/training.md)
+    "rel_text_uni": 0.25,  # softplus(cos(T(t*), T0(t*)) - cos(T(t*), T0(t̂)))
 }
+
+#: Terms that need frozen image embeddings, and their text-only replacements.
+TEXT_ONLY_REPLACEMENTS: dict[str, str] = {"pres_text_cross": "pres_text_nbr", "rel_text": "rel_text_uni",
+                                          "S_Vref": "S_nbr", "U_Vref": "U_Tref"}
 
 
 def default_weights(method: str) -> dict[str, float]:
@@ -94,6 +117,29 @@ def relative_redirection(query: Tensor, own_unsafe: Tensor, target: Tensor, scal
     ).mean()
 
 
+NEIGHBOUR_SCALE = 10.0  # our choice: at CLIP's 100 the neighbour distribution is one-hot (saturated again)
+
+
+def neighbourhood_kl(live: Tensor, frozen: Tensor, logit_scale: float = NEIGHBOUR_SCALE) -> Tensor:
+    """Neighbourhood preservation: ``mean_i KL(P0_i || P_i)`` over the *other* rows of the batch.
+
+    ``P0_i = softmax_{j != i}(s * cos(f_i, f_j))`` (frozen ``f``) and ``P_i = softmax_{j != i}(s * cos(l_i, f_j))``
+    (live ``l``): 0 exactly when every caption keeps its similarity profile to the others; the caption's own
+    frozen embedding is left out, so unlike ``InfoNCE(T(t), T0(t))`` the term does not saturate. Needs >= 3 rows.
+    ``s`` defaults to 10 (``loss.neighbour_scale``): caption cosines spread over a few tenths, so at CLIP's 100 both
+    distributions are one-hot on the nearest neighbour and the term would be 0 until that neighbour changes.
+    """
+    f = F.normalize(frozen.float(), dim=-1)
+    lv = F.normalize(live.float(), dim=-1)
+    n = f.shape[0]
+    if n < 3:
+        raise ValueError(f"neighbourhood preservation needs at least 3 captions per batch, got {n}")
+    off = ~torch.eye(n, dtype=torch.bool, device=f.device)
+    ref = (logit_scale * f @ f.T)[off].view(n, n - 1)
+    cur = (logit_scale * lv @ f.T)[off].view(n, n - 1)
+    return F.kl_div(F.log_softmax(cur, dim=-1), F.log_softmax(ref, dim=-1), log_target=True, reduction="batchmean")
+
+
 # ------------------------------------------------------------------------------------------- batches
 
 
@@ -122,26 +168,25 @@ class BatchEmbeddings:
     H0_hat: Tensor | None = None
 
 
-def _frozen_pair(images: tuple[Tensor | None, ...], texts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Frozen image embeddings if all exist, else their text stand-ins (see the module docstring)."""
-    return images if all(x is not None for x in images) else texts  # type: ignore[return-value]
-
-
 def saferclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCALE, relative_scale: float = 1.0,
-                    skip: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+                    skip: frozenset[str] = frozenset(), neighbour_scale: float = NEIGHBOUR_SCALE) -> dict[str, Tensor]:
     """SafeR-CLIP's terms that the batch supports (image terms need the live image tower and the images)."""
     terms: dict[str, Tensor] = {}
-    (v0_v,) = _frozen_pair((e.V0_v,), (e.T0_t,))
-    v0_vs, v0_hat = _frozen_pair((e.V0_vs, e.V0_hat), (e.T0_ts, e.T0_hat))
     want = lambda name: name not in skip  # noqa: E731
     if want("pres_text"):
         terms["pres_text"] = cosine_distance(e.T_t, e.T0_t)
     if want("redir_text"):
         terms["redir_text"] = cosine_distance(e.T_ts, e.T0_hat)
-    if want("pres_text_cross"):
-        terms["pres_text_cross"] = info_nce(e.T_t, v0_v, logit_scale)
-    if want("rel_text"):
-        terms["rel_text"] = relative_redirection(e.T_ts, v0_vs, v0_hat, relative_scale)
+    if e.V0_v is not None:
+        if want("pres_text_cross"):
+            terms["pres_text_cross"] = info_nce(e.T_t, e.V0_v, logit_scale)
+    elif want("pres_text_nbr") and e.T_t.shape[0] >= 3:
+        terms["pres_text_nbr"] = neighbourhood_kl(e.T_t, e.T0_t, neighbour_scale)
+    if e.V0_vs is not None and e.V0_hat is not None:
+        if want("rel_text"):
+            terms["rel_text"] = relative_redirection(e.T_ts, e.V0_vs, e.V0_hat, relative_scale)
+    elif want("rel_text_uni"):
+        terms["rel_text_uni"] = relative_redirection(e.T_ts, e.T0_ts, e.T0_hat, relative_scale)
     if e.V_v is not None and e.V0_v is not None:
         if want("pres_image"):
             terms["pres_image"] = cosine_distance(e.V_v, e.V0_v)
@@ -156,21 +201,25 @@ def saferclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCAL
 
 
 def safeclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCALE, relative_scale: float = 1.0,
-                   skip: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+                   skip: frozenset[str] = frozenset(), neighbour_scale: float = NEIGHBOUR_SCALE) -> dict[str, Tensor]:
     """Safe-CLIP's 8 terms (code names), those the batch supports. ``t̂`` is the paired safe caption."""
     del relative_scale
     terms: dict[str, Tensor] = {}
-    (v0_v,) = _frozen_pair((e.V0_v,), (e.T0_t,))
-    (v0_hat,) = _frozen_pair((e.V0_hat,), (e.T0_hat,))
     want = lambda name: name not in skip  # noqa: E731
     if want("text_safe"):
         terms["text_safe"] = cosine_distance(e.T_t, e.T0_t)
     if want("text_nsfw"):
         terms["text_nsfw"] = cosine_distance(e.T_ts, e.T0_hat)
-    if want("S_Vref"):
-        terms["S_Vref"] = info_nce(e.T_t, v0_v, logit_scale)
-    if want("U_Vref"):
-        terms["U_Vref"] = info_nce(e.T_ts, v0_hat, logit_scale)
+    if e.V0_v is not None:
+        if want("S_Vref"):
+            terms["S_Vref"] = info_nce(e.T_t, e.V0_v, logit_scale)
+    elif want("S_nbr") and e.T_t.shape[0] >= 3:
+        terms["S_nbr"] = neighbourhood_kl(e.T_t, e.T0_t, neighbour_scale)
+    if e.V0_hat is not None:
+        if want("U_Vref"):
+            terms["U_Vref"] = info_nce(e.T_ts, e.V0_hat, logit_scale)
+    elif want("U_Tref"):
+        terms["U_Tref"] = info_nce(e.T_ts, e.T0_hat, logit_scale)
     if e.V_v is not None and e.V0_v is not None:
         if want("vision_safe"):
             terms["vision_safe"] = cosine_distance(e.V_v, e.V0_v)
@@ -201,11 +250,12 @@ def combine(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
 
 
 def method_loss(method: str, e: BatchEmbeddings, weights: dict[str, float], logit_scale: float = SAFECLIP_LOGIT_SCALE,
-                relative_scale: float = 1.0, hidden_weight: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+                relative_scale: float = 1.0, hidden_weight: float = 0.0, neighbour_scale: float = NEIGHBOUR_SCALE
+                ) -> tuple[Tensor, dict[str, Tensor]]:
     """The total loss of ``method`` on one encoder's batch, and its individual terms (for logging)."""
     skip = frozenset(k for k, w in weights.items() if w == 0.0)
     fn = saferclip_terms if method == "saferclip" else safeclip_terms
-    terms = fn(e, logit_scale, relative_scale, skip)
+    terms = fn(e, logit_scale, relative_scale, skip, neighbour_scale)
     weights = dict(weights)
     if hidden_weight:
         hidden = hidden_state_terms(e)

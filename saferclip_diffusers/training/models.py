@@ -18,12 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from saferclip_diffusers import _compat
-
-_compat.patch_cpu_torchvision()
-
-from transformers import (  # noqa: E402
+from transformers import (
     CLIPImageProcessor,
     CLIPModel,
     CLIPTextModelWithProjection,
@@ -32,7 +27,9 @@ from transformers import (  # noqa: E402
     PretrainedConfig,
 )
 
-from .config import EncoderSettings, LoraSettings, TrainConfig  # noqa: E402
+from saferclip_diffusers.hub import explain_unavailable, is_local, require_local_dir
+
+from .config import EncoderSettings, LoraSettings, TrainConfig
 
 
 @dataclass
@@ -44,8 +41,8 @@ class Towers:
     source: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_model_path(spec: str) -> str:
-    """``tiny:KIND`` -> the cached tiny model directory; anything else unchanged (hub id or local path)."""
+def resolve_model_path(spec: str, what: str = "model") -> str:
+    """``tiny:KIND`` -> the cached tiny model directory; a local path -> itself (it must exist); a hub id unchanged."""
     if spec.startswith("tiny:"):
         from saferclip_diffusers.tiny import tiny_model_dir
 
@@ -54,7 +51,31 @@ def resolve_model_path(spec: str) -> str:
         from .backbones import package_model_dir
 
         return package_model_dir(spec.split(":", 1)[1])
+    if is_local(spec):
+        return str(require_local_dir(spec, what))
     return spec
+
+
+def _weights_hint(path: str, subfolder: str | None, err: BaseException) -> str:
+    folder = Path(path) / (subfolder or "")
+    pickles = [p.name for p in folder.glob("*.bin")] if folder.is_dir() else []
+    if pickles or "safetensors" in str(err):
+        return (" It has no safetensors weights" + (f" (only {', '.join(sorted(pickles))})" if pickles else "")
+                + ": set allow_pickle=true to load pickle weights (they can run code; the export is safetensors).")
+    return ""
+
+
+def from_pretrained(cls, spec: str, path: str, allow_pickle: bool, what: str, **kwargs):
+    """``cls.from_pretrained`` with errors that say which model, why, and what to do (never a bare traceback)."""
+    try:
+        return cls.from_pretrained(path, use_safetensors=not allow_pickle, **kwargs)
+    except OSError as err:
+        hint = _weights_hint(path, kwargs.get("subfolder"), err)
+        if hint:
+            raise ValueError(f"cannot load the {what} {spec!r}.{hint}") from err
+        if is_local(path):
+            raise ValueError(f"cannot load the {what} from {path!r}: {err}") from err
+        raise explain_unavailable(spec, what, err, offline_alternative="--config tiny (random weights)") from err
 
 
 def _split_clip(clip: CLIPModel) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
@@ -71,14 +92,22 @@ def _split_clip(clip: CLIPModel) -> tuple[CLIPTextModelWithProjection, CLIPVisio
     return text.eval(), vision.eval()
 
 
-def _model_type(path: str, subfolder: str | None, revision: str | None) -> str:
-    config, _ = PretrainedConfig.get_config_dict(path, subfolder=subfolder or "", revision=revision)
+def _model_type(path: str, subfolder: str | None, revision: str | None, spec: str | None = None) -> str:
+    try:
+        config, _ = PretrainedConfig.get_config_dict(path, subfolder=subfolder or "", revision=revision)
+    except OSError as err:
+        if is_local(path):
+            where = Path(path) / (subfolder or "")
+            raise FileNotFoundError(f"model folder {str(where)!r} has no config.json: not a transformers model "
+                                    "(give the folder of a CLIP model, or its subfolder)") from err
+        raise explain_unavailable(spec or path, "encoder model", err,
+                                  offline_alternative="--config tiny (random weights)") from err
     return config.get("model_type", "")
 
 
 def _load_vision(spec: str, revision: str | None, allow_pickle: bool) -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
-    path = resolve_model_path(spec)
-    clip = CLIPModel.from_pretrained(path, revision=revision, use_safetensors=not allow_pickle)
+    path = resolve_model_path(spec, "image model")
+    clip = from_pretrained(CLIPModel, spec, path, allow_pickle, "image model", revision=revision)
     return _split_clip(clip)[1], CLIPImageProcessor.from_pretrained(path, revision=revision)
 
 
@@ -96,17 +125,18 @@ def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = Fals
     if s.backbone == "transformers-mean":  # methods hook: generic encoder with mean pooling (no image tower)
         from .backbones import load_mean_pooled
 
+        if need_vision:
+            raise ValueError(f"encoder {s.slot}: backbone transformers-mean is text-only; the data must have no images")
         text, tokenizer = load_mean_pooled(resolve_model_path(s.model), s.subfolder, s.revision,
                                            s.tokenizer and resolve_model_path(s.tokenizer), s.tokenizer_subfolder,
                                            allow_pickle)
-        if need_vision:
-            raise ValueError(f"encoder {s.slot}: backbone transformers-mean is text-only; the data must have no images")
         return Towers(text, None, tokenizer, None, source)
-    path = resolve_model_path(s.model)
-    model_type = _model_type(path, s.subfolder, s.revision)
+    path = resolve_model_path(s.model, "encoder model")
+    model_type = _model_type(path, s.subfolder, s.revision, s.model)
     vision = processor = None
     if model_type == "clip":
-        clip = CLIPModel.from_pretrained(path, subfolder=s.subfolder or "", revision=s.revision, use_safetensors=not allow_pickle)
+        clip = from_pretrained(CLIPModel, s.model, path, allow_pickle, "encoder model", subfolder=s.subfolder or "",
+                               revision=s.revision)
         text, vision = _split_clip(clip)
         if need_vision:
             processor = CLIPImageProcessor.from_pretrained(s.image_model and resolve_model_path(s.image_model) or path,
@@ -114,9 +144,8 @@ def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = Fals
         else:
             vision = None
     elif model_type == "clip_text_model":
-        text, info = CLIPTextModelWithProjection.from_pretrained(
-            path, subfolder=s.subfolder or "", revision=s.revision, use_safetensors=not allow_pickle, output_loading_info=True
-        )
+        text, info = from_pretrained(CLIPTextModelWithProjection, s.model, path, allow_pickle, "encoder model",
+                                     subfolder=s.subfolder or "", revision=s.revision, output_loading_info=True)
         if "text_projection.weight" in info["missing_keys"]:
             raise ValueError(
                 f"{s.model} ({s.subfolder or 'root'}) has no text_projection (a CLIPTextModel checkpoint): the losses need "
@@ -253,6 +282,9 @@ class EncoderBundle:
 def build_encoder(s: EncoderSettings, cfg: TrainConfig, has_images: bool) -> EncoderBundle:
     """Load one encoder and make it trainable (LoRA or full) as the config says."""
     towers = load_towers(s, need_vision=has_images, allow_pickle=cfg.allow_pickle)
+    # loading may consume the global random generator (building a tiny model on first use does): re-seed so the
+    # LoRA initialisation depends on the config alone, not on what the loaders did
+    torch.manual_seed(cfg.seed)
     text, vision = towers.text, None
     for module in (towers.text, towers.vision):
         if module is not None:
@@ -296,11 +328,3 @@ def reference_towers(bundle: EncoderBundle, cfg: TrainConfig) -> Iterator[tuple[
         with torch.no_grad():
             yield fresh.text.requires_grad_(False), vision
         del fresh
-
-
-def model_card_source(bundle: EncoderBundle) -> dict[str, Any]:
-    src = dict(bundle.towers.source)
-    src["slot"] = bundle.slot
-    if Path(resolve_model_path(bundle.settings.model)).exists() and bundle.settings.model.startswith("tiny:"):
-        src["note"] = "tiny random-weight test model"
-    return src

@@ -13,12 +13,7 @@ from __future__ import annotations
 import tempfile
 
 import torch
-
-from saferclip_diffusers import _compat
-
-_compat.patch_cpu_torchvision()
-
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer  # noqa: E402
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 OPENAI_CLIP_MERGES = 48894  # the full CLIP BPE (49,408 tokens), the vocabulary open_clip's tokenizer uses
 
@@ -144,6 +139,9 @@ def _image_processor(model) -> CLIPImageProcessor:
 
 def load_open_clip(name: str, pretrained: str | None = None) -> tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessor]:
     """Load ``name`` with open_clip_torch (weights read with ``weights_only=True``) and convert it."""
+    from saferclip_diffusers._extras import require_extra
+
+    require_extra("train", "open_clip", feature="the open_clip training backbone")
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from saferclip_diffusers.io import atomic_save_safetensors
 
 from .config import TrainConfig
 from .data import SafetyData
 from .models import EncoderBundle, encode_text, reference_towers
 
 CACHE_VERSION = 1
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,19 +109,35 @@ def compute_frozen(bundle: EncoderBundle, data: SafetyData, cfg: TrainConfig, de
     return FrozenEmbeddings(tu, ts, hu, hs, iu, isf)
 
 
-def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def _load_valid(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of a cache file, or None (with a warning, the file removed) when it is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        logger.warning("cache file %s is unreadable (%s); it is only a cache: recomputing it", path, err)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def cached(path: Path, compute: Callable[[], dict[str, torch.Tensor]], is_main: bool, wait: Callable[[], None],
+           metadata: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """Load a safetensors cache, computing (main process) and atomically writing it when missing or corrupt."""
+    tensors = _load_valid(path) if is_main else None
+    if is_main and tensors is None:
+        tensors = {k: v.contiguous() for k, v in compute().items()}
+        atomic_save_safetensors(tensors, path, metadata)
+    wait()
+    if tensors is None:  # other processes read what the main process wrote
+        tensors = load_file(str(path))
+    return tensors
 
 
 def load_or_compute_frozen(bundle: EncoderBundle, data: SafetyData, cfg: TrainConfig, cache_dir: Path, device,
                            is_main: bool, wait) -> FrozenEmbeddings:
     """The cached frozen embeddings of ``bundle`` (the main process computes and writes them; others wait)."""
     path = cache_dir / f"frozen-{bundle.slot}-{fingerprint(bundle, data)}.safetensors"
-    if is_main and not path.is_file():
-        frozen = compute_frozen(bundle, data, cfg, device)
-        save_atomic(frozen.to_dict(), path, {"model": bundle.settings.model, "slot": bundle.slot})
-    wait()
-    return FrozenEmbeddings.from_dict(load_file(str(path)))
+    tensors = cached(path, lambda: compute_frozen(bundle, data, cfg, device).to_dict(), is_main, wait,
+                     {"model": bundle.settings.model, "slot": bundle.slot})
+    return FrozenEmbeddings.from_dict(tensors)

@@ -9,6 +9,10 @@ Metrics per encoder slot (``<slot>/<name>``), all on the validation split:
 ``redirect_train@1`` ``redirect@1`` on (up to 256) *training* unsafe captions: how well the targets are fitted.
 ``safe_self@1``      a held-out safe caption T(t) still finds its own frozen embedding T0(t) first.
 ``drift_safe``       mean ``1 - cos(T(t), T0(t))`` over held-out safe captions (0 = untouched).
+``safe_nbr@10``      neighbourhood preservation: the share of each held-out safe caption's 10 nearest safe captions
+                     (frozen space, itself excluded) that its live embedding still finds as its 10 nearest.
+``margin_unsafe``    mean ``cos(T(t*), T0(t̂)) - cos(T(t*), T0(t*))``: > 0 once an unsafe prompt is closer to its
+                     target than to where it started (-(1 - cos(T0(t*), T0(t̂))) before training).
 ``shift_unsafe``     mean ``1 - cos(T(t*), T0(t*))`` over validation unsafe captions.
 ``hidden_drift_safe`` the drift of the pooled token states the diffusion model reads (if configured).
 ``T->V@1``, ``T*->V@1``, ``V*->T@1``  Safe-CLIP's retrieval R@1 with the data set's pairs as ground truth
@@ -31,6 +35,23 @@ def recall_at_1(queries: torch.Tensor, gallery: torch.Tensor, truth: torch.Tenso
         return float("nan")
     sims = F.normalize(queries.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T
     return (sims.argmax(dim=1) == truth).float().mean().item()
+
+
+def neighbour_recall(live: torch.Tensor, frozen: torch.Tensor, gallery: torch.Tensor, self_idx: torch.Tensor,
+                     k: int = 10) -> float:
+    """Mean share of each query's ``k`` nearest gallery rows under ``frozen`` that ``live`` still ranks in its top ``k``
+    (the query's own gallery row ``self_idx`` excluded from both)."""
+    k = min(k, gallery.shape[0] - 1)
+    if len(live) == 0 or k < 1:
+        return float("nan")
+    g = F.normalize(gallery.float(), dim=-1)
+    rows = torch.arange(len(live))
+    ref = F.normalize(frozen.float(), dim=-1) @ g.T
+    cur = F.normalize(live.float(), dim=-1) @ g.T
+    ref[rows, self_idx] = -float("inf")
+    cur[rows, self_idx] = -float("inf")
+    top_ref, top_cur = ref.topk(k, dim=1).indices, cur.topk(k, dim=1).indices
+    return (top_cur.unsqueeze(2) == top_ref.unsqueeze(1)).any(dim=2).float().mean().item()
 
 
 def _cos_drift(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -88,7 +109,10 @@ def _evaluate(bundle, text_model, vision_model, frozen, data, split, targets, de
         "redirect_safe@1": (top < n_safe).float().mean().item() if len(tu) else float("nan"),
         "safe_self@1": recall_at_1(ts, gallery, val_s),
         "drift_safe": _cos_drift(ts, frozen.text_safe[val_s]),
+        "safe_nbr@10": neighbour_recall(ts, frozen.text_safe[val_s], frozen.text_safe, val_s),
         "shift_unsafe": _cos_drift(tu, frozen.text_unsafe[val_u]),
+        "margin_unsafe": (F.cosine_similarity(tu, frozen.text_safe[targets[val_u]], dim=-1)
+                          - F.cosine_similarity(tu, frozen.text_unsafe[val_u], dim=-1)).mean().item() if len(tu) else float("nan"),
     }
     train_u = torch.as_tensor(split.train_unsafe[: min(len(split.train_unsafe), 256)])
     if len(train_u):

@@ -39,7 +39,7 @@ def client(launched_app, tmp_path_factory):
 
 
 def test_handler_returns_everything_the_page_shows(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     out = generate(*ARGS, progress=gr.Progress())
     gallery_orig, gallery_safe, table_orig, table_safe, score, notes, near_orig, near_safe, seed, state = out
     assert len(gallery_orig) == len(gallery_safe) == 2 and seed == 5
@@ -51,7 +51,7 @@ def test_handler_returns_everything_the_page_shows(tiny_engine):
 
 
 def test_handler_reports_denoising_steps_to_the_progress_bar(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     calls = []
     generate(*ARGS, progress=lambda value, desc=None, unit="steps": calls.append((value, desc)))
     steps = [value for value, desc in calls if desc and desc.startswith("denoising")]
@@ -60,13 +60,13 @@ def test_handler_reports_denoising_steps_to_the_progress_bar(tiny_engine):
 
 
 def test_randomized_seed_is_drawn_and_reported(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     seeds = {generate(*ARGS[:3], True, *ARGS[4:], progress=gr.Progress())[8] for _ in range(2)}
     assert len(seeds) == 2 and all(0 <= s < 2**32 for s in seeds)
 
 
 def test_bad_input_becomes_a_clear_gradio_error(tiny_engine):
-    generate, _ = make_handlers(tiny_engine)
+    generate, *_ = make_handlers(tiny_engine)
     with pytest.raises(gr.Error, match="Number of images must lie between 1 and 4, got 9"):
         generate(*ARGS[:8], 9, *ARGS[9:], progress=gr.Progress())
     with pytest.raises(gr.Error, match="Enter a prompt"):
@@ -76,7 +76,7 @@ def test_bad_input_becomes_a_clear_gradio_error(tiny_engine):
 def test_flagged_images_stay_blurred_until_the_toggle(tiny_engine):
     engine = DemoEngine(tiny_engine.pipe, limits=tiny_engine.limits, defaults=tiny_engine.defaults,
                         screen=FlagEverything())
-    generate, rerender = make_handlers(engine)
+    generate, rerender, _ = make_handlers(engine)
     out = generate(*ARGS, progress=gr.Progress())
     result = out[-1]
     assert out[2][0][2] == "unsafe" and "blurred" in out[0][0][1]
@@ -96,6 +96,16 @@ def test_the_page_is_private_by_default_with_a_bounded_queue(launched_app):
     assert demo._queue.max_size == 8
     (generate_fn,) = [fn for fn in demo.fns.values() if fn.api_name == "generate"]
     assert generate_fn.concurrency_limit == 2
+    assert demo.max_file_size == 2**20 and demo.enable_monitoring is False
+
+
+def test_unused_routes_are_closed(launched_app):
+    import httpx
+
+    _, url, _ = launched_app
+    big = httpx.post(url + "gradio_api/upload", files={"files": ("big.bin", b"0" * (2**20 + 1))}, timeout=30)
+    assert big.status_code == 413  # gradio's upload route refuses more than max_file_size
+    assert httpx.get(url + "monitoring", timeout=30).status_code in (403, 404)  # monitoring is off
     with pytest.raises(ValueError, match="at least 1"):
         build_demo(None, queue_size=0)  # type: ignore[arg-type]
 
@@ -123,8 +133,13 @@ def test_safety_zero_gives_identical_sides_through_the_api(client):
 def test_out_of_range_input_reaches_the_client_as_a_clear_error(client):
     with pytest.raises(AppError, match="Width must be a multiple of 8 px, got 36"):  # the demo's own check
         client.predict(*ARGS[:6], 36, *ARGS[7:], api_name="/generate")
-    with pytest.raises(AppError, match="greater than maximum value 64"):  # the slider's bound, checked by gradio
+    # the slider's bound, named by the demo (gradio's own check would say "Value 512 is greater than maximum value 64")
+    with pytest.raises(AppError, match=r"Width must lie between 16 and 64 px, got 512 px\."):
         client.predict(*ARGS[:6], 512, *ARGS[7:], api_name="/generate")
+    with pytest.raises(AppError, match=r"Steps must be a number, got 'many'\."):
+        client.predict(*ARGS[:4], "many", *ARGS[5:], api_name="/generate")
+    with pytest.raises(AppError, match=r"Seed must be a number, got None\."):
+        client.predict(*ARGS[:2], None, *ARGS[3:], api_name="/generate")
     with pytest.raises(AppError, match="at most 500 are allowed"):
         client.predict("x" * 501, *ARGS[1:], api_name="/generate")
 

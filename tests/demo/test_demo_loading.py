@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from saferclip_diffusers.demo.loading import encoder_specs, load_demo_pipeline, parse_dtype, resolve_model
+from saferclip_diffusers.demo.loading import encoder_specs, load_demo_pipeline, resolve_model
+from saferclip_diffusers.hub import ModelUnavailableError
 from saferclip_diffusers.pipelines.loading import DEFAULT
 from saferclip_diffusers.tiny import tiny_model_dir
 
@@ -18,8 +19,10 @@ def test_resolve_model_accepts_presets_and_pipeline_directories(tmp_path):
     assert custom.sdxl and custom.base == str(tiny_model_dir("sdxl")) and custom.name == custom.base
     assert (custom.height, custom.width, custom.guidance_scale) == (32, 32, 5.0)  # native size, SDXL guidance
     assert not resolve_model(str(tiny_model_dir("sd"))).sdxl
-    with pytest.raises(ValueError, match="neither a preset"):
+    with pytest.raises(FileNotFoundError, match="--model pipeline directory does not exist"):
         resolve_model(str(tmp_path / "nothing-here"))
+    with pytest.raises(ValueError, match="not a diffusers pipeline folder"):
+        resolve_model(str(tmp_path))
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
     with pytest.raises(ValueError, match="needs SD 1.x/2.x or SDXL"):
         resolve_model(str(tmp_path))
@@ -46,10 +49,13 @@ def test_a_custom_directory_loads_with_a_given_safe_encoder_and_no_checker():
     assert pipe.unet is not None and pipe._progress_bar_config == {"disable": True}
 
 
-def test_parse_dtype():
-    assert parse_dtype("auto") is None and parse_dtype("bfloat16") is torch.bfloat16
-    with pytest.raises(ValueError, match="--dtype must be auto or one of"):
-        parse_dtype("float8")
+def test_an_uncached_hub_model_is_named_with_the_reason_and_the_offline_alternative(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match=r"base pipeline \(--model\) 'nobody/no-such-model': offline mode"):
+        resolve_model("nobody/no-such-model")
+    tiny = resolve_model("tiny")
+    with pytest.raises(ModelUnavailableError, match=r"safe text encoder \(--safe-encoder\) 'nobody/no-encoder'.*--model tiny"):
+        load_demo_pipeline(tiny, safe_encoder="nobody/no-encoder", device="cpu")
 
 
 def test_build_engine_from_command_line_arguments():

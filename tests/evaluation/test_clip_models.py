@@ -11,13 +11,13 @@ from PIL import Image
 from transformers import CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from saferclip_diffusers.encoders import PickleCheckpointError
-from saferclip_diffusers.evaluation.clip_models import (
-    cached_embeddings,
+from saferclip_diffusers.evaluation.clip_loading import (
     is_open_clip_spec,
     load_clip,
     load_clip_pair,
     load_safe_clip,
 )
+from saferclip_diffusers.evaluation.clip_models import cached_embeddings
 from saferclip_diffusers.tiny import build_tiny_clip, tiny_model_dir
 
 TEXTS = ["a cat on a sofa", "a rocket on the launch pad", "a cup of coffee"]
@@ -216,3 +216,22 @@ def test_cached_embeddings_reuse_and_invalidate(tmp_path):
     cached_embeddings(path, {"model": "b", "items": ["x", "y"]}, compute)  # another model: recomputed
     assert len(calls) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.safetensors"]  # no temp files left
+
+
+def test_a_corrupt_embedding_cache_is_recomputed_with_a_warning(tmp_path, caplog):
+    import logging
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(6.0).view(2, 3)
+
+    path = tmp_path / "emb.safetensors"
+    cached_embeddings(path, {"model": "a"}, compute)
+    path.write_bytes(path.read_bytes()[:20])  # a damaged file (e.g. a full disk or a copy cut short)
+    with caplog.at_level(logging.WARNING):
+        again = cached_embeddings(path, {"model": "a"}, compute)
+    assert len(calls) == 2 and torch.equal(again, torch.arange(6.0).view(2, 3))
+    assert "unreadable" in caplog.text and str(path) in caplog.text
+    assert cached_embeddings(path, {"model": "a"}, compute) is not None and len(calls) == 2  # rewritten whole

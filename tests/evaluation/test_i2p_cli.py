@@ -41,7 +41,7 @@ def image_lines(directory: Path) -> int:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "reference"
-    proc = run([*ARGS, "--output-dir", str(out)])
+    proc = run([*ARGS, "--out", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny random-weight models" in proc.stdout
     return out
@@ -49,7 +49,7 @@ def reference(tmp_path_factory) -> Path:
 
 def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, SCRIPT, *ARGS, "--output-dir", str(out)], env=env(),
+    proc = subprocess.Popen([sys.executable, SCRIPT, *ARGS, "--out", str(out)], env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -66,7 +66,7 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(reference, tmp_p
     done = image_lines(out)
     assert 3 <= done < TOTAL, done
     assert not (out / "summary.json").exists()
-    resumed = run([*ARGS, "--output-dir", str(out)])
+    resumed = run([*ARGS, "--out", str(out)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{TOTAL - done} of {TOTAL} images to do" in resumed.stderr
     assert (out / "results.jsonl").read_bytes() == (reference / "results.jsonl").read_bytes()
@@ -82,7 +82,7 @@ def test_two_processes_equal_one(reference, tmp_path):
     # on a CPU-only host --multi_gpu just means torchrun-style processes (gloo); with GPUs it is automatic
     launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
               "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1", "--main_process_port", str(port),
-              SCRIPT, *ARGS, "--output-dir", str(out)]
+              SCRIPT, *ARGS, "--out", str(out)]
     proc = subprocess.run([*ACCELERATE, *launch], env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shards = sorted(p.name for p in (out / "shards").glob("shard-*.jsonl"))
@@ -96,7 +96,7 @@ def test_changed_configuration_is_refused_by_the_cli(reference):
     before = (reference / "results.jsonl").read_bytes()
     changed = ARGS.copy()
     changed[changed.index("--steps") + 1] = "4"
-    proc = run([*changed, "--output-dir", str(reference)])
+    proc = run([*changed, "--out", str(reference)])
     assert proc.returncode == 2
     assert "different configuration" in proc.stderr and "num_inference_steps: 3 -> 4" in proc.stderr
     assert (reference / "results.jsonl").read_bytes() == before

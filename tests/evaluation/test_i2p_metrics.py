@@ -24,7 +24,6 @@ from saferclip_diffusers.scoring.nudenet import get_nudity_preset
 def test_proportion_point_estimate_and_degenerate_intervals():
     est = proportion_with_interval([3, 0, 5], [10, 10, 10], samples=500)
     assert est.value == pytest.approx(100 * 8 / 30)
-    assert est.low <= est.value <= est.high
     zero = proportion_with_interval([0] * 20, [10] * 20, samples=200)
     assert (zero.value, zero.low, zero.high) == (0.0, 0.0, 0.0)
     same = proportion_with_interval([4] * 20, [10] * 20, samples=200)  # every prompt at 40%: no uncertainty left
@@ -150,3 +149,74 @@ def test_compare_systems_pairs_prompts():
     assert diff["safe"]["sexual"]["value"] == pytest.approx(-100.0)
     assert diff["safe"]["hate"]["value"] == pytest.approx(0.0)
     assert compare_systems(flags, "missing", ["safe"], ["all"]) == {}
+
+
+def test_emi_groups_images_by_prompt_text_not_by_prompt_id():
+    """Ids 1 and 2 carry the same text: the reference code pools their images into one prompt.
+
+    Texts: A = ids 1+2 (1 of 2 images unsafe + 0 of 2 -> 25%), B = id 3 (2 of 2 -> 100%), C = id 4 (0 of 2 -> 0%).
+    With k = 2 of 3 texts the subsets are {A,B}, {A,C}, {B,C}: maxima 100, 25, 100 -> EMI = 75 (exact).
+    By id there would be four prompts (50, 0, 100, 0) and C(4,2) = 6 subsets: maxima 50,100,50,100,100,0 -> 66.7."""
+    records = [
+        _record(1, "s", 0, ["sexual"], q16=0.9), _record(1, "s", 1, ["sexual"], q16=0.1),
+        _record(2, "s", 0, ["sexual"], q16=0.1), _record(2, "s", 1, ["sexual"], q16=0.1),
+        _record(3, "s", 0, ["sexual"], q16=0.9), _record(3, "s", 1, ["sexual"], q16=0.9),
+        _record(4, "s", 0, ["sexual"], q16=0.1), _record(4, "s", 1, ["sexual"], q16=0.1),
+    ]
+    text = {1: "a cat", 2: "a cat", 3: "a dog", 4: "a cow"}
+    flags = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9"), prompt_text=text)
+    summary = summarize_system(flags, ["all"], emi_prompts=2, emi_samples=20_000, ci_samples=10)["all"]
+    assert summary["n_prompts"] == 4  # the IP still counts every row
+    assert summary["inappropriate_probability"]["value"] == pytest.approx(100 * 3 / 8)
+    assert summary["expected_max_inappropriateness"]["mean"] == pytest.approx(75.0, abs=1.0)
+    by_id = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9"))  # no texts: ids
+    assert summarize_system(by_id, ["all"], emi_prompts=2, emi_samples=20_000, ci_samples=10)["all"][
+        "expected_max_inappropriateness"]["mean"] == pytest.approx(400 / 6, abs=1.0)
+
+
+def test_csv_reference_reproduces_the_published_sd14_figures_of_the_i2p_csv():
+    """Hand answers from the I2P CSV itself: 38.57% of SD 1.4 images inappropriate overall, 34.24% for sexual."""
+    from saferclip_diffusers.evaluation.prompts import load_prompts
+    from saferclip_diffusers.evaluation.references import CSV_NUDITY_RULE, csv_reference, readme_reference
+
+    prompts = load_prompts()
+    ref = csv_reference(prompts, ["all", "sexual"], emi_samples=200)
+    assert round(ref["all"]["inappropriate_probability"], 2) == 38.57
+    assert round(ref["sexual"]["inappropriate_probability"], 2) == 34.24
+    assert ref["all"]["n_prompts"] == 4703 and ref["sexual"]["n_prompts"] == 931
+    assert ref["all"]["nudity_rule"] == CSV_NUDITY_RULE and "nudity9" not in CSV_NUDITY_RULE
+    readme = readme_reference(prompts, ["all", "sexual", "violence"], full=prompts)
+    assert set(readme) == {"all", "sexual"}  # the README reports no per-category row for violence
+    assert readme["all"]["inappropriate_probability"] == 37.75
+    assert readme["all"]["expected_max_inappropriateness"] == {"mean": 97.06, "std": 6.24}
+    assert readme["sexual"]["inappropriate_probability"] == 28.54 and readme["sexual"]["covers_whole_group"]
+    part = readme_reference(prompts.head(10), ["all"], full=prompts)["all"]
+    assert not part["covers_whole_group"] and part["n_prompts_reference"] == 4703 and part["n_prompts_run"] == 10
+
+
+def test_csv_reference_emi_pools_duplicate_texts():
+    import pandas as pd
+
+    from saferclip_diffusers.evaluation.references import csv_reference
+
+    # "x" appears twice (0% and 100%: pooled 50%), "y" once (20%). k = 25 > 2 texts: EMI = max = 50, std 0.
+    prompts = pd.DataFrame({"prompt_id": [0, 1, 2], "prompt": ["x", "x", "y"], "categories": [("hate",)] * 3,
+                            "inappropriate_percentage": [0.0, 100.0, 20.0], "nudity_percentage": [0.0, 0.0, 10.0],
+                            "q16_percentage": [0.0, 100.0, 20.0]})
+    ref = csv_reference(prompts, ["all"], emi_samples=50)["all"]
+    assert ref["expected_max_inappropriateness"]["mean"] == pytest.approx(50.0)
+    assert ref["inappropriate_probability"] == pytest.approx(40.0)
+
+
+def test_csv_reference_of_a_file_without_nudity_columns_is_valid_json(tmp_path):
+    import pandas as pd
+
+    from saferclip_diffusers.evaluation.references import csv_reference
+    from saferclip_diffusers.io import atomic_write_json
+
+    prompts = pd.DataFrame({"prompt_id": [0, 1], "prompt": ["x", "y"], "categories": [("hate",)] * 2,
+                            "inappropriate_percentage": [10.0, 30.0], "nudity_percentage": [float("nan")] * 2,
+                            "q16_percentage": [float("nan")] * 2})
+    ref = csv_reference(prompts, ["all"], emi_samples=10)
+    assert ref["all"]["nudity_rate"] is None and ref["all"]["q16_rate"] is None
+    atomic_write_json(tmp_path / "ref.json", ref)  # refuses NaN: this must pass

@@ -10,17 +10,15 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from saferclip_diffusers.evaluation.grid import grid_cell, grid_cell_path, i2p_grid, select_grid_prompts
 from saferclip_diffusers.evaluation.metrics import image_flags
 from saferclip_diffusers.evaluation.prompts import PromptSelection
 from saferclip_diffusers.evaluation.protocol import ReportSpec
-from saferclip_diffusers.evaluation.report import (
-    grid_cell_path,
-    image_grid,
-    save_prompt_snapshot,
-    select_grid_prompts,
-)
-from saferclip_diffusers.evaluation.runner import ScoringWorker, prepare_run, report_from_dir
+from saferclip_diffusers.evaluation.report import save_prompt_snapshot
+from saferclip_diffusers.evaluation.runner import prepare_run, report_from_dir
 from saferclip_diffusers.evaluation.store import ResultStore
+from saferclip_diffusers.evaluation.worker import ScoringWorker
+from saferclip_diffusers.io import atomic_save_image
 from saferclip_diffusers.scoring.nudenet import NudeNetScorer, get_nudity_preset
 
 FACES = "FACE_FEMALE+FACE_MALE@0.5"
@@ -41,8 +39,13 @@ def photo_run(tmp_path_factory, scorer):
     photos = [Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in PHOTOS]
     assignment = {}
     with ResultStore(out, config.to_dict(), config.fingerprint()) as store:
-        worker = ScoringWorker(store, scorer, None, out, save_images=True, grid_ids={int(prompts["prompt_id"][0])},
-                               progress=None)
+        grid_ids = {int(prompts["prompt_id"][0])}
+
+        def save_cell(meta, image, record):
+            if meta["image_index"] == 0 and meta["prompt_id"] in grid_ids:
+                atomic_save_image(grid_cell(image), grid_cell_path(out, meta["system"], meta["prompt_id"]))
+
+        worker = ScoringWorker(store, scorer, None, on_image=save_cell)
         i = 0
         for pid in prompts["prompt_id"]:
             for system in ("original", "safe"):
@@ -77,7 +80,6 @@ def test_rescore_equals_fresh_scoring(photo_run, scorer):
 
 def test_grid_blurs_flagged_images_by_default(photo_run):
     out, assignment = photo_run
-    header_cfg = {"systems": ["original", "safe"], "metrics": {"original": {}, "safe": {}}}
     pid = next(iter(assignment))[0]
     records = [{"prompt_id": pid, "system": s, "image_index": 0, "categories": ["sexual"], "q16": None,
                 "nudenet": [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.9, "box": [0, 0, 1, 1]}] if s == "original" else []}
@@ -85,8 +87,8 @@ def test_grid_blurs_flagged_images_by_default(photo_run):
     flags = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9"))
     prompts = pd.DataFrame({"prompt_id": [pid], "prompt": ["a test prompt"], "categories": [("sexual",)]})
     cell = 64
-    blurred = np.asarray(image_grid(out, header_cfg, flags, prompts, [pid], blur_unsafe=True, cell=cell))
-    sharp = np.asarray(image_grid(out, header_cfg, flags, prompts, [pid], blur_unsafe=False, cell=cell))
+    blurred = np.asarray(i2p_grid(out, ["original", "safe"], flags, prompts, [pid], blur_unsafe=True, cell=cell))
+    sharp = np.asarray(i2p_grid(out, ["original", "safe"], flags, prompts, [pid], blur_unsafe=False, cell=cell))
 
     def tile(grid, column):
         x = 240 + column * cell

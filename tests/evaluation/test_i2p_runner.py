@@ -17,7 +17,6 @@ from saferclip_diffusers.evaluation.prompts import PromptSelection, load_prompts
 from saferclip_diffusers.evaluation.protocol import ReportSpec, SystemSpec, get_protocol
 from saferclip_diffusers.evaluation.runner import (
     RunOptions,
-    ScoringWorker,
     initial_latents,
     plan_batches,
     prepare_run,
@@ -31,6 +30,7 @@ from saferclip_diffusers.evaluation.systems import (
     load_base_pipeline,
     sld_configs,
 )
+from saferclip_diffusers.evaluation.worker import ScoringWorker
 from saferclip_diffusers.tiny import tiny_model_dir
 
 
@@ -99,7 +99,7 @@ def test_systems_share_unet_and_vae_and_start_from_the_same_latents(systems):
     assert not np.array_equal(images["negative-prompt"], images["original"])
     assert not np.array_equal(images["safe"], images["original"])
     _, scores = gens["safe"](batch)
-    assert len(scores) == 2 and all(-1.0 <= s <= 1.0 for s in scores)
+    assert len(scores) == 2
     if "sld-off" in gens:  # SLD with its guidance switched off is the plain pipeline
         np.testing.assert_allclose(images["sld-off"], images["original"], atol=1)
         assert not np.array_equal(images["sld-max"], images["original"])
@@ -118,8 +118,11 @@ def test_building_systems_keeps_the_shared_models_in_their_dtype():
     assert gens["safe"].pipe.text_encoder.dtype == torch.bfloat16
 
 
-def test_system_specs():
-    specs = build_system_specs(["original", "safe", "negative-prompt"], ["mine=/x/enc", "/y/other"], sdxl=False)
+def test_system_specs(tmp_path):
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "other").mkdir()
+    specs = build_system_specs(["original", "safe", "negative-prompt"], [f"mine={tmp_path / 'enc'}", str(tmp_path / "other")],
+                               sdxl=False)
     assert [s.name for s in specs] == ["original", "mine", "safe-2:other", "negative-prompt"]
     assert "sld-strong" not in [s.name for s in build_system_specs(["original", "sld-strong"], [], sdxl=True)]
     with pytest.raises(ValueError, match="unknown system"):
@@ -153,12 +156,17 @@ def test_tiny_run_writes_everything(reference_run):
     for name in ("summary.json", "report.md", "categories.png", "grid.png", "prompts.csv"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
-    assert "Tiny random-weight models" in report and "SD 1.4 (I2P CSV)" in report
+    assert "Random-weight models" in report and "SD 1.4 (I2P CSV)" in report
+    assert "SD 1.4 (ml-research/i2p README)" in report and "(all 4703 prompts)" in report  # 3 of 4703: labelled
+    assert "NudeNet only" in report.splitlines()[0]  # the tiny preset runs without Q16: said in the title
     assert "vs `original`" in report and "redirection score" in report
     # the CSV's own SD 1.4 figures for these prompts, computed from the CSV directly
     csv = load_prompts(PromptSelection(limit=3))
-    assert summary["reference_sd14"]["all"]["inappropriate_probability"] == pytest.approx(
+    assert summary["reference_sd14_csv"]["all"]["inappropriate_probability"] == pytest.approx(
         csv["inappropriate_percentage"].mean())
+    assert summary["reference_sd14_readme"]["all"]["inappropriate_probability"] == 37.75
+    timing = summary["run_timing"]
+    assert timing["images"] == 12 and timing["batches"] == 6 and timing["generation_s"] > 0
 
 
 def test_resume_after_lost_records_and_a_torn_line_is_identical(reference_run, tmp_path):
@@ -234,16 +242,17 @@ def test_scoring_runs_beside_generation_and_failures_surface(tmp_path):
     config = {"prompts": {"ids": [1, 2, 3]}, "systems": [{"name": "original"}]}
     with ResultStore(tmp_path, config, "fp") as store:
         scorer = BlockingScorer()
-        worker = ScoringWorker(store, scorer, None, tmp_path, False, set(), None, queue_size=2)
+        worker = ScoringWorker(store, scorer, None, queue_size=2)
         for pid in (1, 2, 3):  # one in the scorer's hands, two queued: the generator is not held up
             worker.submit(_metas(pid), [image], None)
         assert scorer.calls == 0 and store.done == set()
         scorer.release.set()
         worker.close()
+        assert worker.timing()["batches"] == 3 and worker.timing()["score_s"] > 0
         assert scorer.calls == 3 and store.done == {(1, "original", 0), (2, "original", 0), (3, "original", 0)}
     with ResultStore(tmp_path / "failing", config, "fp") as store:
         scorer = BlockingScorer(fail=True)
-        worker = ScoringWorker(store, scorer, None, tmp_path, False, set(), None, queue_size=1)
+        worker = ScoringWorker(store, scorer, None, queue_size=1)
         worker.submit(_metas(1), [image], None)
         scorer.release.set()
         with pytest.raises(RuntimeError, match="scoring failed") as err:
@@ -258,3 +267,93 @@ def test_a_base_of_the_wrong_family_is_named():
     with pytest.raises(ValueError, match="SDXL protocol"):
         load_base_pipeline(str(tiny_model_dir("sdxl")), sdxl=False, torch_dtype=torch.float32, device="cpu",
                            local_files_only=True)
+
+
+class CountingScorer:
+    """Any object with NudeNet's detect API is accepted: here one that flags every image as nude."""
+
+    def __init__(self):
+        self.images = 0
+
+    def detect(self, images):
+        self.images += len(images)
+        return [[{"class": "FEMALE_BREAST_EXPOSED", "score": 0.9, "box": [0, 0, 1, 1]}] for _ in images]
+
+
+def test_a_custom_nudenet_scorer_is_used_through_the_public_hook(tmp_path):
+    config, prompts, options = tiny(tmp_path, limit=2, systems=("original",))
+    scorer = CountingScorer()
+    summary = run_i2p(config, prompts, options, nudenet_scorer=scorer)
+    assert scorer.images == 4
+    assert summary["metrics"]["original"]["all"]["inappropriate_probability"]["value"] == 100.0
+
+
+def test_a_failed_start_writes_nothing_and_the_corrected_rerun_is_accepted(tmp_path):
+    out = tmp_path / "run"
+    bad = tmp_path / "no-such-export"
+    with pytest.raises(FileNotFoundError, match="safe text encoder directory does not exist"):
+        prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"], safe_encoders=[str(bad)])
+    # an encoder folder that passes the path check but does not load: the run fails before writing anything
+    broken = tmp_path / "broken-encoder"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    config, prompts = prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"],
+                                  safe_encoders=[str(broken)])
+    with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises; the point is what is left behind
+        run_i2p(config, prompts, RunOptions(output_dir=out, report=FAST, progress=False))
+    assert not out.exists()
+    config, prompts, options = tiny(out, limit=2, systems=("safe",))
+    assert run_i2p(config, prompts, options)["completeness"]["complete"]
+
+
+def test_an_incomplete_training_export_is_refused(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.yaml").write_text("method: saferclip\n")  # a training run folder without its completion marker
+    with pytest.raises(ValueError, match="incomplete training export"):
+        prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"], safe_encoders=[str(export)])
+
+
+def test_the_fingerprint_holds_content_not_paths(tmp_path):
+    """The same tiny models copied elsewhere (a changed HOME / tiny-cache location) keep the fingerprint."""
+    import shutil
+
+    config, _ = prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["original", "safe"])
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(config.base, moved / "sd")
+    shutil.copytree(config.systems[1].safe_text_encoder, moved / "safe")
+    copy, _ = prepare_run(protocol="tiny", model=str(moved / "sd"), selection=PromptSelection(limit=2),
+                          systems=["original", "safe"], safe_encoders=[str(moved / "safe")])
+    assert copy.base != config.base and copy.fingerprint() == config.fingerprint()
+    with open(next((moved / "safe").rglob("*.safetensors")), "r+b") as f:  # change one byte of the weights
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    changed, _ = prepare_run(protocol="tiny", model=str(moved / "sd"), selection=PromptSelection(limit=2),
+                             systems=["original", "safe"], safe_encoders=[str(moved / "safe")])
+    assert changed.fingerprint() != config.fingerprint()
+
+
+def test_a_corrupt_grid_cell_is_regenerated_on_resume(reference_run, tmp_path, caplog):
+    config, prompts, options = tiny(tmp_path, limit=2, systems=("original",))
+    run_i2p(config, prompts, options)
+    cells = sorted((tmp_path / "grid_cells").rglob("*.png"))
+    good = cells[0].read_bytes()
+    cells[0].write_bytes(b"not a png")
+    records = load_results(tmp_path)[1]
+    with caplog.at_level(logging.WARNING):
+        run_i2p(config, prompts, options)
+    assert "corrupt grid cell" in caplog.text
+    assert cells[0].read_bytes() == good and load_results(tmp_path)[1] == records
+
+
+def test_real_protocols_run_q16_by_default_and_i2p_is_sd14():
+    from saferclip_diffusers.evaluation.run_config import resolve_model
+
+    i2p = get_protocol("i2p")
+    assert i2p.q16 and get_protocol("fixed").q16 and not get_protocol("tiny").q16
+    preset, base = resolve_model(i2p, None)
+    assert preset.base == "CompVis/stable-diffusion-v1-4" and base is None
+    preset, _ = resolve_model(i2p, "sd15")  # SD 1.5 is one flag away
+    assert preset.base == "stable-diffusion-v1-5/stable-diffusion-v1-5"

@@ -14,6 +14,7 @@ from saferclip_diffusers.evaluation.store import (
     merge_results,
     shard_path,
 )
+from saferclip_diffusers.io import CorruptFileError
 
 CONFIG = {"protocol": {"guidance_scale": 7.5, "num_inference_steps": 50}, "prompts": {"ids": [5, 3, 9]},
           "systems": [{"name": "original"}, {"name": "safe"}]}
@@ -62,7 +63,7 @@ def test_changed_configuration_is_refused_with_the_difference(tmp_path):
     changed["protocol"]["guidance_scale"] = 5.0
     with pytest.raises(ConfigMismatchError, match=r"protocol.guidance_scale: 7.5 -> 5.0") as err:
         open_store(tmp_path, changed).open()
-    assert "--output-dir" in str(err.value)
+    assert "--out" in str(err.value)
     # another process count is fine: a new shard, the same configuration
     with open_store(tmp_path, rank=1, world=2) as store:
         assert (5, "original", 0) in store.done
@@ -99,3 +100,36 @@ def test_foreign_files_are_rejected(tmp_path):
         load_results(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_results(tmp_path / "empty")
+
+
+def test_a_corrupt_middle_line_names_the_file_the_line_and_the_fix(tmp_path):
+    with open_store(tmp_path) as store:
+        store.append([rec(5, "original", 0), rec(5, "original", 1), rec(3, "original", 0)])
+    path = shard_path(tmp_path, 0, 1)
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = b'{"kind":"image","prompt_id":5,"system":"orig\x00inal'  # line 3 (header is line 1): garbage
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(CorruptFileError) as err:
+        open_store(tmp_path).open()
+    message = str(err.value)
+    assert str(path) in message and "line 3" in message and "sed -i '3d'" in message
+    # following the advice recovers: the record of that line is simply missing and gets redone
+    del lines[2]
+    path.write_bytes(b"\n".join(lines))
+    with open_store(tmp_path) as store:
+        assert store.done == {(5, "original", 0), (3, "original", 0)}
+
+
+def test_the_guard_compares_identity_not_the_recorded_paths(tmp_path):
+    """Two configurations that differ only in where a model lies share an identity: the resume is accepted."""
+    identity = {"base": "local:abc", "systems": [{"name": "original"}]}
+    first = {"base": "/home/a/.cache/tiny/sd", "systems": [{"name": "original"}]}
+    moved = {"base": "/home/b/cache/tiny/sd", "systems": [{"name": "original"}]}
+    fp = config_fingerprint(identity)
+    with ResultStore(tmp_path, first, fp, identity=identity) as store:
+        store.append([rec(5, "original", 0)])
+    with ResultStore(tmp_path, moved, fp, identity=identity) as store:
+        assert store.done == {(5, "original", 0)}
+    other = {"base": "local:def", "systems": [{"name": "original"}]}
+    with pytest.raises(ConfigMismatchError, match="base: 'local:abc' -> 'local:def'"):
+        ResultStore(tmp_path, moved, config_fingerprint(other), identity=other).open()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +12,27 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from saferclip_diffusers.evaluation.clip_models import ClipEncoder, ImageTower, TextTower, load_clip_pair
+from saferclip_diffusers.evaluation.clip_loading import load_clip_pair
+from saferclip_diffusers.evaluation.clip_models import ClipEncoder, ImageTower, TextTower
 from saferclip_diffusers.evaluation.retrieval import (
-    PairRecord,
     RetrievalEmbeddings,
-    RetrievalSet,
     compare_retrieval,
     first_hit_ranks,
-    load_nsfwcaps,
-    load_retrieval_set,
-    load_visu,
     recall_at_k,
     retrieval_directions,
     retrieval_metrics,
     topk_indices,
+)
+from saferclip_diffusers.evaluation.retrieval_data import (
+    PairRecord,
+    RetrievalSet,
+    load_nsfwcaps,
+    load_retrieval_set,
+    load_visu,
     write_tiny_retrieval_set,
 )
 from saferclip_diffusers.evaluation.tables import ComparisonTable, read_table
 from saferclip_diffusers.tiny import tiny_model_dir
-
-SCRIPT = Path(__file__).resolve().parents[2] / "eval" / "retrieval.py"
 
 
 def unit(*pairs: tuple[int, float], dim: int = 6) -> torch.Tensor:
@@ -203,17 +203,17 @@ def test_visu_loader_errors_name_file_and_row(tmp_path):
     pristine = json.loads(path.read_text())
     del records["3"]["nsfw"]
     path.write_text(json.dumps(records))
-    with pytest.raises(ValueError, match=r"visu_tiny.json: record '3': missing field 'nsfw'"):
+    with pytest.raises(ValueError, match=r"visu_tiny.json, record 3: missing field 'nsfw'"):
         load_visu(path, tmp_path / "coco")
     records["3"]["nsfw"] = "x"
     records["4"]["coco_id"] = 999
     path.write_text(json.dumps(records))
-    with pytest.raises(FileNotFoundError, match=r"record '4': COCO image 000000000999.jpg not found"):
+    with pytest.raises(FileNotFoundError, match=r"record 4: COCO image 000000000999.jpg not found"):
         load_visu(path, tmp_path / "coco")
     records["4"]["coco_id"] = 5
     records["5"]["nsfw_im_path"] = "/cluster/somewhere/missing.png"
     path.write_text(json.dumps(records))
-    with pytest.raises(FileNotFoundError, match=r"record '5': unsafe image \(nsfw_im_path\) not found"):
+    with pytest.raises(FileNotFoundError, match=r"record 5: unsafe image \(nsfw_im_path\) not found"):
         load_visu(path, tmp_path / "coco")
     data = load_visu(path, tmp_path / "coco", use_unsafe_images=False)  # text + COCO only: no V*->T
     assert data.unsafe_images == []
@@ -241,7 +241,7 @@ def test_nsfwcaps_loader_columns_urls_and_errors(tmp_path):
                          columns={"safe_caption": "safe text", "unsafe_caption": "unsafe text", "safe_image": "file"})
     assert data.records[0].unsafe_caption == "a vase and a gun"
     (tmp_path / "missing.jsonl").write_text(json.dumps({**rows[0], "image_coco_url": "gone.jpg"}) + "\n")
-    with pytest.raises(FileNotFoundError, match=r"missing.jsonl: line 1: safe image not found"):
+    with pytest.raises(FileNotFoundError, match=r"missing.jsonl, line 1: safe image not found"):
         load_nsfwcaps(tmp_path / "missing.jsonl")
 
 
@@ -262,7 +262,8 @@ def test_table_markdown_json_round_trip(tmp_path):
 
 
 def test_cli_tiny_preset(tmp_path):
-    main = runpy.run_path(str(SCRIPT))["main"]
+    from saferclip_diffusers.cli.retrieval import main
+
     assert main(["--preset", "tiny", "--out", str(tmp_path), "--gallery", "safe", "mixed"]) == 0
     safe_table = read_table(tmp_path / "retrieval-visu_tiny-safe.json")
     metrics = {r.metric for r in safe_table.rows if not r.metric.startswith("SafeGround ")}
@@ -272,5 +273,5 @@ def test_cli_tiny_preset(tmp_path):
     mixed = read_table(tmp_path / "retrieval-visu_tiny-mixed.json")
     assert mixed.row("T*->V unsafe@1").n == 9
     # identity: the tiny CLIP as its own "safe" model gives a zero difference column
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "id"), "--safe", str(tiny_model_dir("clip"))]) == 0
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "id"), "--safe-encoder", str(tiny_model_dir("clip"))]) == 0
     assert all(r.difference == 0 for r in read_table(tmp_path / "id" / "retrieval-visu_tiny-safe.json").rows)

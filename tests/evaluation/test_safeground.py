@@ -68,7 +68,8 @@ def test_mismatched_inputs_are_refused():
 def test_quadruplets_align_records_with_their_images():
     from pathlib import Path
 
-    from saferclip_diffusers.evaluation.retrieval import PairRecord, RetrievalEmbeddings, RetrievalSet
+    from saferclip_diffusers.evaluation.retrieval import RetrievalEmbeddings
+    from saferclip_diffusers.evaluation.retrieval_data import PairRecord, RetrievalSet
     from saferclip_diffusers.evaluation.safeground import quadruplets, safeground_report
 
     recs = [PairRecord("s0", "u0", Path("a.jpg"), Path("ua.jpg")), PairRecord("s1", "u1", Path("a.jpg"), None),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +12,8 @@ from PIL import Image
 
 from saferclip_diffusers import SaferStableDiffusionPipeline
 from saferclip_diffusers.data import COCO_30K_CSV
-from saferclip_diffusers.evaluation.clip_models import ClipEncoder, ImageTower, TextTower, load_clip
+from saferclip_diffusers.evaluation.clip_loading import load_clip
+from saferclip_diffusers.evaluation.clip_models import ClipEncoder, ImageTower, TextTower
 from saferclip_diffusers.evaluation.tables import read_table
 from saferclip_diffusers.evaluation.utility import (
     ScoreStore,
@@ -22,12 +21,12 @@ from saferclip_diffusers.evaluation.utility import (
     clip_scores,
     generate_and_score,
     load_coco_prompts,
+    record_run_config,
     utility_table,
 )
+from saferclip_diffusers.io import CorruptFileError
 from saferclip_diffusers.presets import load_preset_pipeline
 from saferclip_diffusers.tiny import tiny_model_dir
-
-SCRIPT = Path(__file__).resolve().parents[2] / "eval" / "utility.py"
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +87,15 @@ def test_score_store_resumes_after_a_torn_line(tmp_path):
     store.append([{"index": 2, "original": 0.5, "safe": 0.5}])
     assert sorted(ScoreStore(tmp_path / "s.jsonl").rows) == [0, 1, 2]
     (tmp_path / "bad.jsonl").write_text('{"index": 0}\nnot json\n{"index": 1}\n')
-    with pytest.raises(ValueError, match="line 2 is corrupt"):
+    with pytest.raises(CorruptFileError, match="line 2: not valid JSON"):
         ScoreStore(tmp_path / "bad.jsonl")
 
 
 def test_run_config_guards_the_output_folder(tmp_path):
-    check_run_config(tmp_path, {"base": "a", "steps": 4})
-    check_run_config(tmp_path, {"base": "a", "steps": 4})
+    check_run_config(tmp_path, {"base": "a", "steps": 4})  # only checks: nothing is written before models load
+    assert not (tmp_path / "run.json").exists()
+    record_run_config(tmp_path, {"base": "a", "steps": 4})
+    record_run_config(tmp_path, {"base": "a", "steps": 4})
     with pytest.raises(ValueError, match="other settings"):
         check_run_config(tmp_path, {"base": "a", "steps": 8})
 
@@ -143,13 +144,22 @@ def test_scores_match_saved_images_same_latents_and_resume(judge, tmp_path):
     assert np.abs(np.asarray(reference, dtype=int) - np.asarray(saved, dtype=int)).max() <= 1
 
 
-def test_cli_tiny_preset(tmp_path):
-    main = runpy.run_path(str(SCRIPT))["main"]
+def test_cli_tiny_preset(tmp_path, capsys):
+    from saferclip_diffusers.cli.utility import main
+
     args = ["--preset", "tiny", "--limit", "2", "--steps", "2", "--out", str(tmp_path)]
     assert main(args) == 0
     table = read_table(tmp_path / "utility.json")
     assert table.row("CLIP score").n == 2 and "random-weight" in table.meta["note"]
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 2
     assert json.loads((tmp_path / "run.json").read_text())["steps"] == 2
-    with pytest.raises(ValueError, match="other settings"):
-        main(["--preset", "tiny", "--limit", "2", "--steps", "3", "--out", str(tmp_path)])
+    assert main(["--preset", "tiny", "--limit", "2", "--steps", "3", "--out", str(tmp_path)]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_folder_is_refused(judge, tmp_path):
+    from saferclip_diffusers.io import LockedError, file_lock
+
+    with file_lock(tmp_path / "scores.lock"), pytest.raises(LockedError, match="in use by another process"):
+        generate_and_score(None, judge, load_coco_prompts(limit=1), tmp_path)
+    assert not (tmp_path / "scores.jsonl").exists()

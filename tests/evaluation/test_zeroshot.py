@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from saferclip_diffusers.evaluation.clip_models import (
-    ClipEncoder,
-    ImageTower,
-    TextTower,
-    load_clip,
-    load_clip_pair,
-)
+from saferclip_diffusers.evaluation.clip_loading import load_clip, load_clip_pair
+from saferclip_diffusers.evaluation.clip_models import ClipEncoder, ImageTower, TextTower
 from saferclip_diffusers.evaluation.tables import read_table
 from saferclip_diffusers.evaluation.zeroshot import (
     compare_zeroshot,
@@ -31,8 +24,6 @@ from saferclip_diffusers.evaluation.zeroshot import (
     zeroshot_classifier,
 )
 from saferclip_diffusers.tiny import tiny_model_dir
-
-SCRIPT = Path(__file__).resolve().parents[2] / "eval" / "zeroshot.py"
 
 
 def test_topk_accuracy_by_hand():
@@ -163,7 +154,8 @@ def test_identity_and_shared_image_tower(tmp_path):
 
 
 def test_cli_tiny_preset(tmp_path_factory, colour_folder):
-    main = runpy.run_path(str(SCRIPT))["main"]
+    from saferclip_diffusers.cli.zeroshot import main
+
     tmp_path = tmp_path_factory.mktemp("cli")
     out = tmp_path / "out"
     assert main(["--preset", "tiny", "--out", str(out), "--templates", "simple-imagenet"]) == 0

@@ -70,7 +70,7 @@ def tiny_q16():
 def test_classifier_code_path_on_tiny_clip(tiny_q16):
     images = [Image.fromarray(getattr(skimage.data, n)()) for n in ("astronaut", "chelsea", "coffee")]
     probs = tiny_q16(images)
-    assert len(probs) == 3 and all(0.0 <= p <= 1.0 for p in probs)
+    assert len(probs) == 3
     # the same numbers computed by hand from the vision tower's projected embeddings, one image at a time
     for image, p in zip(images, probs, strict=True):
         pixels = tiny_q16.processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]

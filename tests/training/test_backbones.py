@@ -95,12 +95,13 @@ def test_des_and_uwm_on_a_t5_encoder(tmp_path, small_config, tiny_t5_dir):
     t5 = [f"encoders.0.model={tiny_t5_dir}", "encoders.0.backbone=transformers-mean", "encoders.0.hidden_weight=0.0",
           "encoders.0.hidden_layer=null"]
     trainer = Trainer(small_config("method=des", "finetune=full", "des.max_length=16", "optim.epochs=1", *t5),
-                      tmp_path / "des")
+                      tmp_path / "des").setup()
     assert isinstance(trainer.method.slots["text_encoder"].frozen.model, T5EncoderModel)
-    _, logs = trainer._batch_loss(*[x[:4] for x in trainer.epoch_plan(1)[0]])
+    _, logs = trainer.batch_loss(*[x[:4] for x in trainer.epoch_plan(1)[0]])
     assert logs["des_safe"] < 1e-6  # zero up to T5's batch-size-dependent rounding (CLIP: exactly 0, test_des.py)
     assert trainer.train().finished
     trainer.export()
+    trainer.close()
     exported = T5EncoderModel.from_pretrained(tmp_path / "des" / "text_encoder")
     base = T5EncoderModel.from_pretrained(tiny_t5_dir)
     assert not torch.equal(exported.shared.weight, base.shared.weight)

@@ -57,14 +57,15 @@ def test_des_trains_with_zero_preservation_at_init(tmp_path, small_config):
     from saferclip_diffusers.training.trainer import Trainer
 
     cfg = small_config("method=des", "finetune=full", "optim.lr=1e-3", "optim.epochs=1")
-    trainer = Trainer(cfg, tmp_path / "des")
+    trainer = Trainer(cfg, tmp_path / "des").setup()
     # the far targets index training safe captions only
     assert set(trainer.method.far["text_encoder"].tolist()) <= set(trainer.split.train_safe.tolist())
-    _, logs = trainer._batch_loss(*[x[: cfg.optim.batch_size] for x in trainer.epoch_plan(1)[0]])
+    _, logs = trainer.batch_loss(*[x[: cfg.optim.batch_size] for x in trainer.epoch_plan(1)[0]])
     assert logs["des_safe"] == 0.0  # E(s) == E0(s) before the first update: exactly zero
     assert logs["des_concept_aug"] > 0 and logs["des_unsafe"] > 0
     result = trainer.train()
     trainer.export()
+    trainer.close()
     assert result.finished
     rows = [json.loads(x) for x in (tmp_path / "des" / "train_log.jsonl").read_text().splitlines()]
     assert rows[-1]["des_safe"] > 0  # the encoder moved

@@ -110,11 +110,11 @@ def _cli():
 
 def test_cli_print_config_and_export_only(sd_run, capsys, small_overrides):
     main = _cli()
-    assert main(["--config", "tiny", "--output", "unused", "--print-config", "optim.lr=5e-4"]) == 0
+    assert main(["--config", "tiny", "--out", "unused", "--print-config", "optim.lr=5e-4"]) == 0
     assert "lr: 0.0005" in capsys.readouterr().out
     out, _ = sd_run
     (out / "README.md").unlink()
     (out / "text_encoder" / "model.safetensors").unlink()
-    assert main(["--config", "tiny", "--output", str(out), "--export-only", *small_overrides]) == 0
+    assert main(["--config", "tiny", "--out", str(out), "--export-only", *small_overrides]) == 0
     assert (out / "README.md").is_file()
     assert CLIPTextModel.from_pretrained(out, subfolder="text_encoder").config.hidden_size == 32

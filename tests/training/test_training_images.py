@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPTextModel
 
+from saferclip_diffusers.io import read_jsonl
 from saferclip_diffusers.tiny import tiny_model_dir
-from saferclip_diffusers.training.trainer import Trainer, read_jsonl, train
+from saferclip_diffusers.training.trainer import Trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def _cfg(small_config, data, *extra):
 
 
 def test_text_only_uses_frozen_image_embeddings(small_config, image_pairs, tmp_path):
-    trainer = Trainer(_cfg(small_config, image_pairs), tmp_path / "run")
+    trainer = Trainer(_cfg(small_config, image_pairs), tmp_path / "run").setup()
     frozen = trainer.frozen["text_encoder"]
     assert frozen.image_safe.shape == (24, 32) and frozen.image_unsafe.shape == (24, 32)
     assert len(trainer.accelerator.unwrap_model(trainer.model).vision) == 0  # image tower not trained

@@ -8,12 +8,14 @@ import torch
 from saferclip_diffusers.training.losses import (
     SAFECLIP_WEIGHTS,
     SAFERCLIP_WEIGHTS,
+    TEXT_ONLY_REPLACEMENTS,
     BatchEmbeddings,
     combine,
     cosine_distance,
     hidden_state_terms,
     info_nce,
     method_loss,
+    neighbourhood_kl,
     relative_redirection,
     safeclip_terms,
     saferclip_terms,
@@ -81,8 +83,9 @@ def _emb(images: bool, seed: int = 0) -> BatchEmbeddings:
 def test_safeclip_eight_terms_and_normalisation():
     e = _emb(images=True)
     terms = safeclip_terms(e, logit_scale=100.0)
-    assert list(SAFECLIP_WEIGHTS.values()) == [0.1, 0.1, 0.1, 0.2, 0.25, 0.25, 0.25, 0.5]
-    assert set(terms) == set(SAFECLIP_WEIGHTS)
+    eight = {k: w for k, w in SAFECLIP_WEIGHTS.items() if k not in TEXT_ONLY_REPLACEMENTS.values()}
+    assert list(eight.values()) == [0.1, 0.1, 0.1, 0.2, 0.25, 0.25, 0.25, 0.5]
+    assert set(terms) == set(eight)
     by_hand = {
         "text_safe": cosine_distance(e.T_t, e.T0_t),
         "text_nsfw": cosine_distance(e.T_ts, e.T0_hat),
@@ -96,7 +99,7 @@ def test_safeclip_eight_terms_and_normalisation():
     for name, value in by_hand.items():
         assert terms[name].item() == pytest.approx(value.item(), abs=1e-6), name
     total, _ = method_loss("safeclip", e, SAFECLIP_WEIGHTS, logit_scale=100.0)
-    lam = SAFECLIP_WEIGHTS
+    lam = eight
     expected = sum(lam[k] / 1.75 * by_hand[k].item() for k in lam) / 8  # Safe-CLIP: (lambda/sum) . l / 8
     assert total.item() == pytest.approx(expected, rel=1e-6)
 
@@ -104,7 +107,7 @@ def test_safeclip_eight_terms_and_normalisation():
 def test_saferclip_terms_with_images_by_hand():
     e = _emb(images=True, seed=1)
     terms = saferclip_terms(e, logit_scale=10.0)
-    assert set(terms) == set(SAFERCLIP_WEIGHTS)
+    assert set(terms) == set(SAFERCLIP_WEIGHTS) - set(TEXT_ONLY_REPLACEMENTS.values())
     assert terms["rel_text"].item() == pytest.approx(relative_redirection(e.T_ts, e.V0_vs, e.V0_hat).item(), abs=1e-6)
     assert terms["rel_image"].item() == pytest.approx(relative_redirection(e.V_vs, e.T0_ts, e.T0_hat).item(), abs=1e-6)
     assert terms["redir_text"].item() == pytest.approx(cosine_distance(e.T_ts, e.T0_hat).item(), abs=1e-6)
@@ -117,21 +120,55 @@ def test_saferclip_terms_with_images_by_hand():
     assert saferclip_terms(one)["rel_image"].item() == pytest.approx(softplus(-1.0), abs=1e-6)
 
 
-def test_text_only_stand_ins():
-    """Without images the cross-modal terms use the frozen text embedding of the same caption."""
+def test_text_only_replacements():
+    """Without images each cross-modal term is replaced by its text-only counterpart (TEXT_ONLY_REPLACEMENTS)."""
     e = _emb(images=False, seed=2)
-    terms = saferclip_terms(e, logit_scale=10.0)
-    assert set(terms) == {"pres_text", "redir_text", "pres_text_cross", "rel_text"}
-    assert terms["rel_text"].item() == pytest.approx(relative_redirection(e.T_ts, e.T0_ts, e.T0_hat).item(), abs=1e-6)
-    assert terms["pres_text_cross"].item() == pytest.approx(info_nce(e.T_t, e.T0_t, 10.0).item(), abs=1e-6)
+    terms = saferclip_terms(e, logit_scale=10.0, neighbour_scale=3.0)
+    assert set(terms) == {"pres_text", "redir_text", "pres_text_nbr", "rel_text_uni"}
+    assert terms["rel_text_uni"].item() == pytest.approx(relative_redirection(e.T_ts, e.T0_ts, e.T0_hat).item(), abs=1e-6)
+    assert terms["pres_text_nbr"].item() == pytest.approx(neighbourhood_kl(e.T_t, e.T0_t, 3.0).item(), abs=1e-6)
     sc = safeclip_terms(e, logit_scale=10.0)
-    assert set(sc) == {"text_safe", "text_nsfw", "S_Vref", "U_Vref"}
-    assert sc["U_Vref"].item() == pytest.approx(info_nce(e.T_ts, e.T0_hat, 10.0).item(), abs=1e-6)
-    # safe images but no unsafe images: rel_text still needs both, so it stays on text
+    assert set(sc) == {"text_safe", "text_nsfw", "S_nbr", "U_Tref"}
+    assert sc["U_Tref"].item() == pytest.approx(info_nce(e.T_ts, e.T0_hat, 10.0).item(), abs=1e-6)
+    # safe images but no unsafe images: the relative term needs both, so it stays text-only
     e.V0_v, e.V0_hat = torch.randn(3, 4), torch.randn(3, 4)
     terms = saferclip_terms(e, logit_scale=10.0)
-    assert terms["rel_text"].item() == pytest.approx(relative_redirection(e.T_ts, e.T0_ts, e.T0_hat).item(), abs=1e-6)
+    assert "rel_text_uni" in terms and "rel_text" not in terms and "pres_text_nbr" not in terms
     assert terms["pres_text_cross"].item() == pytest.approx(info_nce(e.T_t, e.V0_v, 10.0).item(), abs=1e-6)
+    assert set(TEXT_ONLY_REPLACEMENTS.values()) <= set(SAFERCLIP_WEIGHTS) | set(SAFECLIP_WEIGHTS)
+
+
+def test_neighbourhood_kl_by_hand():
+    """KL over the *other* rows, from softmax of scaled cosines; the row's own frozen embedding is left out."""
+    frozen = T([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    live = T([[0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
+    s = 2.0
+
+    def softmax(xs):
+        z = sum(math.exp(x) for x in xs)
+        return [math.exp(x) / z for x in xs]
+
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # unit vectors  # noqa: E731
+    f, lv = frozen.tolist(), live.tolist()
+    kl = 0.0
+    for i in range(3):
+        others = [j for j in range(3) if j != i]
+        p = softmax([s * cos(f[i], f[j]) for j in others])
+        q = softmax([s * cos(lv[i], f[j]) for j in others])
+        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    assert neighbourhood_kl(live, frozen, s).item() == pytest.approx(kl / 3, abs=1e-6)
+    assert neighbourhood_kl(frozen, frozen, s).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_neighbourhood_kl_is_not_saturated_where_self_infonce_is():
+    """The old text-only stand-in InfoNCE(T(t), T0(t)) at scale 100 is ~0 after caption 0 drifts toward
+    caption 1; the neighbourhood term at its scale 10 is not (at 100 it would be one-hot, saturated too)."""
+    g = torch.Generator().manual_seed(0)
+    frozen = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    moved = frozen.clone()
+    moved[0] = torch.nn.functional.normalize(frozen[0] + 0.2 * frozen[1], dim=-1)  # caption 0 drifts toward caption 1
+    assert info_nce(moved, frozen, 100.0).item() < 1e-6
+    assert neighbourhood_kl(moved, frozen).item() > 1e-3
 
 
 def test_combine_and_zero_weights():
@@ -140,8 +177,8 @@ def test_combine_and_zero_weights():
     with pytest.raises(ValueError, match="no active loss term"):
         combine(terms, {"a": 0.0})
     e = _emb(images=False)
-    _, terms = method_loss("saferclip", e, {**SAFERCLIP_WEIGHTS, "pres_text_cross": 0.0})
-    assert "pres_text_cross" not in terms
+    _, terms = method_loss("saferclip", e, {**SAFERCLIP_WEIGHTS, "pres_text_nbr": 0.0})
+    assert "pres_text_nbr" not in terms and "rel_text_uni" in terms
 
 
 def test_hidden_state_terms_and_weight():

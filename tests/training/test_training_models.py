@@ -19,14 +19,14 @@ def _steps(trainer, n):
     plan = trainer.epoch_plan(1)
     for i in range(n):
         u, k = plan[i % len(plan)]
-        loss, _ = trainer._batch_loss(u, k)
+        loss, _ = trainer.batch_loss(u, k)
         trainer.accelerator.backward(loss)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
 
 
 def test_lora_gradients_reach_only_adapters_and_reference_stays_original(small_config, tmp_path):
-    trainer = Trainer(small_config("lora.dropout=0"), tmp_path / "run")
+    trainer = Trainer(small_config("lora.dropout=0"), tmp_path / "run").setup()
     model = trainer.accelerator.unwrap_model(trainer.model)
     params = dict(model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
@@ -35,7 +35,7 @@ def test_lora_gradients_reach_only_adapters_and_reference_stays_original(small_c
 
     _steps(trainer, 3)
     u, k = trainer.epoch_plan(1)[0]
-    loss, _ = trainer._batch_loss(u, k)
+    loss, _ = trainer.batch_loss(u, k)
     loss.backward()
     for n, p in params.items():
         if p.requires_grad:
@@ -61,7 +61,7 @@ def test_lora_gradients_reach_only_adapters_and_reference_stays_original(small_c
 
 
 def test_full_finetuning_reference_is_a_separate_copy(small_config, tmp_path, trainable_state):
-    trainer = Trainer(small_config("finetune=full"), tmp_path / "run")
+    trainer = Trainer(small_config("finetune=full"), tmp_path / "run").setup()
     model = trainer.accelerator.unwrap_model(trainer.model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("encoder.layers.0.self_attn.q_proj" in n for n in trainable)
@@ -83,7 +83,7 @@ def test_dynamic_padding_matches_pipeline_padding(small_config, tmp_path):
     """Training pads to the batch's longest caption; the pipelines pad to 77. Pooled outputs must agree."""
     from transformers import CLIPTokenizer
 
-    trainer = Trainer(small_config(), tmp_path / "run")
+    trainer = Trainer(small_config(), tmp_path / "run").setup()
     bundle = trainer.bundles[0]
     texts = ["a cat", "a much longer caption about a dog that runs across a green field near a red barn"]
     tok = CLIPTokenizer.from_pretrained(tiny_model_dir("sd"), subfolder="tokenizer")
@@ -104,10 +104,28 @@ def test_frozen_embeddings_are_computed_once_and_reloaded(small_config, tmp_path
     calls = []
     original = reference.compute_frozen
     monkeypatch.setattr(reference, "compute_frozen", lambda *a, **k: calls.append(1) or original(*a, **k))
-    first = Trainer(small_config(), tmp_path / "run")
+    first = Trainer(small_config(), tmp_path / "run").setup()
     assert len(calls) == 1 and list((tmp_path / "run" / "cache").glob("frozen-text_encoder-*.safetensors"))
     first.train()  # training steps read the cache, never the reference model
     assert len(calls) == 1
-    second = Trainer(small_config(), tmp_path / "run", resume="latest")
+    first.close()  # releases the folder lock
+    second = Trainer(small_config(), tmp_path / "run", resume="latest").setup()
     assert len(calls) == 1  # a restarted run reloads the cache from disk
     assert torch.equal(second.frozen["text_encoder"].text_safe, first.frozen["text_encoder"].text_safe)
+
+
+def test_initial_weights_do_not_depend_on_random_numbers_used_while_loading(small_config, tmp_path, monkeypatch,
+                                                                               trainable_state):
+    """Building a tiny model on first use consumed the global generator after seeding, so a run with an empty
+    model cache started from other LoRA weights than one with the cache built (issue 14)."""
+    from saferclip_diffusers.training import models
+
+    with Trainer(small_config(), tmp_path / "a") as plain:
+        before = trainable_state(plain.setup())
+    real = models.load_towers
+    monkeypatch.setattr(models, "load_towers", lambda *a, **k: (torch.rand(1000), real(*a, **k))[1])
+    with Trainer(small_config(), tmp_path / "b") as consuming:
+        after = trainable_state(consuming.setup())
+    assert before.keys() == after.keys() and any(n.endswith("lora_A.default.weight") for n in before)
+    for name in before:
+        assert torch.equal(before[name], after[name]), name

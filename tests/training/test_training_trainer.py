@@ -5,14 +5,16 @@ import json
 import pytest
 import torch
 
-from saferclip_diffusers.training.trainer import Trainer, find_checkpoint, read_jsonl, train
+from saferclip_diffusers.io import read_jsonl
+from saferclip_diffusers.training.run_folder import find_checkpoint
+from saferclip_diffusers.training.trainer import Trainer, train
 
-DECOMPOSABLE = ["lora.dropout=0", "loss.weights.pres_text_cross=0", "curriculum.enabled=false"]
+DECOMPOSABLE = ["lora.dropout=0", "loss.weights.pres_text_nbr=0", "curriculum.enabled=false"]
 
 
 def _first_step_grads(cfg, out, trainable_state):
     """Train one optimizer step; return the gradient handed to the optimizer and the weights after it."""
-    trainer = Trainer(cfg, out)
+    trainer = Trainer(cfg, out).setup()
     seen = {}
     inner = trainer.optimizer.optimizer
     original_step = inner.step
@@ -53,9 +55,10 @@ def test_stop_and_resume_latest_equals_uninterrupted(small_config, tmp_path, tra
 
     first = Trainer(small_config(cache, "run.checkpoint_every=2", "run.stop_after_steps=3"), tmp_path / "cut")
     stopped = first.train()
+    first.close()  # releases the folder lock
     assert not stopped.finished and stopped.global_step == 3
     assert find_checkpoint(tmp_path / "cut", "latest").name == "step-00000003"
-    resumed = Trainer(cfg, tmp_path / "cut", resume="latest")
+    resumed = Trainer(cfg, tmp_path / "cut", resume="latest").setup()
     assert resumed.state["global_step"] == 3
     result = resumed.train()
     assert result.finished and result.global_step == full_result.global_step

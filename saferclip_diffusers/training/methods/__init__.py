@@ -1,28 +1,27 @@
-"""Registry of training methods: ``METHODS[name]`` is a :class:`~.base.Method` subclass."""
+"""Registry of training methods: ``get_method(name)`` returns a fresh :class:`~.base.Method` instance.
+
+Entries are ``"module:Class"`` strings imported on first use, so listing the names costs nothing.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 
 from .base import Method
-from .des import DES
-from .uwm_method import UWM
 
-METHODS: dict[str, type[Method]] = {"uwm": UWM, "des": DES}
+METHODS: dict[str, str] = {
+    "saferclip": "saferclip:SaferClip",
+    "safeclip": "safeclip:SafeClip",
+    "uwm": "uwm_method:UWM",
+    "des": "des:DES",
+}
+
+__all__ = ["METHODS", "Method", "get_method"]
 
 
 def get_method(name: str) -> Method:
+    """An instance of the method called ``name`` (ValueError listing the known names otherwise)."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-    return METHODS[name]()
-
-
-def run_training_free(cfg, output_dir) -> Path | None:
-    """Run ``cfg.method`` if it is training-free (UWM) and return its export folder; None for trained methods."""
-    method = METHODS.get(cfg.method)
-    if method is None or not method.training_free:
-        return None
-    return method().run(cfg, Path(output_dir))
-
-
-__all__ = ["METHODS", "Method", "get_method", "run_training_free"]
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(f".{module}", __name__), cls)()

@@ -72,12 +72,13 @@ def load_data(cfg: TrainConfig) -> tuple[SafetyData, Split]:
 def export_training_free(out: Path, cfg: TrainConfig, towers: dict[str, Any], prompts: dict[str, list[str]],
                          card: str, summary: dict) -> Path:
     """Write ``<slot>/`` (safetensors, export class of the slot), tokenizers, card, prompts; marker last."""
-    from ..export import DTYPES, as_export_class
+    from ...devices import parse_dtype
+    from ..export import as_export_class
 
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPORT_MARKER).unlink(missing_ok=True)
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    dtype = DTYPES[cfg.export.dtype]
+    dtype = parse_dtype(cfg.export.dtype)
     for e in cfg.encoders:
         t = towers[e.slot]
         as_export_class(t.text, e.resolved_export_class()).to(dtype).save_pretrained(out / e.slot, safe_serialization=True)

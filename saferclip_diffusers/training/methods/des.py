@@ -28,10 +28,6 @@ from .base import Method
 
 Tensor = torch.Tensor
 
-CARD_TEXT = ("DES (arXiv 2501.18877, NeurIPS 2025): full fine-tune of the token states (`last_hidden_state`): safe "
-             "preservation with concept augmentation, each unsafe prompt redirected to the most distant safe codebook "
-             "entry minus the concept direction, and the concept prompt neutralised toward the empty prompt.")
-
 
 def _cos_dist(a: Tensor, b: Tensor) -> Tensor:
     """``mean[1 - cos(a, b)]`` over flattened rows, computed as ``||a/|a| - b/|b|||^2 / 2`` (the same number, but

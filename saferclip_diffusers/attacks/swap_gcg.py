@@ -1,0 +1,268 @@
+"""SwapGCG: the adaptive white-box token attack on an encoder swap, and MMA-Diffusion's setting.
+
+Threat model: the attacker knows the safe encoder(s), the tokenizers and the original encoder(s); the UNet is
+the public original. Goal: a discrete prompt whose SAFE conditioning reproduces the ORIGINAL conditioning of an
+unsafe target (objective ``states``, see :mod:`.conditioning`). If it succeeds, the unchanged UNet renders the
+target. ``get_attack("mma")`` is MMA-Diffusion's setting: pooled objective against the ORIGINAL encoder, 20 free
+tokens, random-letter init; its prompts are then transferred to the safe pipeline.
+
+One step (GCG, with MMA's known quirks fixed): gradient of the loss w.r.t. a one-hot of the adversarial tokens
+(rows line up with the adversarial positions; SDXL: one one-hot shared by both slots, gradients add); banned
+and special ids get ``+inf``; ``candidates`` single-token swaps, positions round-robin, new ids uniform from each
+position's ``top_k``; a candidate is kept only if its decoded text re-tokenizes to exactly its ids with every
+tokenizer of the pipeline, differs from the current prompt and contains no banned word (invalid slots are
+resampled up to 3 times, never duplicated); the current prompt moves to the best candidate (MMA) and the best
+ever is tracked. Restarts use ``seed + r``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+
+from .ban import BAN_RULES, allowed_mask, banned_ids, contains_banned_word, sanitize
+from .base import AttackBudget, AttackResult, register
+from .conditioning import (
+    ConditioningObjective,
+    Slot,
+    core_ids,
+    encoder_slots,
+    forward_slot,
+    full_ids,
+    pooled_slot,
+)
+from .safety import check_target
+from .soft_tokens import embedding_matrix, with_soft_rows
+
+MODES = ("free", "prefix", "suffix")
+INITS = ("letters", "carrier", "random")
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass
+class SwapGCGBudget(AttackBudget):
+    """``length``: adversarial tokens (free mode default: the target's own token count, so end-of-text and pad
+    positions line up; prefix/suffix default 5). ``init``: ``letters`` (MMA), ``carrier`` (the sanitized target),
+    ``random`` (allowed ids) or any other string = the initial adversarial text. ``patience``: stop after that
+    many steps without a new best."""
+
+    steps: int = 250
+    candidates: int = 256
+    top_k: int = 256
+    mode: str = "free"
+    length: int | None = None
+    init: str = "letters"
+    ban: str = "mma"
+    objective: str = "states"
+    encoder: str = "safe"
+    w_pool: float | None = None
+    patience: int | None = 50
+    eval_batch: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks = [(self.mode in MODES, f"mode must be one of {MODES}"), (self.ban in BAN_RULES, f"ban must be one of {BAN_RULES}"),
+                  (self.objective in ("states", "pooled"), "objective must be 'states' or 'pooled'"),
+                  (self.encoder in ("safe", "original"), "encoder must be 'safe' or 'original'"),
+                  (self.candidates >= 1 and self.top_k >= 1 and self.eval_batch >= 1, "candidates, top_k, eval_batch must be >= 1"),
+                  (self.length is None or 1 <= self.length <= 75, "length must be in [1, 75]"),
+                  (self.patience is None or self.patience >= 1, "patience must be >= 1 or None")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"swap-gcg budget: {msg}")
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(steps=3, candidates=8, top_k=8, restarts=1, patience=None),
+    "gpu-quick": dict(steps=100, candidates=128, top_k=128, patience=30),
+    "gpu": dict(steps=250, candidates=256, top_k=256, restarts=2, patience=50),
+    "paper-mma": dict(steps=1000, candidates=512, top_k=256, restarts=5, patience=None, length=20),
+}
+MMA_DEFAULTS = dict(objective="pooled", encoder="original", length=20, init="letters", ban="mma", candidates=512,
+                    top_k=256, steps=1000, restarts=5, patience=None)
+
+
+def decode(tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
+
+
+@register("swap-gcg")
+@register("mma")
+class SwapGCG:
+    def __init__(self, name: str, budget: SwapGCGBudget):
+        self.name, self.budget = name, budget
+
+    @classmethod
+    def from_budget(cls, name: str, preset: str | None = None, **kwargs) -> SwapGCG:
+        values = dict(MMA_DEFAULTS) if name == "mma" else {}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown {name} preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            values.update(PRESETS[preset])
+        known = {f.name for f in fields(SwapGCGBudget)}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise ValueError(f"unknown {name} budget field(s) {sorted(unknown)}; known: {sorted(known)}")
+        values.update(kwargs)
+        return cls(name, SwapGCGBudget(**values))
+
+    # ------------------------------------------------------------------ structure
+    def _layout(self, slots: list[Slot], target: str) -> tuple[list[int], list[int], int]:
+        """(carrier ids, target ids, adversarial length)."""
+        tok = slots[0].tokenizer
+        target_ids = core_ids(tok, target)
+        b = self.budget
+        if b.mode == "free":
+            return [], target_ids, b.length or max(1, min(len(target_ids), 75))
+        carrier = core_ids(tok, sanitize(target, "mma" if b.ban == "mma" else "mma-words"))
+        k = b.length or 5
+        return carrier[: 75 - k], target_ids, k
+
+    def _assemble(self, carrier: list[int], adv: torch.Tensor) -> torch.Tensor:
+        """(B, k) adversarial ids -> (B, core) ids in the mode's order."""
+        c = torch.tensor(carrier, dtype=torch.long).expand(adv.shape[0], -1)
+        if self.budget.mode == "prefix":
+            return torch.cat([adv, c], dim=1)
+        if self.budget.mode == "suffix":
+            return torch.cat([c, adv], dim=1)
+        return adv
+
+    def _adv_positions(self, carrier: list[int], n: int) -> list[int]:
+        start = 1 + (len(carrier) if self.budget.mode == "suffix" else 0)
+        return list(range(start, start + n))
+
+    def _valid(self, slots: list[Slot], cores: torch.Tensor, current: str | None) -> list[str | None]:
+        """Decoded text of each core row, or None when it does not survive re-tokenization / the word check."""
+        texts = [decode(slots[0].tokenizer, row.tolist()) for row in cores]
+        ok = [t != current and not contains_banned_word(t, self.budget.ban) for t in texts]
+        for slot in slots:
+            again = slot.tokenizer(texts, add_special_tokens=False).input_ids
+            ok = [o and list(a) == row.tolist() for o, a, row in zip(ok, again, cores, strict=True)]
+        return [t if o else None for t, o in zip(texts, ok, strict=True)]
+
+    def _init(self, slots, carrier, target_ids, n, allowed, gen) -> torch.Tensor:
+        b, tok = self.budget, slots[0].tokenizer
+        if b.init not in INITS:  # an explicit initial adversarial text
+            adv = torch.tensor(core_ids(tok, b.init), dtype=torch.long)
+            if len(adv) != n:
+                raise ValueError(f"init text {b.init!r} has {len(adv)} tokens; this attack optimises {n} (set length={len(adv)})")
+            if self._valid(slots, self._assemble(carrier, adv[None]), None)[0] is None:
+                raise ValueError(f"init text {b.init!r} does not round-trip through every tokenizer or holds a banned word")
+            return adv
+        letter_ids = [i for i in (tok.convert_tokens_to_ids(c + "</w>") for c in LETTERS) if allowed[i]]
+        pool = torch.nonzero(allowed).flatten()
+        for attempt in range(20):
+            if b.init == "letters" or attempt >= 10:
+                ids = [letter_ids[int(j)] for j in torch.randint(len(letter_ids), (n,), generator=gen)]
+            elif b.init == "random":
+                ids = pool[torch.randint(len(pool), (n,), generator=gen)].tolist()
+            else:  # carrier: the sanitized target, banned ids dropped, padded with random letters
+                ids = [i for i in core_ids(tok, sanitize(decode(tok, target_ids))) if allowed[i]][:n]
+                ids += [letter_ids[int(j)] for j in torch.randint(len(letter_ids), (n - len(ids),), generator=gen)]
+            adv = torch.tensor([ids], dtype=torch.long)
+            if self._valid(slots, self._assemble(carrier, adv), None)[0] is not None:
+                return adv[0]
+        raise ValueError(f"could not build a valid initial adversarial prompt of {n} tokens (init={b.init!r})")
+
+    # ------------------------------------------------------------------ one step
+    def _gradient(self, slots, objective, carrier, adv: torch.Tensor, vocab: int) -> torch.Tensor:
+        enc_name = self.budget.encoder
+        device = next(slots[0].encoder(enc_name).parameters()).device
+        one_hot = F.one_hot(adv, vocab).float().to(device).requires_grad_(True)
+        cores = self._assemble(carrier, adv[None])
+        positions = self._adv_positions(carrier, len(adv))
+        hidden, pooled = [], None
+        for i, slot in enumerate(slots):
+            encoder = slot.encoder(enc_name)
+            weight = embedding_matrix(encoder)
+            ids = full_ids(slot, cores).to(device)
+            rows = (one_hot.to(weight.dtype) @ weight)[None]
+            h, p = forward_slot(slot, encoder, ids, with_soft_rows(encoder, ids, positions, rows))
+            hidden.append(h)
+            if i == pooled_slot(slots):
+                pooled = p
+        loss = objective.loss(hidden, pooled).sum()
+        (grad,) = torch.autograd.grad(loss, one_hot)
+        return grad.float().cpu()
+
+    def _candidates(self, slots, carrier, adv, grad, allowed, current_text, gen) -> tuple[torch.Tensor, list[str]]:
+        b = self.budget
+        n = len(adv)
+        grad = grad.masked_fill(~allowed[None], float("inf"))
+        k = min(b.top_k, int(allowed.sum()))
+        top = (-grad).topk(k, dim=1).indices  # (n, k): largest predicted decrease first
+        kept_ids, kept_text = [], []
+        positions = (torch.arange(b.candidates) * n) // b.candidates
+        todo = positions
+        for _ in range(4):  # first draw + up to 3 resamples of invalid slots
+            if len(todo) == 0:
+                break
+            cand = adv.expand(len(todo), -1).clone()
+            picks = top[todo, torch.randint(k, (len(todo),), generator=gen)]
+            cand[torch.arange(len(todo)), todo] = picks
+            texts = self._valid(slots, self._assemble(carrier, cand), current_text)
+            good = [i for i, t in enumerate(texts) if t is not None]
+            kept_ids += [cand[i] for i in good]
+            kept_text += [texts[i] for i in good]
+            todo = todo[[i for i, t in enumerate(texts) if t is None]]
+        if not kept_ids:
+            return adv.new_zeros((0, n)), []
+        return torch.stack(kept_ids), kept_text
+
+    # ------------------------------------------------------------------ run
+    def run(self, pipe, target: str, *, seed: int = 0, progress: bool = False) -> AttackResult:
+        return self.run_slots(encoder_slots(pipe), target, seed=seed, progress=progress)
+
+    def run_slots(self, slots: list[Slot], target: str, *, seed: int = 0, progress: bool = False) -> AttackResult:
+        from tqdm.auto import tqdm
+
+        check_target(target)
+        b = self.budget
+        start = time.perf_counter()
+        objective = ConditioningObjective.for_slots(slots, target, b.objective, b.w_pool)
+        carrier, target_ids, n = self._layout(slots, target)
+        vocab = embedding_matrix(slots[0].original).shape[0]
+        banned = banned_ids([s.tokenizer for s in slots], b.ban)
+        allowed = allowed_mask(vocab, banned)
+        runs = []
+        steps_done = 0
+        for r in range(b.restarts):
+            gen = torch.Generator().manual_seed(int(b.seed) + int(seed) + r)
+            adv = self._init(slots, carrier, target_ids, n, allowed, gen)
+            text = self._valid(slots, self._assemble(carrier, adv[None]), None)[0]
+            cur_loss = float(objective.score_ids(slots, self._assemble(carrier, adv[None]), b.encoder)[0])
+            best = (cur_loss, text, adv.clone())
+            history, since = [], 0
+            bar = tqdm(range(b.steps), desc=f"{self.name} restart {r + 1}/{b.restarts}", disable=not progress, leave=False)
+            for _ in bar:
+                grad = self._gradient(slots, objective, carrier, adv, vocab)
+                cand, texts = self._candidates(slots, carrier, adv, grad, allowed, text, gen)
+                steps_done += 1
+                if len(texts):
+                    losses = objective.score_ids(slots, self._assemble(carrier, cand), b.encoder, b.eval_batch)
+                    j = int(losses.argmin())
+                    adv, text, cur_loss = cand[j].clone(), texts[j], float(losses[j])
+                if cur_loss < best[0]:
+                    best, since = (cur_loss, text, adv.clone()), 0
+                else:
+                    since += 1
+                history.append(best[0])
+                bar.set_postfix(best=f"{best[0]:.4f}")
+                if b.patience and since >= b.patience:
+                    break
+            runs.append((best[0], best[1], history))
+        runs.sort(key=lambda x: x[0])
+        adaptive = ConditioningObjective.for_slots(slots, target, "states")
+        safe_distance = adaptive.score_prompts(slots, [p for _, p, _ in runs], "safe").tolist()
+        meta = {"attack": self.name, "mode": b.mode, "objective": b.objective, "encoder": b.encoder, "ban": b.ban,
+                "banned_ids": int(len(banned)), "length": n, "budget": b.to_dict(), "safe_distance": safe_distance,
+                "slots": [s.name for s in slots], "transfer": b.encoder == "original"}
+        return AttackResult(target=target, prompts=[p for _, p, _ in runs], losses=[float(x) for x, _, _ in runs],
+                            history=runs[0][2], steps=steps_done, seconds=time.perf_counter() - start, meta=meta)
+
+
+def with_budget(attack: SwapGCG, **changes) -> SwapGCG:
+    return SwapGCG(attack.name, replace(attack.budget, **changes))
