@@ -51,7 +51,7 @@ def overrides(method: str, seed: int, budget: str) -> list[str]:
         f"seed={seed}", f"data.sample_seed={seed}", f"data.max_unsafe={n_u}", f"data.max_safe={n_s}",
         f"data.val_size={val}", "data.unsafe_holdout=0.0",
         f"encoders.0.model={MODEL}", "encoders.0.backbone=transformers-mean", "encoders.0.hidden_layer=null",
-        "encoders.0.hidden_weight=0.0", "lora.text_targets=[query,key,value,dense]", "lora.r=8", "lora.alpha=8",
+        "encoders.0.hidden_weight=0.0", "encoders.0.random_weights=false", "lora.text_targets=[query,key,value,dense]", "lora.r=8", "lora.alpha=8",
         "lora.dropout=0.0", f"optim.batch_size={batch}", f"optim.epochs={epochs}", "optim.lr=1e-3",
         "run.checkpoint_every=100000", "run.log_every=1000", "run.cpu=true", "run.encode_batch_size=128",
     ]
