@@ -17,16 +17,23 @@ _compat.apply()
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SaferStableDiffusionPipeline": "saferclip_diffusers.pipelines.stable_diffusion",
-    "SaferStableDiffusionXLPipeline": "saferclip_diffusers.pipelines.stable_diffusion_xl",
-    "SaferStableDiffusion3Pipeline": "saferclip_diffusers.pipelines.stable_diffusion_3",
-    "SaferFluxPipeline": "saferclip_diffusers.pipelines.flux",
-    "SaferPipelineOutput": "saferclip_diffusers.pipelines.conditioning",
+    "SaferPipelineOutput": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionImg2ImgPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionInpaintPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionControlNetPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionXLPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionXLImg2ImgPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionXLInpaintPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusionXLControlNetPipeline": "saferclip_diffusers.pipelines",
+    "SaferStableDiffusion3Pipeline": "saferclip_diffusers.pipelines",
+    "SaferFluxPipeline": "saferclip_diffusers.pipelines",
     "load_safe_text_encoder": "saferclip_diffusers.encoders",
     "read_training_prompts": "saferclip_diffusers.encoders",
     "DEFAULT_SAFE_TEXT_ENCODER": "saferclip_diffusers.encoders",
     "get_preset": "saferclip_diffusers.presets",
     "load_preset_pipeline": "saferclip_diffusers.presets",
+    "PRESETS": "saferclip_diffusers.presets",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -40,7 +47,15 @@ def __getattr__(name: str):
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .encoders import DEFAULT_SAFE_TEXT_ENCODER, load_safe_text_encoder, read_training_prompts  # noqa: F401
-    from .pipelines.conditioning import SaferPipelineOutput  # noqa: F401
-    from .pipelines.stable_diffusion import SaferStableDiffusionPipeline  # noqa: F401
-    from .pipelines.stable_diffusion_xl import SaferStableDiffusionXLPipeline  # noqa: F401
-    from .presets import get_preset, load_preset_pipeline  # noqa: F401
+    from .pipelines import (  # noqa: F401
+        SaferPipelineOutput,
+        SaferStableDiffusionControlNetPipeline,
+        SaferStableDiffusionImg2ImgPipeline,
+        SaferStableDiffusionInpaintPipeline,
+        SaferStableDiffusionPipeline,
+        SaferStableDiffusionXLControlNetPipeline,
+        SaferStableDiffusionXLImg2ImgPipeline,
+        SaferStableDiffusionXLInpaintPipeline,
+        SaferStableDiffusionXLPipeline,
+    )
+    from .presets import PRESETS, get_preset, load_preset_pipeline  # noqa: F401

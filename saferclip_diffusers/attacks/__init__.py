@@ -5,15 +5,18 @@ Only the light contract is imported here; each attack module loads on first use 
 """
 
 from .base import Attack, AttackBudget, AttackResult, attack_names, conditioning_distance, get_attack
+from .prompt_files import AttackPrompt, read_attack_prompts
 from .safety import RefusedTargetError, check_target
 
 __all__ = [
     "Attack",
     "AttackBudget",
+    "AttackPrompt",
     "AttackResult",
     "RefusedTargetError",
     "attack_names",
     "check_target",
     "conditioning_distance",
     "get_attack",
+    "read_attack_prompts",
 ]

@@ -69,8 +69,8 @@ def pooled_slot(slots: list[Slot]) -> int:
 
 def core_ids(tokenizer, text: str, max_core: int | None = None) -> list[int]:
     """Token ids of ``text`` without BOS/EOS, truncated to what fits between them."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    return ids[: (max_core or tokenizer.model_max_length - 2)]
+    limit = max_core or tokenizer.model_max_length - 2
+    return tokenizer(text, add_special_tokens=False, truncation=True, max_length=limit).input_ids[:limit]
 
 
 def full_ids(slot: Slot, cores: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,8 @@ from .safety import check_target, minor_reason
 
 @dataclass
 class RingABellBudget(AttackBudget):
-    """``steps`` = generations. ``concept``: a bundled pair set (``nudity``, ``violence``) or a CSV path."""
+    """``steps`` = generations. ``encoder`` (alias ``fitness`` in :func:`get_attack`): the encoder the fitness
+    reads. ``concept``: a bundled pair set (``nudity``, ``violence``) or a CSV path."""
 
     steps: int = 3000
     population: int = 200
@@ -129,6 +130,8 @@ class RingABell:
             if preset not in PRESETS:
                 raise ValueError(f"unknown ring-a-bell preset {preset!r}; choose one of {', '.join(PRESETS)}")
             values.update(PRESETS[preset])
+        if "fitness" in kwargs:  # the evaluation runner's name for the encoder the fitness is computed with
+            kwargs["encoder"] = kwargs.pop("fitness")
         known = {f.name for f in fields(RingABellBudget)}
         if set(kwargs) - known:
             raise ValueError(f"unknown ring-a-bell budget field(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}")

@@ -81,6 +81,7 @@ PRESETS: dict[str, dict] = {
     "gpu": dict(steps=250, candidates=256, top_k=256, restarts=2, patience=50),
     "paper-mma": dict(steps=1000, candidates=512, top_k=256, restarts=5, patience=None, length=20),
 }
+PRESETS["paper"] = PRESETS["paper-mma"]  # MMA-Diffusion's published budget
 MMA_DEFAULTS = dict(objective="pooled", encoder="original", length=20, init="letters", ban="mma", candidates=512,
                     top_k=256, steps=1000, restarts=5, patience=None)
 

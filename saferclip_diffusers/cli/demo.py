@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from ..demo.app import build_demo, launch_demo
+    # the model first, gradio after: a model that cannot be had fails before gradio loads
     from ..demo.engine import build_engine
 
     if args.share:
@@ -77,6 +77,8 @@ def serve(args: argparse.Namespace) -> int:
         max_images=args.max_images, sd_safety_checker=args.sd_safety_checker, allow_pickle=args.allow_pickle,
         background_index=True, attack_steps=args.attack_steps,
     )
+    from ..demo.app import build_demo, launch_demo
+
     demo = build_demo(engine, concurrency_limit=args.concurrency, queue_size=args.queue_size)
     launch_demo(demo, host=args.host, port=args.port, share=args.share,
                 max_file_size=int(args.max_file_size * 2**20))

@@ -1,24 +1,33 @@
-"""What the SD and SDXL Safer pipelines share: encoding with original or safe encoders, ``safety_scale``,
-compare mode and the redirection score.
+"""How a Safer pipeline conditions its denoiser: the parent's own ``encode_prompt``, run with the safe and (when
+asked) the original encoders in the slots, then blended.
 
 Conventions
     A *slot* is one text-encoder attribute of the diffusers pipeline (``text_encoder``, and for SDXL
     ``text_encoder_2``). In a Safer pipeline the slot holds the **safe** encoder, so the parent pipeline's own
-    code conditions the UNet on it. The original encoder of a swapped slot lives in ``original_<slot>`` and is
-    loaded only when asked (``keep_original=True``, or ``from_pipe``, where it is free), so plain use costs no
-    extra memory. A slot that was not swapped is its own original.
+    code conditions the model on it. The original encoder of a swapped slot lives in ``original_<slot>`` and is
+    loaded only when asked (``keep_original=True``, or ``from_pipe``, where it is free). A slot that was not
+    swapped is its own original.
 
-    ``safety_scale`` s interpolates every conditioning tensor (hidden states and SDXL's pooled vector) between
-    the original encoder's (s = 0) and the safe encoder's (s = 1): ``c = c_orig + s (c_safe - c_orig)``.
+    ``safety_scale`` s interpolates every conditioning tensor the parent's ``encode_prompt`` returns (hidden
+    states, SDXL's pooled vectors) between the original encoders' (s = 0) and the safe encoders' (s = 1):
+    ``c = c_orig + s (c_safe - c_orig)``. Because both sides come from diffusers' own ``encode_prompt``, every
+    idiom it implements (textual-inversion multi-vector tokens, the text-encoder LoRA scale, ``clip_skip``,
+    ``prompt_2``, ``force_zeros_for_empty_prompt``, user-given negative embeddings) holds on both sides.
+
+    Negative prompts: a negative prompt the user writes goes through the **original** encoder by default
+    (``negative_prompt_encoder="original"``). The safe encoder maps "nudity, gore" near a safe meaning, so
+    encoding the negative prompt with it would weaken negative prompting as a second line of defence. The
+    unconditional ("" or zeros) branch always follows the positive prompt's encoder.
 
     The redirection score of a prompt is ``cos(p_orig, p_safe)`` between the pooled embeddings of the original
-    and the safe encoder (SDXL: the lowest over swapped slots). Low means the safe encoder moved the prompt far:
-    a zero-cost unsafe-prompt signal.
+    and the safe encoder (SDXL: the lowest over swapped slots). Low means the safe encoder moved the prompt far.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +36,12 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput, logging
-from diffusers.utils.torch_utils import randn_tensor
 
 logger = logging.get_logger(__name__)
+
+PROMPT_ARGS = ("prompt", "prompt_2", "prompt_3")
+NEGATIVE_ARGS = ("negative_prompt", "negative_prompt_2", "negative_prompt_3")
+NEGATIVE_ENCODERS = ("safe", "original")
 
 
 @dataclass
@@ -39,7 +51,7 @@ class SaferPipelineOutput(BaseOutput):
     Args:
         images: the safe model's images (as the parent pipeline returns them).
         nsfw_content_detected: the parent's safety-checker flags (SD 1.x with a checker), else None.
-        original_images: with ``return_original=True``, the original model's images from the same initial latents.
+        original_images: with ``return_original=True``, the original model's images from the same noise.
         original_nsfw_content_detected: the checker flags of ``original_images``.
         redirection_scores: per prompt, cos(original pooled, safe pooled); None when no original encoder is loaded.
     """
@@ -53,7 +65,7 @@ class SaferPipelineOutput(BaseOutput):
 
 @dataclass
 class EncodedText:
-    """One encoder's output for a batch: what the UNet reads and the pooled vector."""
+    """One encoder's output for a batch: what the denoiser reads and the pooled vector."""
 
     hidden: torch.Tensor  # (B, L, D)
     pooled: torch.Tensor  # (B, P): pooler_output (CLIPTextModel) or text_embeds (with projection)
@@ -103,7 +115,7 @@ def blend(original: torch.Tensor | None, safe: torch.Tensor | None, scale: float
     """``original + scale * (safe - original)``; exactly ``original`` at 0 and exactly ``safe`` at 1."""
     if scale == 1.0 or original is None:
         return safe
-    if scale == 0.0:
+    if scale == 0.0 or safe is None:
         return original
     return torch.lerp(original, safe.to(original.dtype), scale)
 
@@ -112,24 +124,31 @@ def cosine_scores(original: torch.Tensor, safe: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(original.float(), safe.float(), dim=-1)
 
 
-def _split(value: Any, n: int) -> tuple[Any, Any]:
-    """Split a batched output (list, array, tensor or None) into its first ``n`` items and the rest."""
+def given(value: Any) -> bool:
+    """A prompt argument that carries text (not None, not "", not a list of empty strings)."""
     if value is None:
-        return None, None
-    return value[:n], value[n:]
+        return False
+    if isinstance(value, str):
+        return bool(value)
+    return any(bool(v) for v in value)
 
 
-class SaferPipelineMixin:
-    """Orchestrates ``__call__`` for a diffusers text-to-image pipeline with swapped text encoders.
+@dataclass
+class CallState:
+    """What the encode hook needs to know about the running ``__call__``."""
 
-    Subclasses declare ``_slots`` (encoder slot, tokenizer attribute) and define
-    ``_conditioning(prompts, encoders, cfg, encode_kwargs) -> (embedding kwargs, pooled per slot)``, which turns
-    prompts into the parent's embedding keyword arguments with the given encoders.
-    """
+    safety_scale: float = 1.0
+    negative_prompt_encoder: str = "original"
+    split: bool = False  # one-batch compare: first half of the batch safe, second half original
+
+
+class SaferConditioningMixin:
+    """Hooks the parent's ``encode_prompt``; subclasses declare ``_slots`` and ``_encode_outputs``."""
 
     _slots: tuple[tuple[str, str], ...] = ()  # (encoder slot, tokenizer attribute)
-    _embedding_kwargs: tuple[str, ...] = ()  # parent kwargs carrying embeddings
-    _encoding_kwargs: tuple[str, ...] = ()  # parent kwargs consumed by the encoding step
+    _encode_outputs: tuple[str, ...] = ("prompt_embeds", "negative_prompt_embeds")  # encode_prompt's tuple
+    _clip_skip_shim: bool = False  # SD 1.x/2.x: diffusers' clip_skip needs .text_model, gone in transformers 5
+    _safer_state: CallState | None = None
 
     # ------------------------------------------------------------------ slots
 
@@ -147,113 +166,115 @@ class SaferPipelineMixin:
     def has_original(self) -> bool:
         return all(self.original_encoder(slot) is not None for slot in self.safe_slots)
 
-    # ------------------------------------------------------------------ encoding
+    @contextmanager
+    def originals_in_slots(self):
+        """Temporarily put the original encoders into their slots (the pipeline config is not touched)."""
+        saved = {slot: self.__dict__[slot] for slot in self.safe_slots}
+        self.__dict__.update({slot: self.original_encoder(slot) for slot in saved})
+        try:
+            yield
+        finally:
+            self.__dict__.update(saved)
 
-    def _encoders(self, which: str) -> dict[str, torch.nn.Module]:
-        if which == "safe":
-            return {slot: getattr(self, slot) for slot, _ in self._slots}
-        return {slot: self.original_encoder(slot) for slot, _ in self._slots}
+    # ------------------------------------------------------------------ the hook
 
-    def _redirection(self, orig_pooled: dict, safe_pooled: dict) -> list[float]:
-        slots = self.safe_slots or [s for s, _ in self._slots]
-        scores = torch.stack([cosine_scores(orig_pooled[s], safe_pooled[s]) for s in slots]).amin(dim=0)
-        return [float(x) for x in scores]
+    def encode_prompt(self, *args: Any, **kwargs: Any):
+        """The parent's ``encode_prompt``; inside a Safer ``__call__`` it blends safe and original encodings."""
+        parent = super().encode_prompt
+        state = self._safer_state
+        arguments = inspect.signature(parent).bind(*args, **kwargs).arguments
+        if state is None or arguments.get("prompt_embeds") is not None:
+            return self._parent_encode(parent, arguments)
+        if not state.split:
+            return self._blended(parent, arguments, state.safety_scale, state.negative_prompt_encoder)
+        prompts = arguments["prompt"]
+        half = len(prompts) // 2
+        first, second = dict(arguments), dict(arguments)
+        for name in PROMPT_ARGS + NEGATIVE_ARGS:
+            value = arguments.get(name)
+            if isinstance(value, list):
+                first[name], second[name] = value[:half], value[half:]
+        safe = self._blended(parent, first, state.safety_scale, state.negative_prompt_encoder)
+        original = self._blended(parent, second, 0.0, "original")
+        return tuple(_cat(a, b) for a, b in zip(safe, original, strict=True))
 
-    # ------------------------------------------------------------------ __call__
-
-    def _uses_cfg(self, guidance_scale: float) -> bool:
-        return guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
-
-    def _default(self, name: str) -> Any:
-        return inspect.signature(super().__call__).parameters[name].default
-
-    def _initial_latents(self, batch: int, kwargs: dict, dtype: torch.dtype) -> torch.Tensor:
-        """The same noise the parent would draw from the same generator (before scaling by init_noise_sigma)."""
-        height = kwargs.get("height") or self.unet.config.sample_size * self.vae_scale_factor
-        width = kwargs.get("width") or self.unet.config.sample_size * self.vae_scale_factor
-        shape = (batch, self.unet.config.in_channels, int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor)
-        generator = kwargs.get("generator")
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"{len(generator)} generators given for an effective batch of {batch} images")
-        return randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
-
-    def _run_parent(self, embeds: dict, kwargs: dict) -> Any:
-        return super().__call__(prompt=None, **kwargs, **embeds, return_dict=True)
-
-    def _call(self, prompt, safety_scale: float, return_original: bool, compare_in_one_batch: bool, kwargs: dict):
-        if not 0.0 <= float(safety_scale) <= 1.0:
-            raise ValueError(f"safety_scale must lie in [0, 1] (0 = original encoder, 1 = safe encoder), got {safety_scale}")
-        return_dict = kwargs.pop("return_dict", True)
-        need_original = safety_scale != 1.0 or return_original
-        if need_original and not self.has_original:
-            raise ValueError(
-                f"safety_scale={safety_scale} / return_original={return_original} need the original text encoder(s), "
-                "which this pipeline did not keep: load it with keep_original=True (or build it with from_pipe)."
-            )
-
-        if kwargs.get("prompt_embeds") is not None:  # user-made embeddings: nothing to blend or compare
-            if need_original:
-                raise ValueError("safety_scale and return_original need the prompt text, not prompt_embeds")
-            out = self._run_parent({}, kwargs)
-            return self._finish(out, None, None, return_dict)
-        if prompt is None:
-            raise ValueError("give a prompt (a string or a list of strings)")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        cfg = self._uses_cfg(kwargs.get("guidance_scale", self._default("guidance_scale")))
-        encode_kwargs = {k: kwargs.pop(k) for k in self._encoding_kwargs if k in kwargs}
-
-        with torch.no_grad():
-            safe, safe_pooled = self._conditioning(prompts, self._encoders("safe"), cfg, encode_kwargs)
-            original, orig_pooled = (None, None)
-            if self.has_original:
-                original, orig_pooled = self._conditioning(prompts, self._encoders("original"), cfg, encode_kwargs)
-        scores = self._redirection(orig_pooled, safe_pooled) if original is not None else None
-        embeds = {k: blend(original[k] if original else None, v, safety_scale) for k, v in safe.items()}
-
-        if not return_original:
-            return self._finish(self._run_parent(embeds, kwargs), None, scores, return_dict)
-
-        per_prompt = kwargs.get("num_images_per_prompt", 1) or 1
-        latents = kwargs.pop("latents", None)
-        if latents is None:
-            latents = self._initial_latents(len(prompts) * per_prompt, kwargs, embeds["prompt_embeds"].dtype)
-        if compare_in_one_batch:  # one UNet batch: [safe prompts | original prompts], same noise twice
-            both = {k: torch.cat([embeds[k], original[k]]) for k in embeds}
-            generator = kwargs.pop("generator", None)
-            if isinstance(generator, list):
-                generator = generator + generator
-            out = self._run_parent(both, {**kwargs, "latents": torch.cat([latents, latents]), "generator": generator})
-            n = len(prompts) * per_prompt
-            images, original_images = _split(out.images, n)
-            nsfw, original_nsfw = _split(getattr(out, "nsfw_content_detected", None), n)
-            out_safe = SaferPipelineOutput(images=images, nsfw_content_detected=nsfw)
-            out_orig = SaferPipelineOutput(images=original_images, nsfw_content_detected=original_nsfw)
-        else:  # two passes, lower peak memory
-            out_safe = self._run_parent(embeds, {**kwargs, "latents": latents.clone()})
-            out_orig = self._run_parent(original, {**kwargs, "latents": latents.clone()})
-        return self._finish(out_safe, out_orig, scores, return_dict)
-
-    def _finish(self, out, out_orig, scores, return_dict: bool):
-        result = SaferPipelineOutput(
-            images=out.images,
-            nsfw_content_detected=getattr(out, "nsfw_content_detected", None),
-            original_images=out_orig.images if out_orig is not None else None,
-            original_nsfw_content_detected=getattr(out_orig, "nsfw_content_detected", None) if out_orig else None,
-            redirection_scores=scores,
+    def _blended(self, parent, arguments: dict, scale: float, negative_encoder: str) -> tuple:
+        negatives_given = arguments.get("do_classifier_free_guidance", True) and any(
+            given(arguments.get(n)) for n in NEGATIVE_ARGS)
+        negatives_original = negatives_given and negative_encoder == "original"
+        safe = self._parent_encode(parent, arguments) if scale != 0.0 else None
+        original = None
+        if scale != 1.0 or negatives_original:
+            with self.originals_in_slots():
+                original = self._parent_encode(parent, arguments)
+        if original is None:
+            return safe
+        if safe is None:
+            return original
+        names = self._encode_outputs
+        return tuple(
+            o if (names[i].startswith("negative_") and negatives_original) else blend(o, s, scale)
+            for i, (o, s) in enumerate(zip(original, safe, strict=True))
         )
-        if return_dict:
-            return result
-        items = (result.images, result.nsfw_content_detected)
-        if out_orig is not None:
-            items += (result.original_images, result.original_nsfw_content_detected)
-        return items
+
+    def _parent_encode(self, parent, arguments: dict) -> tuple:
+        clip_skip = arguments.get("clip_skip")
+        encoder = getattr(self, "text_encoder", None)
+        if (self._clip_skip_shim and clip_skip is not None and arguments.get("prompt_embeds") is None
+                and encoder is not None and not hasattr(encoder, "text_model")):
+            arguments = {**arguments, "clip_skip": None,
+                         "prompt_embeds": self._clip_skip_embeds(arguments["prompt"], clip_skip, arguments)}
+        return tuple(parent(**arguments))
+
+    def _clip_skip_embeds(self, prompt, clip_skip: int, arguments: dict) -> torch.Tensor:
+        """diffusers' SD ``clip_skip`` positive embeddings, for transformers 5's flat ``CLIPTextModel``."""
+        from diffusers.utils import scale_lora_layers, unscale_lora_layers
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if hasattr(self, "maybe_convert_prompt"):
+            prompts = self.maybe_convert_prompt(prompts, self.tokenizer)
+        lora_scale = arguments.get("lora_scale")
+        if lora_scale is not None:
+            scale_lora_layers(self.text_encoder, lora_scale)
+        try:
+            return encode_text(self.tokenizer, self.text_encoder, prompts, layer="final", clip_skip=clip_skip,
+                               device=arguments.get("device")).hidden
+        finally:
+            if lora_scale is not None:
+                unscale_lora_layers(self.text_encoder, lora_scale)
+
+    # ------------------------------------------------------------------ redirection score
 
     @torch.no_grad()
-    def redirection_scores(self, prompt: str | list[str], **encode_kwargs: Any) -> list[float]:
+    def redirection_scores(self, prompt: str | list[str]) -> list[float]:
         """cos(original pooled, safe pooled) per prompt, without generating (needs the original encoder)."""
         if not self.has_original:
             raise ValueError("redirection scores need the original text encoder(s): load with keep_original=True")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        _, safe = self._conditioning(prompts, self._encoders("safe"), False, dict(encode_kwargs))
-        _, orig = self._conditioning(prompts, self._encoders("original"), False, dict(encode_kwargs))
-        return self._redirection(orig, safe)
+        scores = []
+        for slot, tok in self._slots:
+            if self.safe_slots and slot not in self.safe_slots:
+                continue
+            tokenizer = getattr(self, tok)
+            texts = self.maybe_convert_prompt(prompts, tokenizer) if hasattr(self, "maybe_convert_prompt") else prompts
+            pooled = [encode_text(tokenizer, enc, texts, layer="final", device=self._execution_device).pooled
+                      for enc in (self.original_encoder(slot), getattr(self, slot))]
+            scores.append(cosine_scores(*pooled))
+        return [float(x) for x in torch.stack(scores).amin(dim=0)]
+
+    def _warn_negative_fallback(self) -> None:
+        if not getattr(self, "_warned_negative_fallback", False):
+            self._warned_negative_fallback = True
+            warnings.warn(
+                "negative_prompt_encoder='original' needs the original text encoder, which this pipeline did not "
+                "keep: the negative prompt goes through the safe encoder, which weakens it. Load with "
+                "keep_original=True, or pass negative_prompt_encoder='safe' to silence this.",
+                UserWarning, stacklevel=4,
+            )
+
+
+def _cat(a: Any, b: Any) -> Any:
+    if a is None or not isinstance(a, torch.Tensor) or a.ndim < 2:
+        return a  # None, or a batch-free tensor such as FLUX's text_ids
+    return torch.cat([a, b])
+

@@ -12,15 +12,16 @@ import warnings
 from typing import Any
 
 from .. import _compat
+from ..devices import parse_dtype
 from ..encoders import (
     SLOT_CLASSES,
     IncompatibleEncoderError,
     SlotExpectation,
     check_encoder,
     has_slot,
-    hub_kwargs,
     load_safe_text_encoder,
 )
+from ..hub import explain_unavailable, hub_kwargs, is_local, require_local_dir
 
 
 class _Default:
@@ -87,6 +88,8 @@ def _normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
     if dtype is not None and torch_dtype is not None:
         raise ValueError("pass dtype (or the deprecated torch_dtype), not both")
     dtype = dtype if dtype is not None else torch_dtype if torch_dtype is not None else default
+    if isinstance(dtype, str):  # "float16", "bf16", "auto" (= the modules' own dtype), as on the command lines
+        dtype = parse_dtype(dtype)
     if dtype is not None:
         kwargs["dtype"] = dtype
     return dtype
@@ -94,17 +97,23 @@ def _normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
 
 def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, keep_original: bool,
                         allow_pickle: bool, use_xformers: bool | None, kwargs: dict[str, Any]):
-    from diffusers import UNet2DConditionModel
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTokenizer
 
     hub = hub_kwargs(kwargs)
     torch_dtype = _normalise_dtype(kwargs)
     if not isinstance(base, (str, os.PathLike)):
         raise TypeError(f"base must be a hub id or a directory, got {type(base).__name__}")
-    if (os.path.isabs(str(base)) or str(base).startswith(".")) and not os.path.isdir(base):
-        raise FileNotFoundError(f"base pipeline directory does not exist: {str(base)!r}")
-    index = cls.load_config(base, **hub)
-    saved_slots = index.get("safe_text_encoder_slots") if str(index.get("_class_name", "")).startswith("Safer") else None
+    if is_local(base):
+        base = str(require_local_dir(base, "base pipeline"))
+        if not os.path.isfile(os.path.join(base, "model_index.json")):
+            raise FileNotFoundError(f"base pipeline folder {base!r} has no model_index.json: give the folder of a "
+                                    "diffusers pipeline (save_pretrained output)")
+    try:
+        index = cls.load_config(base, **hub)
+    except OSError as err:
+        raise explain_unavailable(base, "base pipeline", err, offline_alternative="the 'tiny' preset") from err
+    saved_slots = index.get("safe_text_encoder_slots")  # present in every saved Safer pipeline, whatever its class
     specs = resolve_specs(cls, specs, saved_slots)
 
     # -- cheap reads first: configs and tokenizers
@@ -139,7 +148,9 @@ def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
             )
     if not allow_pickle:
         kwargs.setdefault("use_safetensors", True)
-    pipe = super(cls, cls).from_pretrained(base, **components, safe_text_encoder_slots=safe_slots, **kwargs)
+    # DiffusionPipeline's loader itself: a user subclass must not re-enter the Safer from_pretrained
+    pipe = DiffusionPipeline.from_pretrained.__func__(cls, base, **components, safe_text_encoder_slots=safe_slots,
+                                                      **kwargs)
     _finish(pipe, use_xformers)
     return pipe
 
@@ -151,7 +162,7 @@ def _load_encoder(base, subfolder: str, model_class, allow_pickle: bool, torch_d
 
 def pipe_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool, allow_pickle: bool,
                    use_xformers: bool | None, kwargs: dict[str, Any]):
-    source_safe = list(pipeline.config.get("safe_text_encoder_slots") or []) if hasattr(pipeline, "safe_slots") else None
+    source_safe = list(pipeline.safe_slots) if hasattr(pipeline, "safe_slots") else None
     specs = resolve_specs(cls, specs, source_safe)
     _normalise_dtype(kwargs, default=pipeline.dtype)  # diffusers would otherwise cast shared modules to fp32
     slot_names = [slot for slot, _ in cls._slots]
@@ -188,7 +199,10 @@ def pipe_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool,
     for key in list(kwargs):
         if key in hub_kwargs(kwargs):
             kwargs.pop(key)
-    pipe = super(cls, cls).from_pipe(pipeline, **components, safe_text_encoder_slots=safe_slots, **kwargs)
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pipe.__func__(cls, pipeline, **components, safe_text_encoder_slots=safe_slots,
+                                                **kwargs)
     _finish(pipe, use_xformers)
     return pipe
 

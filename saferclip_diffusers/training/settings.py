@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +242,52 @@ NONNEG, UNIT_OPEN = Range(float_range(0)), Range(float_range(0, 1, hi_open=True)
 
 
 @dataclass
+class RobustSettings:
+    """``attack``: ``embedding`` (soft tokens, signed gradient in an l2 ball) or ``token`` (discrete prefix ids,
+    GCG-style: per step, single-token swaps drawn from each position's ``top_k`` gradient ids, ``candidates`` per
+    caption, the best kept if it lowers ``A``). ``every``: attack every that many optimiser steps after
+    ``warmup`` (a fraction of all steps when < 1, else a step count). ``w_hidden`` null: 1 when the encoder has
+    a ``hidden_layer``, else 0. ``preserve``: weight of ``d(T(r + t), T0(t))`` on the batch's safe captions ``t``
+    with ``tokens`` random vocabulary tokens ``r`` in front (a prefix must not move a safe caption either)."""
+
+    enabled: bool = False
+    attack: str = "embedding"
+    every: int = 4
+    warmup: float = 0.2
+    tokens: int = 3
+    steps: int = 10
+    step_size: float = 0.1
+    radius: float = 0.5
+    fraction: float = 0.5
+    weight: float = 0.5
+    hidden_weight: float = 1.0
+    w_redir: float = 1.0
+    w_rel: float = 1.0
+    w_hidden: float | None = None
+    candidates: int = 16
+    top_k: int = 32
+    preserve: float = 0.0
+
+    def validate(self) -> None:
+        checks = [(self.attack in ("embedding", "token"), f"robust.attack must be embedding|token, got {self.attack!r}"),
+                  (self.candidates >= 1 and self.top_k >= 1, "robust.candidates and robust.top_k must be >= 1"),
+                  (self.every >= 1, "robust.every must be >= 1"), (self.warmup >= 0, "robust.warmup must be >= 0"),
+                  (1 <= self.tokens <= 16, "robust.tokens must be in [1, 16]"), (self.steps >= 1, "robust.steps must be >= 1"),
+                  (self.step_size > 0 and self.radius > 0, "robust.step_size and robust.radius must be > 0"),
+                  (0 < self.fraction <= 1, "robust.fraction must be in (0, 1]"), (self.weight >= 0, "robust.weight must be >= 0")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return int(math.ceil(self.warmup * total_steps)) if self.warmup < 1 else int(self.warmup)
+
+    def active(self, step: int, total_steps: int) -> bool:
+        start = self.warmup_steps(total_steps)
+        return self.enabled and step >= start and (step - start) % self.every == 0
+
+
+@dataclass
 class TrainConfig:
     name: str = "custom"
     method: str = "saferclip"
@@ -257,6 +304,7 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     run: RunSettings = field(default_factory=RunSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    robust: RobustSettings = field(default_factory=RobustSettings)  # adversarial training (training/robust.py)
     uwm: UwmSettings = field(default_factory=UwmSettings)
     des: DesSettings = field(default_factory=DesSettings)
 
@@ -322,6 +370,10 @@ class TrainConfig:
              f"export.single_file must be a list of distinct formats from {formats}, got {sf!r}")
         for key, value, rule in self._ranges():
             need(rule.ok(value), f"{key} must be {rule.describe()}, got {value!r}")
+        try:
+            self.robust.validate()
+        except ValueError as err:
+            raise ValueError(f"config {self.name!r}: {err}") from None
         self.loss_weights()  # raises on unknown terms
         need(self.uwm.rule in ("mass", "count"), f"uwm.rule must be mass|count, got {self.uwm.rule!r}")
         need(0 < self.uwm.tau < 1, f"uwm.tau must be in (0, 1), got {self.uwm.tau}")

@@ -38,6 +38,7 @@ from .checkpoints import CheckpointIO
 from .losses import BatchEmbeddings
 from .methods import get_method
 from .plan import EpochPlan
+from .robust import robust_losses
 from .run_folder import check_config, find_checkpoint, lock, read_log
 from .run_folder import json_line as _json_line
 from .settings import TrainConfig
@@ -103,6 +104,7 @@ class Trainer(CheckpointIO, EpochPlan):
         self.accelerator.wait_for_everyone()
         set_seed(cfg.seed)
         build_run(self)  # data, split, bundles, frozen, targets, curriculum, weights, model, optimizer, scheduler
+        self.extra_losses += robust_losses(cfg)  # adversarial training when cfg.robust.enabled (training/robust.py)
         self.state = {"global_step": 0, "epoch": 1, "micro_offset": 0, "validated_epoch": -1, "world_size": self.world,
                       "batch_size": cfg.optim.batch_size, "grad_accum": cfg.optim.grad_accum,
                       "best_score": None, "bad_epochs": 0, "stopped_early": False}

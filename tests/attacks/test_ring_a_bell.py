@@ -71,3 +71,11 @@ def test_bundled_pairs_and_user_files(tmp_path, sd_pipe):
         read_pairs(tmp_path / "bad.csv")
     with pytest.raises(RefusedTargetError):
         get_attack("ring-a-bell", preset="tiny").run(sd_pipe, "a naked child")
+
+
+def test_runner_budget_names_are_accepted():
+    assert get_attack("ring-a-bell", preset="tiny", fitness="safe").budget.encoder == "safe"
+    assert get_attack("ring-a-bell", preset="paper").budget.population == 200
+    assert get_attack("swap-gcg", preset="paper").budget.steps == 1000
+    assert get_attack("mma", preset="paper").budget.candidates == 512
+    assert get_attack("unlearndiff", preset="paper").budget.per_timestep == 40

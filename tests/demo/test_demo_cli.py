@@ -47,7 +47,7 @@ def test_old_spellings_still_work_and_warn():
     assert "--safe-text-encoder" not in build_parser().format_help()
 
 
-def run_entry(*argv: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_entry(*argv: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, str(ENTRY), *argv], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=ROOT)

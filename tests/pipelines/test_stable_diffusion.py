@@ -11,7 +11,7 @@ from transformers import CLIPTextModel
 from saferclip_diffusers import SaferPipelineOutput, SaferStableDiffusionPipeline
 from saferclip_diffusers.tiny import perturbed_text_encoder
 
-STEPS = 3
+STEPS = 2
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -11,7 +11,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 from saferclip_diffusers import SaferStableDiffusionXLPipeline
 from saferclip_diffusers.tiny import perturbed_text_encoder
 
-STEPS = 3
+STEPS = 2
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -116,3 +116,39 @@ def test_from_pipe_shares_components_and_offload_seq(plain, safe_sdxl_dir):
     assert {"original_text_encoder", "original_text_encoder_2"} <= set(seq)
     pipe.to(torch.bfloat16)
     assert pipe.original_text_encoder_2.dtype == torch.bfloat16
+
+
+def test_prompt_with_negative_and_negative_pooled_embeds(safer):
+    plain = StableDiffusionXLPipeline.from_pipe(safer, text_encoder=safer.original_text_encoder,
+                                                text_encoder_2=safer.original_text_encoder_2)
+    neg = torch.randn(1, 77, safer.unet.config.cross_attention_dim, generator=gen(5))
+    neg_pooled = torch.randn(1, safer.text_encoder_2.config.projection_dim, generator=gen(6))
+    kwargs = {"negative_prompt_embeds": neg, "negative_pooled_prompt_embeds": neg_pooled}
+    np.testing.assert_array_equal(run(safer, safety_scale=0.0, **kwargs).images, run(plain, **kwargs).images)
+
+
+def test_negative_prompt_reads_original_encoders_by_default(safer, spy):
+    recorder = spy(safer.unet)
+    for which in ("original", "safe"):
+        run(safer, negative_prompt="gore", negative_prompt_encoder=which, num_inference_steps=1)
+    encode = {"prompt": "gore", "device": torch.device("cpu"), "num_images_per_prompt": 1,
+              "do_classifier_free_guidance": False}
+    with safer.originals_in_slots():
+        orig = safer.encode_prompt(**encode)
+    safe = safer.encode_prompt(**encode)
+    torch.testing.assert_close(recorder.calls[0]["hidden"][:1], orig[0])
+    torch.testing.assert_close(recorder.calls[0]["text_embeds"][:1], orig[2])
+    torch.testing.assert_close(recorder.calls[1]["hidden"][:1], safe[0])
+    torch.testing.assert_close(recorder.calls[1]["text_embeds"][:1], safe[2])
+
+
+def test_textual_inversion_on_the_bigG_slot_reaches_its_original(tiny_sdxl_dir, safe_sdxl_dir):
+    pipe = SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir,
+                                                          keep_original=True)
+    plain = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir)
+    for p in (pipe, plain):
+        for te, tok, seed in ((p.text_encoder, p.tokenizer, 1), (p.text_encoder_2, p.tokenizer_2, 2)):
+            emb = torch.randn(1, te.config.hidden_size, generator=gen(seed))
+            p.load_textual_inversion({"<toy>": emb}, token="<toy>", text_encoder=te, tokenizer=tok)
+    np.testing.assert_array_equal(run(pipe, prompt="a <toy>", safety_scale=0.0).images,
+                                  run(plain, prompt="a <toy>").images)

@@ -1,0 +1,27 @@
+"""``SaferStableDiffusionXLControlNetPipeline``: SDXL ControlNet text-to-image with safe text encoder(s) (see :mod:`.conditioning`).
+
+The ControlNet reads the prompt conditioning too, so it sees the safe (or blended) embeddings, exactly as the
+denoiser does. The condition image is a channel no text-encoder swap covers.
+"""
+
+from __future__ import annotations
+
+from diffusers import StableDiffusionXLControlNetPipeline
+
+from .base import SaferSDXLMixin
+from .calling import safer_call, safer_init
+from .controlnet_common import SaferControlNetMixin
+
+
+class SaferStableDiffusionXLControlNetPipeline(SaferControlNetMixin, SaferSDXLMixin, StableDiffusionXLControlNetPipeline):
+    r"""SDXL ControlNet text-to-image (:class:`diffusers.StableDiffusionXLControlNetPipeline`) whose text-encoder slot(s) hold safe encoders.
+
+    Load with ``from_pretrained(base, controlnet=ControlNetModel.from_pretrained(...), safe_text_encoder=...)``
+    or ``from_pipe(pipe, controlnet=...)``. Compare mode in one batch doubles a per-prompt list (or batch) of
+    condition images with the prompts; with a MultiControlNet it runs two passes.
+    """
+
+    model_cpu_offload_seq = "original_text_encoder->original_text_encoder_2->" + StableDiffusionXLControlNetPipeline.model_cpu_offload_seq
+    _optional_components = StableDiffusionXLControlNetPipeline._optional_components + ["original_text_encoder", "original_text_encoder_2"]
+    __init__ = safer_init(StableDiffusionXLControlNetPipeline, ("text_encoder", "text_encoder_2"))
+    __call__ = safer_call(StableDiffusionXLControlNetPipeline)
