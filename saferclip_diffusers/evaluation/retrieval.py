@@ -210,6 +210,9 @@ def compare_retrieval(
             if group is not None and not metric.startswith(("T*->V", "V*->T")):
                 continue
             table.add(metric, value, m_s[metric][0], group=group, n=n)
+    from .safeground import add_safeground_rows  # methods hook: SafeGround (UWM) rows
+
+    add_safeground_rows(table, emb_o, emb_s, data, ks)
     return table
 
 

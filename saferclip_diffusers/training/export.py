@@ -70,6 +70,8 @@ def as_export_class(model, export_class: str):
 
     if export_class == "CLIPTextModelWithProjection":
         return model
+    if export_class == "AutoModel":  # methods hook: a generic backbone (backbones.MeanPooledTextEncoder)
+        return model.model
     plain = model.text_model  # transformers 5: the tower inside WithProjection is a CLIPTextModel
     if not isinstance(plain, CLIPTextModel):
         raise TypeError(f"unexpected text tower type {type(plain).__name__}")

@@ -26,6 +26,9 @@ METHOD_TEXT = {
                  "own unsafe counterpart, easy-to-hard curriculum, and preservation terms.",
     "safeclip": "Safe-CLIP (arXiv 2311.16254) baseline: its 8 redirection/preservation terms with weights "
                 "(0.1, 0.1, 0.1, 0.2, 0.25, 0.25, 0.25, 0.5) toward the paired safe caption.",
+    "des": "DES (arXiv 2501.18877, NeurIPS 2025): full fine-tune of the token states (`last_hidden_state`): safe "
+           "preservation with concept augmentation, each unsafe prompt redirected to the most distant safe codebook "
+           "entry minus the concept direction, and the concept prompt neutralised toward the empty prompt.",  # methods hook
 }
 
 

@@ -47,6 +47,10 @@ def resolve_model_path(spec: str, what: str = "model") -> str:
         from saferclip_diffusers.tiny import tiny_model_dir
 
         return str(tiny_model_dir(spec.split(":", 1)[1]))
+    if spec.startswith("package:"):  # methods hook: a model shipped inside a Python package
+        from .backbones import package_model_dir
+
+        return package_model_dir(spec.split(":", 1)[1])
     if is_local(spec):
         return str(require_local_dir(spec, what))
     return spec
@@ -118,6 +122,15 @@ def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = Fals
         text, vision = _split_clip(clip)
         return Towers(text, vision if need_vision else None, tokenizer, processor if need_vision else None, source)
 
+    if s.backbone == "transformers-mean":  # methods hook: generic encoder with mean pooling (no image tower)
+        from .backbones import load_mean_pooled
+
+        if need_vision:
+            raise ValueError(f"encoder {s.slot}: backbone transformers-mean is text-only; the data must have no images")
+        text, tokenizer = load_mean_pooled(resolve_model_path(s.model), s.subfolder, s.revision,
+                                           s.tokenizer and resolve_model_path(s.tokenizer), s.tokenizer_subfolder,
+                                           allow_pickle)
+        return Towers(text, None, tokenizer, None, source)
     path = resolve_model_path(s.model, "encoder model")
     model_type = _model_type(path, s.subfolder, s.revision, s.model)
     vision = processor = None

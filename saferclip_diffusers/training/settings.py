@@ -23,11 +23,13 @@ import yaml
 
 from saferclip_diffusers.options import RangeType, float_range, int_range
 
+from .method_settings import DesSettings, UwmSettings  # methods hook: UWM/DES settings sections
 from .methods import METHODS, get_method
 
 SLOTS = ("text_encoder", "text_encoder_2")
 DATA_FORMATS = ("unpaired", "pairs", "visu", "nsfwcaps")
-EXPORT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+EXPORT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "AutoModel")
+BACKBONES = ("transformers", "open_clip", "transformers-mean")  # methods hook: transformers-mean (backbones.py)
 SINGLE_FILE_FORMATS = ("comfyui", "a1111", "forge", "sdcpp", "sgm")  # when encoders.single_file is absent
 
 
@@ -88,6 +90,8 @@ class EncoderSettings:
     def resolved_export_class(self) -> str:
         if self.export_class:
             return self.export_class
+        if self.backbone == "transformers-mean":  # methods hook: generic encoders export their inner model
+            return "AutoModel"
         return "CLIPTextModel" if self.slot == "text_encoder" else "CLIPTextModelWithProjection"
 
 
@@ -301,6 +305,8 @@ class TrainConfig:
     run: RunSettings = field(default_factory=RunSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     robust: RobustSettings = field(default_factory=RobustSettings)  # adversarial training (training/robust.py)
+    uwm: UwmSettings = field(default_factory=UwmSettings)
+    des: DesSettings = field(default_factory=DesSettings)
 
     # ------------------------------------------------------------------ derived settings
     @property
@@ -337,8 +343,7 @@ class TrainConfig:
         need(len(set(slots)) == len(slots), f"each encoder needs its own slot, got {slots}")
         for i, e in enumerate(self.encoders):
             need(e.slot in SLOTS, f"encoders.{i}.slot must be one of {SLOTS}, got {e.slot!r}")
-            need(e.backbone in ("transformers", "open_clip"),
-                 f"encoders.{i}.backbone must be transformers|open_clip, got {e.backbone!r}")
+            need(e.backbone in BACKBONES, f"encoders.{i}.backbone must be one of {BACKBONES}, got {e.backbone!r}")
             need(isinstance(e.model, str) and bool(e.model), f"encoders.{i}.model must name a model, got {e.model!r}")
             need(e.resolved_export_class() in EXPORT_CLASSES, f"encoders.{i}.export_class must be one of {EXPORT_CLASSES}")
             need(
@@ -370,6 +375,12 @@ class TrainConfig:
         except ValueError as err:
             raise ValueError(f"config {self.name!r}: {err}") from None
         self.loss_weights()  # raises on unknown terms
+        need(self.uwm.rule in ("mass", "count"), f"uwm.rule must be mass|count, got {self.uwm.rule!r}")
+        need(0 < self.uwm.tau < 1, f"uwm.tau must be in (0, 1), got {self.uwm.tau}")
+        need(self.uwm.calibration_size >= 1 and self.uwm.batch_size >= 1, "uwm.calibration_size and uwm.batch_size must be >= 1")
+        need(bool(self.uwm.layers), "uwm.layers must name at least one nn.Linear (CLIP: out_proj)")
+        need(0 <= self.des.lambda_safe <= 1, f"des.lambda_safe must be in [0, 1], got {self.des.lambda_safe}")
+        need(bool(self.des.concept_prompt.strip()), "des.concept_prompt must not be empty")
         return self
 
     def _ranges(self):

@@ -69,8 +69,9 @@ def _live_text(bundle: EncoderBundle, model, texts: list[str], device, batch_siz
         embeds.append(e.float().cpu())
         if h is not None:
             hidden.append(h.float().cpu())
-    d = bundle.towers.text.config.projection_dim
-    return (torch.cat(embeds) if embeds else torch.zeros(0, d)), (torch.cat(hidden) if hidden else None)
+    if not embeds:  # methods hook: only CLIP configs have projection_dim (generic backbones never get here empty)
+        return torch.zeros(0, bundle.towers.text.config.projection_dim), None
+    return torch.cat(embeds), (torch.cat(hidden) if hidden else None)
 
 
 @torch.no_grad()

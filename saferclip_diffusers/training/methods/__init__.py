@@ -12,6 +12,8 @@ from .base import Method
 METHODS: dict[str, str] = {
     "saferclip": "saferclip:SaferClip",
     "safeclip": "safeclip:SafeClip",
+    "uwm": "uwm_method:UWM",
+    "des": "des:DES",
 }
 
 __all__ = ["METHODS", "Method", "get_method"]
