@@ -10,8 +10,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "peft", "nudenet", "onnxruntime",
-            "xformers", "numpy")
+PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "peft",
+    "nudenet",
+    "onnxruntime",
+    "xformers",
+    "numpy",
+)
 
 
 def cpu_model() -> str:
@@ -29,7 +39,9 @@ def cpu_supports_bf16() -> bool:
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
         return False
-    flags = next((line for line in cpuinfo.read_text(errors="replace").splitlines() if line.startswith("flags")), "")
+    flags = next(
+        (line for line in cpuinfo.read_text(errors="replace").splitlines() if line.startswith("flags")), ""
+    )
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
@@ -82,8 +94,13 @@ def versions() -> dict[str, str | None]:
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=cwd or Path(__file__).resolve().parent, timeout=10)
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=cwd or Path(__file__).resolve().parent,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None
@@ -97,8 +114,12 @@ def device_info(device: str) -> dict[str, Any]:
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
         props = torch.cuda.get_device_properties(torch.device(device))
-        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=props.name,
+            gpu_memory_gb=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info
 
 
@@ -124,6 +145,8 @@ def describe(env: dict[str, Any]) -> str:
     m, v = env["machine"], env["versions"]
     dev = env["device"] if "gpu" not in env else f"{env['device']} ({env['gpu']}, {env['gpu_memory_gb']} GB)"
     load = "" if not m.get("load_average") else f", load average {m['load_average'][0]} at start"
-    return (f"{m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM ({m['os']}{load}); device {dev}, "
-            f"{env['torch_threads']} torch threads; torch {v['torch']}, diffusers {v['diffusers']}, "
-            f"transformers {v['transformers']}")
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM ({m['os']}{load}); device {dev}, "
+        f"{env['torch_threads']} torch threads; torch {v['torch']}, diffusers {v['diffusers']}, "
+        f"transformers {v['transformers']}"
+    )

@@ -55,8 +55,12 @@ class GenerationConfig:
     repeats: int = 3
     guidance_scale: float = 7.5
     dtype: str = "float32"
-    threads: int | None = None  # CPU: torch threads (None: torch's default); 1 is steadiest on a shared machine
-    head_to_head: int = 12  # extra rounds of plain vs Safer alone (ABBA order) for the <= 1.01 target; 0: none
+    threads: int | None = (
+        None  # CPU: torch threads (None: torch's default); 1 is steadiest on a shared machine
+    )
+    head_to_head: int = (
+        12  # extra rounds of plain vs Safer alone (ABBA order) for the <= 1.01 target; 0: none
+    )
     attention: tuple[str, ...] = ("sdpa",)
     prompt: str = PROMPT
     negative_prompt: str = NEGATIVE_PROMPT
@@ -71,22 +75,48 @@ def default_config(model: str, device: str = "cpu", quick: bool = False) -> Gene
     sdxl = model in ("sdxl", "tiny-sdxl")
     guidance = 5.0 if sdxl else 7.5
     if quick:
-        return GenerationConfig(model="tiny-sdxl" if sdxl else "tiny", device=device, height=32, width=32, steps=2,
-                                repeats=2, guidance_scale=guidance, head_to_head=2)
+        return GenerationConfig(
+            model="tiny-sdxl" if sdxl else "tiny",
+            device=device,
+            height=32,
+            width=32,
+            steps=2,
+            repeats=2,
+            guidance_scale=guidance,
+            head_to_head=2,
+        )
     if device.startswith("cuda"):
         import importlib.util
 
         size = 1024 if sdxl else 512
         attention = ("sdpa", "xformers") if importlib.util.find_spec("xformers") else ("sdpa",)
-        return GenerationConfig(model=model, device=device, height=size, width=size, steps=50, repeats=5,
-                                guidance_scale=guidance, dtype="float16", attention=attention, head_to_head=10)
+        return GenerationConfig(
+            model=model,
+            device=device,
+            height=size,
+            width=size,
+            steps=50,
+            repeats=5,
+            guidance_scale=guidance,
+            dtype="float16",
+            attention=attention,
+            head_to_head=10,
+        )
     from .environment import cpu_supports_bf16
 
     # bfloat16 where the CPU has native bf16 (about 2x faster than float32 there, and half the memory, so SDXL
     # fits beside other work in 24 GB); the ratios between systems are what is measured
     dtype = "bfloat16" if cpu_supports_bf16() else "float32"
-    return GenerationConfig(model=model, device=device, height=128, width=128, steps=2, repeats=7,
-                            guidance_scale=guidance, dtype=dtype)
+    return GenerationConfig(
+        model=model,
+        device=device,
+        height=128,
+        width=128,
+        steps=2,
+        repeats=7,
+        guidance_scale=guidance,
+        dtype=dtype,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- systems
@@ -122,8 +152,11 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
 
     base, safe = model_dirs(cfg.model)
     dtype = getattr(torch, cfg.dtype)
-    plain_cls, safer_cls = ((StableDiffusionXLPipeline, SaferStableDiffusionXLPipeline) if cfg.sdxl
-                            else (StableDiffusionPipeline, SaferStableDiffusionPipeline))
+    plain_cls, safer_cls = (
+        (StableDiffusionXLPipeline, SaferStableDiffusionXLPipeline)
+        if cfg.sdxl
+        else (StableDiffusionPipeline, SaferStableDiffusionPipeline)
+    )
     plain = plain_cls.from_pretrained(base, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
     plain = plain.to(cfg.device)
     safer = safer_cls.from_pipe(plain, safe_text_encoder=safe, keep_original=False, use_xformers=False)
@@ -134,8 +167,13 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
     pipes = [plain, safer, scored]
 
     def common(steps: int) -> dict[str, Any]:
-        return dict(height=cfg.height, width=cfg.width, num_inference_steps=steps, guidance_scale=cfg.guidance_scale,
-                    generator=torch.Generator(cfg.device).manual_seed(0))
+        return dict(
+            height=cfg.height,
+            width=cfg.width,
+            num_inference_steps=steps,
+            guidance_scale=cfg.guidance_scale,
+            generator=torch.Generator(cfg.device).manual_seed(0),
+        )
 
     def new_style(pipe, **extra):
         def run(steps: int, stamps: list[float]) -> None:
@@ -150,9 +188,15 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
     systems = {
         "plain": System("plain diffusers pipeline", 1, new_style(plain), plain),
         "safer": System("Safer pipeline (safe encoder only)", 1, new_style(safer), safer),
-        "safer+score": System("Safer pipeline + original kept (redirection score)", 1, new_style(scored), scored),
-        "compare": System("compare mode (safe + original image, one batch)", 2,
-                          new_style(scored, return_original=True), scored),
+        "safer+score": System(
+            "Safer pipeline + original kept (redirection score)", 1, new_style(scored), scored
+        ),
+        "compare": System(
+            "compare mode (safe + original image, one batch)",
+            2,
+            new_style(scored, return_original=True),
+            scored,
+        ),
     }
     if not cfg.sdxl:
         from diffusers.pipelines.deprecated.stable_diffusion_safe import (
@@ -166,15 +210,21 @@ def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
 
         def sld_run(config: dict) -> Callable[[int, list[float]], None]:
             def run(steps: int, stamps: list[float]) -> None:
-                sld(cfg.prompt, **common(steps), callback=lambda *_: stamps.append(_now(cfg.device)),
-                    callback_steps=1, **config)
+                sld(
+                    cfg.prompt,
+                    **common(steps),
+                    callback=lambda *_: stamps.append(_now(cfg.device)),
+                    callback_steps=1,
+                    **config,
+                )
 
             return run
 
         systems["sld-medium"] = System("SLD, MEDIUM", 1, sld_run(SafetyConfig.MEDIUM), sld)
         systems["sld-strong"] = System("SLD, STRONG", 1, sld_run(SafetyConfig.STRONG), sld)
-    systems["negative"] = System("plain + safety negative prompt", 1,
-                                 new_style(plain, negative_prompt=cfg.negative_prompt), plain)
+    systems["negative"] = System(
+        "plain + safety negative prompt", 1, new_style(plain, negative_prompt=cfg.negative_prompt), plain
+    )
     for pipe in pipes:
         pipe.set_progress_bar_config(disable=True)
     return systems, plain
@@ -215,8 +265,9 @@ def set_attention(plain, attention: str) -> None:
 # ----------------------------------------------------------------------------------------------- measure
 
 
-def measure_generation(cfg: GenerationConfig, systems: dict[str, System] | None = None,
-                       plain=None) -> dict[str, Any]:
+def measure_generation(
+    cfg: GenerationConfig, systems: dict[str, System] | None = None, plain=None
+) -> dict[str, Any]:
     """Warm up each system (one call, one step), then time them alternately; per attention implementation."""
     if systems is None:
         systems, plain = load_systems(cfg)
@@ -239,17 +290,25 @@ def _measure(cfg: GenerationConfig, systems: dict[str, System], plain, clock: Cl
         for system in systems.values():  # first calls pay one-off costs (allocations, kernel selection)
             _timed(system, 1, cfg.device)()
         calls = {name: _timed(s, cfg.steps, cfg.device) for name, s in systems.items()}
-        samples = alternate(calls, repeats=cfg.repeats, warmup=0, clock=clock, desc=f"{cfg.model} {attention}")
+        samples = alternate(
+            calls, repeats=cfg.repeats, warmup=0, clock=clock, desc=f"{cfg.model} {attention}"
+        )
         project_steps = cfg.project_steps if cfg.steps < cfg.project_steps else None
         results[attention] = summarize(samples, systems, project_steps)
-        if cfg.head_to_head:  # the headline pair alone: no other system between them, order plain-safer-safer-plain...
+        if (
+            cfg.head_to_head
+        ):  # the headline pair alone: no other system between them, order plain-safer-safer-plain...
             pair = {name: calls[name] for name in ("plain", "safer")}
-            duel = alternate(pair, repeats=cfg.head_to_head, warmup=0, clock=clock, desc=f"{cfg.model} plain vs Safer")
+            duel = alternate(
+                pair, repeats=cfg.head_to_head, warmup=0, clock=clock, desc=f"{cfg.model} plain vs Safer"
+            )
             results[attention]["head_to_head"] = summarize(duel, {n: systems[n] for n in pair}, project_steps)
     return results
 
 
-def summarize(samples: dict[str, list[Sample]], systems: dict[str, System], project_steps: int | None) -> dict:
+def summarize(
+    samples: dict[str, list[Sample]], systems: dict[str, System], project_steps: int | None
+) -> dict:
     """Per system: seconds per call, per-call and per-image ratios to plain (wall and CPU), step profile ratios."""
     per_image = {name: float(s.images_per_call) for name, s in systems.items()}
     out = {
@@ -262,16 +321,25 @@ def summarize(samples: dict[str, list[Sample]], systems: dict[str, System], proj
     if all(s.extra.get("profile") for runs in samples.values() for s in runs):
         out["per_step"] = paired_ratios(samples, "plain", value=lambda s: s.extra["profile"]["per_step"])
         out["fixed_delta"] = paired_differences(samples, "plain", value=lambda s: s.extra["profile"]["fixed"])
-        out["seconds_per_step"] = {n: spread([s.extra["profile"]["per_step"] for s in r]) for n, r in samples.items()}
+        out["seconds_per_step"] = {
+            n: spread([s.extra["profile"]["per_step"] for s in r]) for n, r in samples.items()
+        }
         if project_steps:
             out["projected_per_call"] = paired_ratios(
-                samples, "plain", value=lambda s: project(s.extra["profile"], project_steps))
-            plain_projected = spread([project(s.extra["profile"], project_steps) for s in samples["plain"]])["median"]
+                samples, "plain", value=lambda s: project(s.extra["profile"], project_steps)
+            )
+            plain_projected = spread([project(s.extra["profile"], project_steps) for s in samples["plain"]])[
+                "median"
+            ]
             # the fixed-part difference as a share of a projected plain image: for systems with plain's UNet batch
             # (safer, safer+score, negative) this is their whole extra cost, free of the per-step noise
-            out["fixed_delta_share"] = {n: d["median"] / plain_projected for n, d in out["fixed_delta"].items()}
-    out["raw"] = {name: [{"wall": s.wall, "cpu": s.cpu, **(s.extra.get("profile") or {})} for s in runs]
-                  for name, runs in samples.items()}
+            out["fixed_delta_share"] = {
+                n: d["median"] / plain_projected for n, d in out["fixed_delta"].items()
+            }
+    out["raw"] = {
+        name: [{"wall": s.wall, "cpu": s.cpu, **(s.extra.get("profile") or {})} for s in runs]
+        for name, runs in samples.items()
+    }
     out["labels"] = {name: s.label for name, s in systems.items()}
     out["images_per_call"] = {name: s.images_per_call for name, s in systems.items()}
     return out
@@ -307,11 +375,15 @@ def safer_target(model: str, attention: str, res: dict) -> Target:
     if not met:
         parts = []
         if wall["q1"] <= 1.0 <= wall["q3"] or wall["q1"] <= SAFER_TARGET:
-            parts.append(f"the rounds' spread (IQR {wall['q1']:.3f}–{wall['q3']:.3f}) includes the target: "
-                         "run-to-run noise, not a systematic cost")
+            parts.append(
+                f"the rounds' spread (IQR {wall['q1']:.3f}–{wall['q3']:.3f}) includes the target: "
+                "run-to-run noise, not a systematic cost"
+            )
         parts.append(f"fastest round vs fastest round {fastest:.3f}")
         if step and fixed:
-            parts.append(f"per-step ratio {step['median']:.3f}, fixed part (encode + decode) {fixed['median']:+.2f} s")
+            parts.append(
+                f"per-step ratio {step['median']:.3f}, fixed part (encode + decode) {fixed['median']:+.2f} s"
+            )
         if share is not None:
             parts.append(f"at 50 steps the fixed-part difference is {100 * share:+.2f}% of a plain image")
         parts.append("the Safer path runs the same encoder and UNet calls as plain (same FLOPs)")
@@ -323,66 +395,116 @@ def safer_target(model: str, attention: str, res: dict) -> Target:
 
 def to_section(runs: list[dict[str, Any]], device: str, skipped: list[str] | None = None) -> Section:
     """The generation section: one table per model and attention implementation, one target each."""
-    section = Section(name="generation", title="Generation overhead (per-image time relative to plain diffusers)",
-                      environment=environment(device))
+    section = Section(
+        name="generation",
+        title="Generation overhead (per-image time relative to plain diffusers)",
+        environment=environment(device),
+    )
     for run in runs:
         cfg = run["config"]
         for attention, res in run["results"].items():
             projected = "projected_per_call" in res
-            columns = ["system", "images/call", "s/call (median)", "ratio per call", "ratio per image",
-                       "fastest/fastest per image", "CPU-time ratio", "per-step ratio", "fixed part Δ s"]
+            columns = [
+                "system",
+                "images/call",
+                "s/call (median)",
+                "ratio per call",
+                "ratio per image",
+                "fastest/fastest per image",
+                "CPU-time ratio",
+                "per-step ratio",
+                "fixed part Δ s",
+            ]
             if projected:
-                columns += [f"projected ratio/image at {cfg['project_steps']} steps",
-                            f"fixed Δ / {cfg['project_steps']}-step plain image"]
+                columns += [
+                    f"projected ratio/image at {cfg['project_steps']} steps",
+                    f"fixed Δ / {cfg['project_steps']}-step plain image",
+                ]
             rows = []
             for name, label in res["labels"].items():
                 n_img = res["images_per_call"][name]
-                row = [label, n_img, res["seconds_per_call"][name]["median"], _ratio(res["wall_per_call"][name]),
-                       _ratio(res["wall_per_image"][name]), f"{res['fastest_per_image'][name]:.3f}",
-                       _ratio(res["cpu_per_call"][name]), _ratio(res.get("per_step", {}).get(name)),
-                       _delta(res.get("fixed_delta", {}).get(name))]
+                row = [
+                    label,
+                    n_img,
+                    res["seconds_per_call"][name]["median"],
+                    _ratio(res["wall_per_call"][name]),
+                    _ratio(res["wall_per_image"][name]),
+                    f"{res['fastest_per_image'][name]:.3f}",
+                    _ratio(res["cpu_per_call"][name]),
+                    _ratio(res.get("per_step", {}).get(name)),
+                    _delta(res.get("fixed_delta", {}).get(name)),
+                ]
                 if projected:
                     p = res["projected_per_call"][name]
                     row += [f"{p['median'] / n_img:.3f}", f"{100 * res['fixed_delta_share'][name]:+.2f}%"]
                 rows.append(row)
-            title = (f"{cfg['model']} (random weights), {cfg['height']}x{cfg['width']} px, {cfg['steps']} steps, "
-                     f"guidance {cfg['guidance_scale']}, {cfg['dtype']}, {attention}, {cfg['threads']} torch threads, "
-                     f"{cfg['repeats']} alternating rounds")
-            note = ("Ratios: median [quartiles] over rounds of (system / plain) within a round; fastest/fastest compares "
-                    "each system's least disturbed round. The fixed part is text encoding, set-up and VAE decoding "
-                    "(shown as the difference to plain in seconds); per-step is one denoising step (UNet batch: plain 2, "
-                    "compare 4, SLD 3).")
+            title = (
+                f"{cfg['model']} (random weights), {cfg['height']}x{cfg['width']} px, {cfg['steps']} steps, "
+                f"guidance {cfg['guidance_scale']}, {cfg['dtype']}, {attention}, {cfg['threads']} torch threads, "
+                f"{cfg['repeats']} alternating rounds"
+            )
+            note = (
+                "Ratios: median [quartiles] over rounds of (system / plain) within a round; fastest/fastest compares "
+                "each system's least disturbed round. The fixed part is text encoding, set-up and VAE decoding "
+                "(shown as the difference to plain in seconds); per-step is one denoising step (UNet batch: plain 2, "
+                "compare 4, SLD 3)."
+            )
             if projected:
-                note += (f" Projected = fixed + {cfg['project_steps']} x per-step, per round: what the measured parts "
-                         "imply at the real step count (an extrapolation, not a measurement). Fixed Δ / plain image: "
-                         "the median fixed-part difference over a projected plain image; for systems that run plain's "
-                         "UNet batch (Safer, negative prompt) it is their whole extra cost at the real step count.")
+                note += (
+                    f" Projected = fixed + {cfg['project_steps']} x per-step, per round: what the measured parts "
+                    "imply at the real step count (an extrapolation, not a measurement). Fixed Δ / plain image: "
+                    "the median fixed-part difference over a projected plain image; for systems that run plain's "
+                    "UNet batch (Safer, negative prompt) it is their whole extra cost at the real step count."
+                )
             section.tables.append(Table(title, columns, rows, note))
             duel = res.get("head_to_head")
             if duel:
-                d_cols = ["pair", "rounds", "ratio per call", "fastest/fastest", "per-step ratio", "fixed part Δ s"]
-                d_row = ["Safer / plain", duel["wall_per_call"]["safer"]["n"], _ratio(duel["wall_per_call"]["safer"]),
-                         f"{duel['fastest_per_image']['safer']:.3f}", _ratio(duel.get("per_step", {}).get("safer")),
-                         _delta(duel.get("fixed_delta", {}).get("safer"))]
+                d_cols = [
+                    "pair",
+                    "rounds",
+                    "ratio per call",
+                    "fastest/fastest",
+                    "per-step ratio",
+                    "fixed part Δ s",
+                ]
+                d_row = [
+                    "Safer / plain",
+                    duel["wall_per_call"]["safer"]["n"],
+                    _ratio(duel["wall_per_call"]["safer"]),
+                    f"{duel['fastest_per_image']['safer']:.3f}",
+                    _ratio(duel.get("per_step", {}).get("safer")),
+                    _delta(duel.get("fixed_delta", {}).get("safer")),
+                ]
                 if "fixed_delta_share" in duel:
                     d_cols.append(f"fixed Δ / {cfg['project_steps']}-step plain image")
                     d_row.append(f"{100 * duel['fixed_delta_share']['safer']:+.2f}%")
-                section.tables.append(Table(
-                    f"{cfg['model']}: plain vs Safer head to head (the two alone, order plain-Safer, Safer-plain, ...)",
-                    d_cols, [d_row], "The Safer / plain target is judged on these rounds: nothing runs between the "
-                    "pair, and alternating the order cancels drift."))
+                section.tables.append(
+                    Table(
+                        f"{cfg['model']}: plain vs Safer head to head (the two alone, order plain-Safer, Safer-plain, ...)",
+                        d_cols,
+                        [d_row],
+                        "The Safer / plain target is judged on these rounds: nothing runs between the "
+                        "pair, and alternating the order cancels drift.",
+                    )
+                )
             section.targets.append(safer_target(cfg["model"], attention, res))
         section.raw[cfg["model"]] = run
     if any(not run["config"]["model"].startswith("tiny") for run in runs):
         section.notes.append("Real-size architectures with random weights; images are noise.")
-    section.notes.append("SLD is SD 1.x only (diffusers' deprecated StableDiffusionPipelineSafe); none for SDXL.")
+    section.notes.append(
+        "SLD is SD 1.x only (diffusers' deprecated StableDiffusionPipelineSafe); none for SDXL."
+    )
     for note in skipped or []:
         section.notes.append(note)
     return section
 
 
-def run_generation(models: tuple[str, ...] | list[str] = ("sd15", "sdxl"), device: str = "cpu", quick: bool = False,
-                   overrides: dict[str, Any] | None = None) -> Section:
+def run_generation(
+    models: tuple[str, ...] | list[str] = ("sd15", "sdxl"),
+    device: str = "cpu",
+    quick: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> Section:
     """Measure every model in ``models`` (``sd15``, ``sdxl``) and return the report section."""
     runs, skipped = [], []
     for model in models:
@@ -405,7 +527,9 @@ def memory_shortfall(cfg: GenerationConfig) -> str | None:
     need = _weights_gb(cfg)
     free = available_ram_gb()
     if free is not None and need * 1.15 > free:
-        return f"needs about {need:.1f} GB of weights in {cfg.dtype}, only {free:.1f} GB of RAM is available now"
+        return (
+            f"needs about {need:.1f} GB of weights in {cfg.dtype}, only {free:.1f} GB of RAM is available now"
+        )
     return None
 
 

@@ -89,8 +89,17 @@ def parameter_bytes(*pipes) -> int:
 # ----------------------------------------------------------------------------------------------- child
 
 
-def run_scenario(scenario: str, base: str, safe: str, sdxl: bool, device: str, dtype: str, height: int, width: int,
-                 steps: int) -> dict[str, Any]:
+def run_scenario(
+    scenario: str,
+    base: str,
+    safe: str,
+    sdxl: bool,
+    device: str,
+    dtype: str,
+    height: int,
+    width: int,
+    steps: int,
+) -> dict[str, Any]:
     """Load and generate for one scenario in this process; returns the memory figures (call in a fresh process)."""
     import diffusers
     import torch
@@ -113,8 +122,10 @@ def run_scenario(scenario: str, base: str, safe: str, sdxl: bool, device: str, d
     elif scenario == "compare":
         pipes = [safer_cls.from_pretrained(base, safe_text_encoder=safe, keep_original=True, **load)]
     else:
-        pipes = [plain_cls.from_pretrained(base, **load),
-                 safer_cls.from_pretrained(base, safe_text_encoder=safe, keep_original=False, **load)]
+        pipes = [
+            plain_cls.from_pretrained(base, **load),
+            safer_cls.from_pretrained(base, safe_text_encoder=safe, keep_original=False, **load),
+        ]
     pipes = [p.to(device) for p in pipes]
     load_s = time.perf_counter() - t0
     rss_after_load = current_rss_bytes()
@@ -125,8 +136,12 @@ def run_scenario(scenario: str, base: str, safe: str, sdxl: bool, device: str, d
     for pipe in pipes:
         pipe.set_progress_bar_config(disable=True)
         extra = {"return_original": True} if scenario == "compare" else {}
-        pipe("a photograph of an astronaut riding a horse", generator=torch.Generator(device).manual_seed(0),
-             **kwargs, **extra)
+        pipe(
+            "a photograph of an astronaut riding a horse",
+            generator=torch.Generator(device).manual_seed(0),
+            **kwargs,
+            **extra,
+        )
     return {
         "scenario": scenario,
         "pipelines": len(pipes),
@@ -168,7 +183,7 @@ def run_module_in_child(module: str, args: list[str], timeout: float = 1800) -> 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            return json.loads(line[len(RESULT_PREFIX) :])
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
     raise RuntimeError(f"{' '.join(args[:2])} failed (exit {proc.returncode}):\n{tail}")
 
@@ -178,11 +193,14 @@ def run_in_child(scenario: str, args: list[str], timeout: float = 1800) -> dict[
     try:
         return run_module_in_child("bench.memory", ["--scenario", scenario, *args], timeout)
     except RuntimeError as err:
-        raise RuntimeError(f"memory scenario {scenario!r} failed {str(err).split(' failed ', 1)[1]}") from None
+        raise RuntimeError(
+            f"memory scenario {scenario!r} failed {str(err).split(' failed ', 1)[1]}"
+        ) from None
 
 
-def measure_memory(model: str = "sd15", device: str = "cpu", quick: bool = False,
-                   scenarios: tuple[str, ...] = SCENARIOS) -> dict[str, Any]:
+def measure_memory(
+    model: str = "sd15", device: str = "cpu", quick: bool = False, scenarios: tuple[str, ...] = SCENARIOS
+) -> dict[str, Any]:
     """Every scenario in its own fresh process; returns settings and per-scenario figures."""
     from tqdm.auto import tqdm
 
@@ -192,19 +210,41 @@ def measure_memory(model: str = "sd15", device: str = "cpu", quick: bool = False
         model = "tiny-sdxl" if model in ("sdxl", "tiny-sdxl") else "tiny"
     base, safe = model_dirs(model)
     size = 32 if model.startswith("tiny") else (512 if device.startswith("cuda") else 128)
-    settings = {"model": model, "device": device, "dtype": "float16" if device.startswith("cuda") else "float32",
-                "height": size, "width": size, "steps": 1}
-    args = ["--base", base, "--safe", safe, "--device", device, "--dtype", settings["dtype"],
-            "--height", str(size), "--width", str(size), "--steps", "1"]
+    settings = {
+        "model": model,
+        "device": device,
+        "dtype": "float16" if device.startswith("cuda") else "float32",
+        "height": size,
+        "width": size,
+        "steps": 1,
+    }
+    args = [
+        "--base",
+        base,
+        "--safe",
+        safe,
+        "--device",
+        device,
+        "--dtype",
+        settings["dtype"],
+        "--height",
+        str(size),
+        "--width",
+        str(size),
+        "--steps",
+        "1",
+    ]
     if model in ("sdxl", "tiny-sdxl"):
         args.append("--sdxl")
     results = {s: run_in_child(s, args) for s in tqdm(scenarios, desc="memory scenarios", leave=False)}
     return {"settings": settings, "results": results}
 
 
-def ratios(results: dict[str, dict[str, Any]], key: str, baseline: str = "one",
-           subtract: str | None = None) -> dict[str, float | None]:
+def ratios(
+    results: dict[str, dict[str, Any]], key: str, baseline: str = "one", subtract: str | None = None
+) -> dict[str, float | None]:
     """``key`` of each scenario over the baseline's (after subtracting ``subtract`` from both, if given)."""
+
     def value(r):
         if r.get(key) is None:
             return None
@@ -224,41 +264,79 @@ def to_section(measured: dict[str, Any], device: str):
     params = ratios(res, "parameter_bytes")
     cuda = ratios(res, "cuda_peak") if device.startswith("cuda") else {}
     gb = 2**30
-    columns = ["scenario", "pipelines", "weights GB", "weights ratio", "peak RSS GB", "peak RSS ratio",
-               "peak − imports GB", "ratio", "RSS after load GB", "load s"]
+    columns = [
+        "scenario",
+        "pipelines",
+        "weights GB",
+        "weights ratio",
+        "peak RSS GB",
+        "peak RSS ratio",
+        "peak − imports GB",
+        "ratio",
+        "RSS after load GB",
+        "load s",
+    ]
     if cuda:
         columns += ["CUDA peak GB", "CUDA ratio"]
     rows = []
     for s, r in res.items():
-        row = [LABELS[s], r["pipelines"], r["parameter_bytes"] / gb, params[s], r["peak_rss"] / gb, peak[s],
-               (r["peak_rss"] - r["rss_after_imports"]) / gb, peak_model[s], r["rss_after_load"] / gb, r["load_seconds"]]
+        row = [
+            LABELS[s],
+            r["pipelines"],
+            r["parameter_bytes"] / gb,
+            params[s],
+            r["peak_rss"] / gb,
+            peak[s],
+            (r["peak_rss"] - r["rss_after_imports"]) / gb,
+            peak_model[s],
+            r["rss_after_load"] / gb,
+            r["load_seconds"],
+        ]
         if cuda:
             row += [r["cuda_peak"] / gb, cuda[s]]
         rows.append(row)
     st = measured["settings"]
-    section = Section(name="memory", title="Memory: compare mode vs two pipelines vs one",
-                      environment=environment(device), settings=st, raw=measured)
-    section.tables.append(Table(
-        f"{st['model']} (random weights), one image per pipeline at {st['height']}x{st['width']} px, {st['dtype']}, "
-        "each scenario in a fresh process", columns, rows,
-        "Ratios are to one plain pipeline. Peak RSS includes the interpreter and libraries (measured after the "
-        "imports: the 'peak − imports' column removes them). Weights: distinct parameters and buffers held. "
-        "from_pretrained memory-maps the safetensors files, so weights page in on first use: RSS right after "
-        "loading is low and the peak comes during generation. No safety checker is loaded (it would add the "
-        "same 1.2 GB to every scenario and lower every ratio)."))
+    section = Section(
+        name="memory",
+        title="Memory: compare mode vs two pipelines vs one",
+        environment=environment(device),
+        settings=st,
+        raw=measured,
+    )
+    section.tables.append(
+        Table(
+            f"{st['model']} (random weights), one image per pipeline at {st['height']}x{st['width']} px, {st['dtype']}, "
+            "each scenario in a fresh process",
+            columns,
+            rows,
+            "Ratios are to one plain pipeline. Peak RSS includes the interpreter and libraries (measured after the "
+            "imports: the 'peak − imports' column removes them). Weights: distinct parameters and buffers held. "
+            "from_pretrained memory-maps the safetensors files, so weights page in on first use: RSS right after "
+            "loading is low and the peak comes during generation. No safety checker is loaded (it would add the "
+            "same 1.2 GB to every scenario and lower every ratio).",
+        )
+    )
     if "compare" in res:
         judged = cuda.get("compare") if cuda else peak.get("compare")
         what = "CUDA peak" if cuda else "peak RSS"
         met = judged is not None and judged <= COMPARE_TARGET
-        cause = "" if met else (
-            f"compare mode holds a second text encoder (weights ratio {params['compare']:.3f}) and runs a doubled "
-            f"UNet batch; peak − imports ratio {peak_model['compare']:.3f}")
+        cause = (
+            ""
+            if met
+            else (
+                f"compare mode holds a second text encoder (weights ratio {params['compare']:.3f}) and runs a doubled "
+                f"UNet batch; peak − imports ratio {peak_model['compare']:.3f}"
+            )
+        )
         value = f"{judged:.3f} ({what}; without the interpreter: {peak_model['compare']:.3f})"
-        section.targets.append(Target("compare-mode peak memory / one pipeline", f"<= {COMPARE_TARGET}", value,
-                                      met, cause))
+        section.targets.append(
+            Target("compare-mode peak memory / one pipeline", f"<= {COMPARE_TARGET}", value, met, cause)
+        )
     if "two" in res:
-        section.notes.append(f"Two separately loaded pipelines: {peak['two']:.2f}x one pipeline's peak RSS "
-                             f"({peak_model['two']:.2f}x without the interpreter), weights {params['two']:.2f}x.")
+        section.notes.append(
+            f"Two separately loaded pipelines: {peak['two']:.2f}x one pipeline's peak RSS "
+            f"({peak_model['two']:.2f}x without the interpreter), weights {params['two']:.2f}x."
+        )
     return section
 
 

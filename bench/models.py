@@ -149,7 +149,9 @@ def build_unet(config: dict, seed: int):
 def build_vae(seed: int, scaling_factor: float = 0.18215, sample_size: int = 512):
     from diffusers import AutoencoderKL
 
-    return fast_random_init(_empty(lambda: AutoencoderKL(**VAE, sample_size=sample_size, scaling_factor=scaling_factor)), seed)
+    return fast_random_init(
+        _empty(lambda: AutoencoderKL(**VAE, sample_size=sample_size, scaling_factor=scaling_factor)), seed
+    )
 
 
 def build_text_encoder(arch: dict, tokenizer, seed: int, with_projection: bool = False):
@@ -166,16 +168,30 @@ def build_text_encoder(arch: dict, tokenizer, seed: int, with_projection: bool =
 def sd15_scheduler():
     from diffusers import PNDMScheduler
 
-    return PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                         set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
+    return PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
 
 
 def sdxl_scheduler():
     from diffusers import EulerDiscreteScheduler
 
-    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                  num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
-                                  interpolation_type="linear", prediction_type="epsilon")
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+        interpolation_type="linear",
+        prediction_type="epsilon",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- builders
@@ -242,7 +258,9 @@ def build_clip_text(directory: str | os.PathLike, seed: int = 0) -> Path:
     """CLIP ViT-L/14's text tower with its projection (what training starts from), tokenizer alongside."""
     directory = Path(directory)
     tokenizer = save_clip_tokenizer(directory, num_merges=FULL_CLIP_MERGES)
-    build_text_encoder(CLIP_L_TEXT, tokenizer, seed, with_projection=True).save_pretrained(directory, safe_serialization=True)
+    build_text_encoder(CLIP_L_TEXT, tokenizer, seed, with_projection=True).save_pretrained(
+        directory, safe_serialization=True
+    )
     return directory
 
 

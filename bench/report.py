@@ -71,7 +71,9 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "sections": {}}
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("schema") != SCHEMA_VERSION or not isinstance(data.get("sections"), dict):
-        raise ValueError(f"{path} is not a benchmark report of schema {SCHEMA_VERSION}; move it away and rerun")
+        raise ValueError(
+            f"{path} is not a benchmark report of schema {SCHEMA_VERSION}; move it away and rerun"
+        )
     return data
 
 
@@ -139,15 +141,31 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Targets",
         "",
     ]
-    rows = [[t["name"], t["target"], t["value"], _verdict(t["met"]), t["cause"]]
-            for n in names for t in sections[n]["targets"]]
-    lines += _table(["target", "wanted", "measured", "verdict", "cause / comment"], rows) if rows else ["(none run)"]
+    rows = [
+        [t["name"], t["target"], t["value"], _verdict(t["met"]), t["cause"]]
+        for n in names
+        for t in sections[n]["targets"]
+    ]
+    lines += (
+        _table(["target", "wanted", "measured", "verdict", "cause / comment"], rows)
+        if rows
+        else ["(none run)"]
+    )
     for name in names:
         sec = sections[name]
-        lines += ["", f"## {sec['title']}", "", f"Machine: {describe(sec['environment'])}. "
-                  f"Run {sec['environment']['timestamp']}, commit {sec['environment'].get('git_commit') or '?'}.", ""]
+        lines += [
+            "",
+            f"## {sec['title']}",
+            "",
+            f"Machine: {describe(sec['environment'])}. "
+            f"Run {sec['environment']['timestamp']}, commit {sec['environment'].get('git_commit') or '?'}.",
+            "",
+        ]
         if sec["settings"]:
-            lines += ["Settings: " + ", ".join(f"{k} = {fmt(v)}" for k, v in sec["settings"].items()) + ".", ""]
+            lines += [
+                "Settings: " + ", ".join(f"{k} = {fmt(v)}" for k, v in sec["settings"].items()) + ".",
+                "",
+            ]
         for table in sec["tables"]:
             lines += [f"**{table['title']}**", ""] + _table(table["columns"], table["rows"])
             lines += ["", table["note"], ""] if table["note"] else [""]

@@ -46,20 +46,29 @@ def quiet_libraries() -> None:
 def build_parser() -> argparse.ArgumentParser:
     from saferclip_diffusers import options
 
-    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--only", help=f"comma-separated families: {','.join(FAMILIES)} (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny random models: a fast check of the harness")
     options.add_device(p)
     options.add_out(p, default=str(ROOT / "bench" / "results"), help="results folder (default bench/results)")
     p.add_argument("--models", default="sd15,sdxl", help="generation: sd15, sdxl or both (default both)")
-    p.add_argument("--repeats", type=options.positive_int,
-                   help="generation: alternating rounds (default 7 on CPU, 5 on CUDA)")
+    p.add_argument(
+        "--repeats",
+        type=options.positive_int,
+        help="generation: alternating rounds (default 7 on CPU, 5 on CUDA)",
+    )
     options.add_generation(p, only=("steps",))
-    p.add_argument("--size", type=options.int_range(8, 8192), help="generation: image side in px (default 128 on CPU)")
+    p.add_argument(
+        "--size", type=options.int_range(8, 8192), help="generation: image side in px (default 128 on CPU)"
+    )
     options.add_dtype(p)  # auto: float16 on CUDA; on CPU bfloat16 where the CPU has native bf16, else float32
-    p.add_argument("--threads", type=options.positive_int,
-                   help="torch CPU threads (default: torch's choice; 1 is steadiest on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=options.positive_int,
+        help="torch CPU threads (default: torch's choice; 1 is steadiest on a busy machine)",
+    )
     return p
 
 
@@ -73,8 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         p.error(str(err))
     dtype = None if a.dtype == "auto" else a.dtype  # auto: the family's default for the device
-    overrides = {k: v for k, v in {"repeats": a.repeats, "steps": a.steps, "height": a.size, "width": a.size,
-                                   "dtype": dtype}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "repeats": a.repeats,
+            "steps": a.steps,
+            "height": a.size,
+            "width": a.size,
+            "dtype": dtype,
+        }.items()
+        if v is not None
+    }
     if a.threads:
         import torch
 

@@ -29,7 +29,16 @@ from .report import Section, Table, Target
 from .timing import alternate, paired_ratios, spread
 
 SCORING_TARGET = 0.05
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "retina")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "cat",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+)
 
 
 @dataclass
@@ -51,11 +60,21 @@ class EvalBenchConfig:
 
 def default_config(device: str = "cpu", quick: bool = False) -> EvalBenchConfig:
     if quick:
-        return EvalBenchConfig(device=device, model="tiny", images=8, throughput_rounds=2, prompts=4, height=32,
-                               width=32, batch_size=2, run_rounds=1)
+        return EvalBenchConfig(
+            device=device,
+            model="tiny",
+            images=8,
+            throughput_rounds=2,
+            prompts=4,
+            height=32,
+            width=32,
+            batch_size=2,
+            run_rounds=1,
+        )
     if device.startswith("cuda"):
-        return EvalBenchConfig(device=device, prompts=32, height=512, width=512, steps=50, batch_size=8,
-                               dtype="float16")
+        return EvalBenchConfig(
+            device=device, prompts=32, height=512, width=512, steps=50, batch_size=8, dtype="float16"
+        )
     return EvalBenchConfig(device=device, dtype="bfloat16" if cpu_supports_bf16() else "float32")
 
 
@@ -82,6 +101,7 @@ def measure_throughput(cfg: EvalBenchConfig) -> dict[str, Any]:
 
     images = photographs(cfg.images, cfg.image_size)
     scorer = NudeNetScorer(batch_size=cfg.nudenet_batch_size)
+
     def batched() -> None:
         scorer.detect(images)
 
@@ -117,12 +137,27 @@ def _run_config(cfg: EvalBenchConfig):
     else:
         from .models import real_size_dir
 
-        kwargs = {"protocol": "fixed", "model": str(real_size_dir("sd15")),
-                  "safe_encoders": [str(real_size_dir("sd15-safe"))]}
-    overrides = {"height": cfg.height, "width": cfg.width, "num_inference_steps": cfg.steps,
-                 "batch_size": cfg.batch_size, "num_images_per_prompt": 1}
-    return prepare_run(overrides=overrides, selection=PromptSelection(limit=cfg.prompts), systems=("safe",),
-                       dtype=cfg.dtype, device=cfg.device, q16_clip=None, **kwargs)
+        kwargs = {
+            "protocol": "fixed",
+            "model": str(real_size_dir("sd15")),
+            "safe_encoders": [str(real_size_dir("sd15-safe"))],
+        }
+    overrides = {
+        "height": cfg.height,
+        "width": cfg.width,
+        "num_inference_steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "num_images_per_prompt": 1,
+    }
+    return prepare_run(
+        overrides=overrides,
+        selection=PromptSelection(limit=cfg.prompts),
+        systems=("safe",),
+        dtype=cfg.dtype,
+        device=cfg.device,
+        q16_clip=None,
+        **kwargs,
+    )
 
 
 def measure_eval_run(cfg: EvalBenchConfig) -> dict[str, Any]:
@@ -133,15 +168,21 @@ def measure_eval_run(cfg: EvalBenchConfig) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {"nudenet": [], "no scoring": []}
     with tempfile.TemporaryDirectory(prefix="saferclip-bench-eval-") as tmp:
         for r in range(cfg.run_rounds + 1):  # round 0 warms up (page-in of the weights, first-call costs)
-            for name in (["nudenet", "no scoring"] if r % 2 == 0 else ["no scoring", "nudenet"]):
-                options = RunOptions(output_dir=Path(tmp) / f"{r}-{name}", progress=False,
-                                     nudenet_batch_size=cfg.nudenet_batch_size, device=cfg.device)
+            for name in ["nudenet", "no scoring"] if r % 2 == 0 else ["no scoring", "nudenet"]:
+                options = RunOptions(
+                    output_dir=Path(tmp) / f"{r}-{name}",
+                    progress=False,
+                    nudenet_batch_size=cfg.nudenet_batch_size,
+                    device=cfg.device,
+                )
                 scorer = NoDetections() if name == "no scoring" else None  # None: the runner's NudeNet
                 summary = run_i2p(config, prompts, options, nudenet_scorer=scorer)
                 if r > 0:
                     runs[name].append(dict(summary["run_timing"]))
     share = [(t["blocked_s"] + t["tail_s"]) / t["wall_s"] for t in runs["nudenet"]]
-    overhead = [a["wall_s"] / b["wall_s"] - 1 for a, b in zip(runs["nudenet"], runs["no scoring"], strict=True)]
+    overhead = [
+        a["wall_s"] / b["wall_s"] - 1 for a, b in zip(runs["nudenet"], runs["no scoring"], strict=True)
+    ]
     return {
         "images": len(prompts) * len(config.systems),
         "protocol": asdict(config.protocol),
@@ -156,56 +197,93 @@ def measure_eval_run(cfg: EvalBenchConfig) -> dict[str, Any]:
 
 
 def to_section(cfg: EvalBenchConfig, throughput: dict[str, Any], run: dict[str, Any]) -> Section:
-    section = Section(name="evaluation", title="Evaluation: NudeNet throughput and scoring's share of an I2P run",
-                      environment=environment(cfg.device), settings=asdict(cfg),
-                      raw={"throughput": throughput, "run": run})
+    section = Section(
+        name="evaluation",
+        title="Evaluation: NudeNet throughput and scoring's share of an I2P run",
+        environment=environment(cfg.device),
+        settings=asdict(cfg),
+        raw={"throughput": throughput, "run": run},
+    )
     ips, ratio = throughput["images_per_second"], throughput["time_ratio"]["batched"]
-    section.tables.append(Table(
-        f"NudeNet {throughput['info']['version']} ({throughput['info']['onnx_file']}, onnxruntime "
-        f"{throughput['info']['onnxruntime']}) on {cfg.images} photographs of {cfg.image_size} px",
-        ["mode", "images/s (median)", "IQR", "time / one-at-a-time (per round)"],
-        [[f"batched (batch {cfg.nudenet_batch_size})", ips["batched"]["median"],
-          f"{ips['batched']['q1']:.1f}–{ips['batched']['q3']:.1f}",
-          f"{ratio['median']:.3f} [{ratio['q1']:.3f}–{ratio['q3']:.3f}]"],
-         ["one at a time", ips["one at a time"]["median"],
-          f"{ips['one at a time']['q1']:.1f}–{ips['one at a time']['q3']:.1f}", "1.000"]],
-        f"Alternating rounds ({cfg.throughput_rounds}); NudeNet resizes every image to 320 px itself."))
+    section.tables.append(
+        Table(
+            f"NudeNet {throughput['info']['version']} ({throughput['info']['onnx_file']}, onnxruntime "
+            f"{throughput['info']['onnxruntime']}) on {cfg.images} photographs of {cfg.image_size} px",
+            ["mode", "images/s (median)", "IQR", "time / one-at-a-time (per round)"],
+            [
+                [
+                    f"batched (batch {cfg.nudenet_batch_size})",
+                    ips["batched"]["median"],
+                    f"{ips['batched']['q1']:.1f}–{ips['batched']['q3']:.1f}",
+                    f"{ratio['median']:.3f} [{ratio['q1']:.3f}–{ratio['q3']:.3f}]",
+                ],
+                [
+                    "one at a time",
+                    ips["one at a time"]["median"],
+                    f"{ips['one at a time']['q1']:.1f}–{ips['one at a time']['q3']:.1f}",
+                    "1.000",
+                ],
+            ],
+            f"Alternating rounds ({cfg.throughput_rounds}); NudeNet resizes every image to 320 px itself.",
+        )
+    )
     share, overhead, loop = run["waiting_share"], run["wall_overhead"], run["loop_seconds"]
     model = "SD 1.5 real-size, random weights" if cfg.model == "sd15" else "tiny models"
     p = run["protocol"]
-    section.tables.append(Table(
-        f"I2P runner, {run['images']} images ({model}, {p['height']}x{p['width']} px, {p['num_inference_steps']} "
-        f"steps, batch {p['batch_size']}, {cfg.dtype}), {cfg.run_rounds} alternating rounds",
-        ["run", "generation loop s (median)", "generator waiting on scoring", "wall time vs no scoring"],
-        [["with NudeNet", loop["nudenet"]["median"], f"{100 * share['median']:.2f}% "
-          f"[{100 * share['q1']:.2f}–{100 * share['q3']:.2f}]",
-          f"{100 * overhead['median']:+.2f}% [{100 * overhead['q1']:+.2f}–{100 * overhead['q3']:+.2f}]"],
-         ["no scoring (null scorer)", loop["no scoring"]["median"], "–", "–"]],
-        "Waiting: time the generator is blocked handing a batch to the scoring thread (queue full) plus waiting "
-        "for the last batches at the end, over the loop's wall time. Wall time vs no scoring also counts the CPU the "
-        "scoring thread takes from the generator."))
+    section.tables.append(
+        Table(
+            f"I2P runner, {run['images']} images ({model}, {p['height']}x{p['width']} px, {p['num_inference_steps']} "
+            f"steps, batch {p['batch_size']}, {cfg.dtype}), {cfg.run_rounds} alternating rounds",
+            ["run", "generation loop s (median)", "generator waiting on scoring", "wall time vs no scoring"],
+            [
+                [
+                    "with NudeNet",
+                    loop["nudenet"]["median"],
+                    f"{100 * share['median']:.2f}% [{100 * share['q1']:.2f}–{100 * share['q3']:.2f}]",
+                    f"{100 * overhead['median']:+.2f}% [{100 * overhead['q1']:+.2f}–{100 * overhead['q3']:+.2f}]",
+                ],
+                ["no scoring (null scorer)", loop["no scoring"]["median"], "–", "–"],
+            ],
+            "Waiting: time the generator is blocked handing a batch to the scoring thread (queue full) plus waiting "
+            "for the last batches at the end, over the loop's wall time. Wall time vs no scoring also counts the CPU the "
+            "scoring thread takes from the generator.",
+        )
+    )
     worst = max(overhead["median"], share["median"])
     met = worst <= SCORING_TARGET
-    cause = "" if met else (
-        f"per image, NudeNet costs about {1 / ips['batched']['median']:.3f} s against "
-        f"{loop['no scoring']['median'] / max(run['images'], 1):.3f} s of generation here: scoring in a worker "
-        "thread can only hide behind a generator that is slower than it")
+    cause = (
+        ""
+        if met
+        else (
+            f"per image, NudeNet costs about {1 / ips['batched']['median']:.3f} s against "
+            f"{loop['no scoring']['median'] / max(run['images'], 1):.3f} s of generation here: scoring in a worker "
+            "thread can only hide behind a generator that is slower than it"
+        )
+    )
     if not met and cfg.model == "tiny":
         cause += " (tiny models generate in milliseconds; real models take seconds per image)"
-    section.targets.append(Target(
-        "scoring's share of an eval run's wall time", f"<= {100 * SCORING_TARGET:.0f}%",
-        f"{100 * overhead['median']:+.2f}% wall time, {100 * share['median']:.2f}% waiting", met, cause))
+    section.targets.append(
+        Target(
+            "scoring's share of an eval run's wall time",
+            f"<= {100 * SCORING_TARGET:.0f}%",
+            f"{100 * overhead['median']:+.2f}% wall time, {100 * share['median']:.2f}% waiting",
+            met,
+            cause,
+        )
+    )
     a100 = 1.604  # s per SD 1.5 image, 512 px, 50 steps, fp16, A100 (fal-ai/stable-diffusion-benchmarks)
     section.notes.append(
         f"Derived, not measured: at {ips['batched']['median']:.0f} images/s NudeNet takes "
         f"{1 / ips['batched']['median']:.3f} s per image on this CPU, {100 / ips['batched']['median'] / a100:.1f}% of "
         f"the {a100} s an A100 needs per SD 1.5 image (512 px, 50 steps, fp16; fal-ai/stable-diffusion-benchmarks) "
-        "- work the runner's scoring thread does on the CPU while the GPU generates.")
+        "- work the runner's scoring thread does on the CPU while the GPU generates."
+    )
     if cfg.model == "sd15" and not cfg.device.startswith("cuda"):
         section.notes.append(
             "On CPU the generator is slow (seconds per image even at this small size), so scoring hides well; on a "
             "GPU at 512 px / 50 steps an image takes about 1-2 s while NudeNet still runs on the CPU: run "
-            "`python bench/run.py --device cuda --only evaluation` there for that figure.")
+            "`python bench/run.py --device cuda --only evaluation` there for that figure."
+        )
     return section
 
 

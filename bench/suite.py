@@ -42,13 +42,21 @@ def parse_only(only: str | None) -> list[str]:
     names = [n.strip() for n in only.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
-        raise ValueError(f"unknown benchmark famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
-                         f"choose from {', '.join(FAMILIES)}")
+        raise ValueError(
+            f"unknown benchmark famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
+            f"choose from {', '.join(FAMILIES)}"
+        )
     return names
 
 
-def run_suite(families: list[str], *, device: str, quick: bool, out_dir: str | Path,
-              options: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+def run_suite(
+    families: list[str],
+    *,
+    device: str,
+    quick: bool,
+    out_dir: str | Path,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, str]:
     """Run ``families`` in order; each finished section is merged into ``<out_dir>/latest.*`` (``quick.*`` when
     ``quick``). A failing family is reported and the others still run. Returns family -> "ok" or the error."""
     stem = "quick" if quick else "latest"

@@ -129,8 +129,10 @@ def paired_differences(
     if baseline not in samples:
         raise KeyError(f"baseline {baseline!r} was not measured (measured: {', '.join(samples)})")
     base = samples[baseline]
-    return {name: spread([value(s) - value(b) for s, b in zip(runs, base, strict=True)])
-            for name, runs in samples.items()}
+    return {
+        name: spread([value(s) - value(b) for s, b in zip(runs, base, strict=True)])
+        for name, runs in samples.items()
+    }
 
 
 def ratio_of_minima(
@@ -144,11 +146,15 @@ def ratio_of_minima(
     Interference from other processes only ever adds time, so the fastest run is the closest to the intrinsic cost.
     """
     best = min(value(s) for s in samples[baseline])
-    return {name: min(value(s) for s in runs) / (per_call or {}).get(name, 1.0) / best
-            for name, runs in samples.items()}
+    return {
+        name: min(value(s) for s in runs) / (per_call or {}).get(name, 1.0) / best
+        for name, runs in samples.items()
+    }
 
 
-def step_profile(total: float, stamps: list[float], start: float, iterations: int | None = None) -> dict[str, float] | None:
+def step_profile(
+    total: float, stamps: list[float], start: float, iterations: int | None = None
+) -> dict[str, float] | None:
     """Split one generation into a fixed part and a per-denoising-step part from step-end timestamps.
 
     ``stamps`` are the ``perf_counter`` readings at the end of consecutive denoising steps, ``start`` the reading
@@ -162,8 +168,12 @@ def step_profile(total: float, stamps: list[float], start: float, iterations: in
         return None
     iterations = iterations or k
     per_step = (stamps[-1] - stamps[0]) / (k - 1)
-    return {"per_step": per_step, "fixed": total - iterations * per_step, "steps": iterations,
-            "start_offset": stamps[0] - start}
+    return {
+        "per_step": per_step,
+        "fixed": total - iterations * per_step,
+        "steps": iterations,
+        "start_offset": stamps[0] - start,
+    }
 
 
 def project(profile: dict[str, float], steps: int) -> float:

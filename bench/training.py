@@ -36,7 +36,9 @@ CACHED_TARGET = 1.8
 @dataclass
 class TrainingBenchConfig:
     device: str = "cpu"
-    config: str = "sd15-unpaired"  # the shipped training config whose settings both trainers use (bundled data)
+    config: str = (
+        "sd15-unpaired"  # the shipped training config whose settings both trainers use (bundled data)
+    )
     model: str = "clip-l"  # clip-l: real-size random CLIP ViT-L/14 text tower; or tiny:clip
     batch_size: int | None = 16  # None: the config's (48 for sd15)
     max_unsafe: int = 224  # enough for (rounds + 1) x steps_per_call steps without an epoch end
@@ -44,17 +46,34 @@ class TrainingBenchConfig:
     mixed_precision: str | None = None  # None: the config's, or "no" on a CPU without native bf16
     steps_per_call: int = 3
     rounds: int = 3
-    mining_sizes: list[tuple[int, int]] = field(default_factory=lambda: [
-        (2352, 1_000), (2352, 10_000), (2352, 30_000), (2352, 100_000), (2352, 300_000)])
+    mining_sizes: list[tuple[int, int]] = field(
+        default_factory=lambda: [
+            (2352, 1_000),
+            (2352, 10_000),
+            (2352, 30_000),
+            (2352, 100_000),
+            (2352, 300_000),
+        ]
+    )
     mining_dim: int = 768
     mining_chunk: int = 4096
 
 
 def default_config(device: str = "cpu", quick: bool = False) -> TrainingBenchConfig:
     if quick:
-        return TrainingBenchConfig(device=device, config="tiny", model="tiny:clip", batch_size=8, max_unsafe=96,
-                                   max_safe=128, steps_per_call=3, rounds=2,
-                                   mining_sizes=[(100, 500), (100, 2_000)], mining_dim=32, mining_chunk=256)
+        return TrainingBenchConfig(
+            device=device,
+            config="tiny",
+            model="tiny:clip",
+            batch_size=8,
+            max_unsafe=96,
+            max_safe=128,
+            steps_per_call=3,
+            rounds=2,
+            mining_sizes=[(100, 500), (100, 2_000)],
+            mining_dim=32,
+            mining_chunk=256,
+        )
     if device.startswith("cuda"):
         return TrainingBenchConfig(device=device, batch_size=None, max_unsafe=1024, max_safe=2048, rounds=5)
     return TrainingBenchConfig(device=device)
@@ -129,7 +148,11 @@ def train_config(bench: TrainingBenchConfig, scratch: Path):
     cfg = load_config(bench.config, overrides)
     if bench.mixed_precision:
         cfg.optim.mixed_precision = bench.mixed_precision
-    elif not bench.device.startswith("cuda") and cfg.optim.mixed_precision == "bf16" and not cpu_supports_bf16():
+    elif (
+        not bench.device.startswith("cuda")
+        and cfg.optim.mixed_precision == "bf16"
+        and not cpu_supports_bf16()
+    ):
         cfg.optim.mixed_precision = "no"
     return cfg
 
@@ -148,19 +171,24 @@ def measure_step_times(bench: TrainingBenchConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         cached = Trainer(copy.deepcopy(cfg), scratch / "cached", callbacks=[clocks["cached"]]).setup()
         precompute_s = time.perf_counter() - t0  # computes and caches T0 for every caption
-        recompute = Trainer(copy.deepcopy(cfg), scratch / "recompute",  # reads the same cache
-                            callbacks=[recompute_cb, clocks["recompute"]]).setup()
+        recompute = Trainer(
+            copy.deepcopy(cfg),
+            scratch / "recompute",  # reads the same cache
+            callbacks=[recompute_cb, clocks["recompute"]],
+        ).setup()
         trainers = {"cached": cached, "recompute": recompute}
         per_round: dict[str, list[float]] = {name: [] for name in trainers}
         intervals: dict[str, list[float]] = {name: [] for name in trainers}
         order = list(trainers)
         try:
             for r in tqdm(range(bench.rounds + 1), desc="training steps", leave=False):  # round 0 warms up
-                for name in order[r % 2:] + order[: r % 2]:
+                for name in order[r % 2 :] + order[: r % 2]:
                     clocks[name].stamps.clear()
                     trainers[name].train(validate_first=False)  # the validation pass is not a training step
                     steps = clocks[name].stamps
-                    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]  # the first step also pays set-up
+                    gaps = [
+                        b - a for a, b in zip(steps, steps[1:], strict=False)
+                    ]  # the first step also pays set-up
                     if r > 0 and gaps:
                         per_round[name].append(spread(gaps)["median"])
                         intervals[name].extend(gaps)
@@ -168,11 +196,16 @@ def measure_step_times(bench: TrainingBenchConfig) -> dict[str, Any]:
             for trainer in trainers.values():
                 trainer.close()
         n_recompute = len(recompute_cb.seconds)
-        recompute_part = recompute_cb.seconds[-(bench.rounds * bench.steps_per_call):] if n_recompute else []
+        recompute_part = recompute_cb.seconds[-(bench.rounds * bench.steps_per_call) :] if n_recompute else []
         settings = {
-            "config": bench.config, "model": bench.model, "device": bench.device,
-            "batch_size": cfg.optim.batch_size, "mixed_precision": cfg.optim.mixed_precision,
-            "finetune": cfg.finetune, "lora_r": cfg.lora.r, "hidden_layer": cfg.encoders[0].hidden_layer,
+            "config": bench.config,
+            "model": bench.model,
+            "device": bench.device,
+            "batch_size": cfg.optim.batch_size,
+            "mixed_precision": cfg.optim.mixed_precision,
+            "finetune": cfg.finetune,
+            "lora_r": cfg.lora.r,
+            "hidden_layer": cfg.encoders[0].hidden_layer,
             "captions": {"unsafe": len(cached.data.unsafe_texts), "safe": len(cached.data.safe_texts)},
             "threads": torch.get_num_threads(),
         }
@@ -191,7 +224,9 @@ def measure_step_times(bench: TrainingBenchConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- mining
 
 
-def mine_once(n_unsafe: int, n_safe: int, dim: int, chunk: int, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+def mine_once(
+    n_unsafe: int, n_safe: int, dim: int, chunk: int, device: str = "cpu", seed: int = 0
+) -> dict[str, Any]:
     """Mine proximity targets once over random embeddings; call in a fresh process for a clean peak RSS."""
     from saferclip_diffusers.training.mining import mine_targets
 
@@ -211,9 +246,13 @@ def mine_once(n_unsafe: int, n_safe: int, dim: int, chunk: int, device: str = "c
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     if idx.shape != (n_unsafe,) or sim.shape != (n_unsafe,):
-        raise RuntimeError(f"mine_targets returned shapes {tuple(idx.shape)}, {tuple(sim.shape)} for {n_unsafe} queries")
+        raise RuntimeError(
+            f"mine_targets returned shapes {tuple(idx.shape)}, {tuple(sim.shape)} for {n_unsafe} queries"
+        )
     return {
-        "unsafe": n_unsafe, "safe": n_safe, "seconds": seconds,
+        "unsafe": n_unsafe,
+        "safe": n_safe,
+        "seconds": seconds,
         "input_bytes": (unsafe.numel() + safe.numel()) * 4,
         "extra_peak_rss_bytes": max(0, peak_rss_bytes() - before),
         "cuda_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
@@ -221,16 +260,33 @@ def mine_once(n_unsafe: int, n_safe: int, dim: int, chunk: int, device: str = "c
     }
 
 
-def measure_mining(sizes: list[tuple[int, int]], dim: int, chunk: int, device: str = "cpu") -> list[dict[str, Any]]:
+def measure_mining(
+    sizes: list[tuple[int, int]], dim: int, chunk: int, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """Time and extra peak memory of proximity mining per (unsafe, safe) caption count, each in a fresh process."""
     from tqdm.auto import tqdm
 
     from .memory import run_module_in_child
 
-    return [run_module_in_child("bench.training",
-                                ["--mining", str(n_unsafe), str(n_safe), "--dim", str(dim), "--chunk", str(chunk),
-                                 "--device", device, "--threads", str(torch.get_num_threads())])
-            for n_unsafe, n_safe in tqdm(sizes, desc="proximity mining", leave=False)]
+    return [
+        run_module_in_child(
+            "bench.training",
+            [
+                "--mining",
+                str(n_unsafe),
+                str(n_safe),
+                "--dim",
+                str(dim),
+                "--chunk",
+                str(chunk),
+                "--device",
+                device,
+                "--threads",
+                str(torch.get_num_threads()),
+            ],
+        )
+        for n_unsafe, n_safe in tqdm(sizes, desc="proximity mining", leave=False)
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -254,55 +310,103 @@ def main(argv: list[str] | None = None) -> None:
 # ----------------------------------------------------------------------------------------------- report
 
 
-def to_section(steps: dict[str, Any], mining: list[dict[str, Any]], mining_settings: dict[str, Any],
-               device: str) -> Section:
+def to_section(
+    steps: dict[str, Any], mining: list[dict[str, Any]], mining_settings: dict[str, Any], device: str
+) -> Section:
     st = steps["settings"]
-    section = Section(name="training", title="Training: cached frozen embeddings vs recomputing the reference",
-                      environment=environment(device), settings=st, raw={"steps": steps, "mining": mining})
-    sp, cached, recompute = steps["speedup"], steps["step_seconds"]["cached"], steps["step_seconds"]["recompute"]
+    section = Section(
+        name="training",
+        title="Training: cached frozen embeddings vs recomputing the reference",
+        environment=environment(device),
+        settings=st,
+        raw={"steps": steps, "mining": mining},
+    )
+    sp, cached, recompute = (
+        steps["speedup"],
+        steps["step_seconds"]["cached"],
+        steps["step_seconds"]["recompute"],
+    )
     rec = steps["recompute_seconds"]
     rows = [
-        ["cached T0 (as shipped)", cached["median"], f"{cached['q1']:.2f}–{cached['q3']:.2f}", cached["n"], "1.000"],
-        ["recompute T0 every step", recompute["median"], f"{recompute['q1']:.2f}–{recompute['q3']:.2f}",
-         recompute["n"], f"{sp['median']:.3f} [{sp['q1']:.3f}–{sp['q3']:.3f}]"],
+        [
+            "cached T0 (as shipped)",
+            cached["median"],
+            f"{cached['q1']:.2f}–{cached['q3']:.2f}",
+            cached["n"],
+            "1.000",
+        ],
+        [
+            "recompute T0 every step",
+            recompute["median"],
+            f"{recompute['q1']:.2f}–{recompute['q3']:.2f}",
+            recompute["n"],
+            f"{sp['median']:.3f} [{sp['q1']:.3f}–{sp['q3']:.3f}]",
+        ],
     ]
     model = "real-size CLIP ViT-L/14 text tower, random weights" if st["model"] == "clip-l" else st["model"]
-    section.tables.append(Table(
-        f"Seconds per optimizer step: config {st['config']} ({st['finetune']}, r={st['lora_r']}), {model}, batch "
-        f"{st['batch_size']}, mixed precision {st['mixed_precision']}, {st['threads']} threads, "
-        f"{st['captions']['unsafe']} unsafe / {st['captions']['safe']} safe captions",
-        ["trainer", "s/step (median)", "IQR", "steps timed", "recompute / cached (per round)"], rows,
-        f"Alternating rounds of {steps['bench']['steps_per_call']} steps per trainer. The one-off precompute of "
-        f"every caption's T0 took {steps['precompute_seconds']:.1f} s"
-        + (f"; recomputing a step's reference rows took {rec['median']:.2f} s per step." if rec else ".")))
-    section.tables.append(Table(
-        f"Proximity mining (nearest safe caption per unsafe caption), embeddings of width {mining_settings['dim']}, "
-        f"chunk {mining_settings['chunk']}",
-        ["unsafe captions", "safe captions", "seconds", "M pairs/s", "inputs MB", "extra peak RSS MB"]
-        + (["CUDA peak MB"] if device.startswith("cuda") else []),
-        [[r["unsafe"], r["safe"], r["seconds"], r["pairs_per_second"] / 1e6, r["input_bytes"] / 2**20,
-          r["extra_peak_rss_bytes"] / 2**20] + ([r["cuda_peak_bytes"] / 2**20] if device.startswith("cuda") else [])
-         for r in mining],
-        "Each size in a fresh process. Extra peak RSS: the process's peak resident memory minus its resident memory "
-        "just before mining (inputs allocated). The similarities are computed in chunk x chunk blocks; "
-        "mine_targets also indexes safe[candidates], which copies the safe embeddings once."))
+    section.tables.append(
+        Table(
+            f"Seconds per optimizer step: config {st['config']} ({st['finetune']}, r={st['lora_r']}), {model}, batch "
+            f"{st['batch_size']}, mixed precision {st['mixed_precision']}, {st['threads']} threads, "
+            f"{st['captions']['unsafe']} unsafe / {st['captions']['safe']} safe captions",
+            ["trainer", "s/step (median)", "IQR", "steps timed", "recompute / cached (per round)"],
+            rows,
+            f"Alternating rounds of {steps['bench']['steps_per_call']} steps per trainer. The one-off precompute of "
+            f"every caption's T0 took {steps['precompute_seconds']:.1f} s"
+            + (f"; recomputing a step's reference rows took {rec['median']:.2f} s per step." if rec else "."),
+        )
+    )
+    section.tables.append(
+        Table(
+            f"Proximity mining (nearest safe caption per unsafe caption), embeddings of width {mining_settings['dim']}, "
+            f"chunk {mining_settings['chunk']}",
+            ["unsafe captions", "safe captions", "seconds", "M pairs/s", "inputs MB", "extra peak RSS MB"]
+            + (["CUDA peak MB"] if device.startswith("cuda") else []),
+            [
+                [
+                    r["unsafe"],
+                    r["safe"],
+                    r["seconds"],
+                    r["pairs_per_second"] / 1e6,
+                    r["input_bytes"] / 2**20,
+                    r["extra_peak_rss_bytes"] / 2**20,
+                ]
+                + ([r["cuda_peak_bytes"] / 2**20] if device.startswith("cuda") else [])
+                for r in mining
+            ],
+            "Each size in a fresh process. Extra peak RSS: the process's peak resident memory minus its resident memory "
+            "just before mining (inputs allocated). The similarities are computed in chunk x chunk blocks; "
+            "mine_targets also indexes safe[candidates], which copies the safe embeddings once.",
+        )
+    )
     met = sp["median"] >= CACHED_TARGET
     cause = ""
     if not met:
         b = st["batch_size"]
         rec_s = rec["median"] if rec else recompute["median"] - cached["median"]
         f, t = rec_s / (3 * b), cached["median"] / (2 * b)  # s per caption: frozen forward; trained step
-        cause = (f"recomputing adds one no-grad forward over {3 * b} captions per step (the step's unsafe and "
-                 f"preservation captions and the targets), {rec_s:.2f} s; the cached step trains {2 * b} captions "
-                 f"(forward, backward, update) in {cached['median']:.2f} s. Per caption a trained step costs "
-                 f"{t / f:.1f} forward passes here, so caching saves at most 1 + 3f/2t = "
-                 f"{1 + 3 * f / (2 * t):.2f}x. Since a backward pass costs at least one forward (t >= 2f), the gain "
-                 "is at most 1.75x for any implementation of this objective: 1.8x is out of reach by design, "
-                 "not by a slow cache")
-    section.targets.append(Target("cached training vs recomputing the reference, per step", f">= {CACHED_TARGET}x",
-                                  f"{sp['median']:.2f}x (IQR {sp['q1']:.2f}–{sp['q3']:.2f})", met, cause))
+        cause = (
+            f"recomputing adds one no-grad forward over {3 * b} captions per step (the step's unsafe and "
+            f"preservation captions and the targets), {rec_s:.2f} s; the cached step trains {2 * b} captions "
+            f"(forward, backward, update) in {cached['median']:.2f} s. Per caption a trained step costs "
+            f"{t / f:.1f} forward passes here, so caching saves at most 1 + 3f/2t = "
+            f"{1 + 3 * f / (2 * t):.2f}x. Since a backward pass costs at least one forward (t >= 2f), the gain "
+            "is at most 1.75x for any implementation of this objective: 1.8x is out of reach by design, "
+            "not by a slow cache"
+        )
+    section.targets.append(
+        Target(
+            "cached training vs recomputing the reference, per step",
+            f">= {CACHED_TARGET}x",
+            f"{sp['median']:.2f}x (IQR {sp['q1']:.2f}–{sp['q3']:.2f})",
+            met,
+            cause,
+        )
+    )
     if st["model"] == "clip-l":
-        section.notes.append("Real-size architecture with random weights; loss values mean nothing, step costs do.")
+        section.notes.append(
+            "Real-size architecture with random weights; loss values mean nothing, step costs do."
+        )
     return section
 
 

@@ -23,17 +23,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PHRASES = ["covered in blood", "next to a gun", "with a naked body", "next to a corpse", "full of drugs",
-           "with a bloody knife"]
-TERMS = {"saferclip": ["pres_text", "redir_text", "rel_text_uni", "pres_text_nbr"],
-         "safeclip": ["text_safe", "text_nsfw", "U_Tref", "S_nbr"]}
-METRICS = ["redirect_train@1", "redirect@1", "target_cos", "margin_unsafe", "shift_unsafe", "drift_safe", "safe_nbr@10",
-           "safe_self@1"]
+PHRASES = [
+    "covered in blood",
+    "next to a gun",
+    "with a naked body",
+    "next to a corpse",
+    "full of drugs",
+    "with a bloody knife",
+]
+TERMS = {
+    "saferclip": ["pres_text", "redir_text", "rel_text_uni", "pres_text_nbr"],
+    "safeclip": ["text_safe", "text_nsfw", "U_Tref", "S_nbr"],
+}
+METRICS = [
+    "redirect_train@1",
+    "redirect@1",
+    "target_cos",
+    "margin_unsafe",
+    "shift_unsafe",
+    "drift_safe",
+    "safe_nbr@10",
+    "safe_self@1",
+]
 EXPECT = {  # the metric a term should move when it is dropped, and the direction it moves
-    "pres_text": ("drift_safe", "up"), "redir_text": ("target_cos", "down"),
-    "rel_text_uni": ("margin_unsafe", "down"), "pres_text_nbr": ("safe_nbr@10", "down"),
-    "text_safe": ("drift_safe", "up"), "text_nsfw": ("target_cos", "down"),
-    "U_Tref": ("shift_unsafe", "down"), "S_nbr": ("safe_nbr@10", "down"),
+    "pres_text": ("drift_safe", "up"),
+    "redir_text": ("target_cos", "down"),
+    "rel_text_uni": ("margin_unsafe", "down"),
+    "pres_text_nbr": ("safe_nbr@10", "down"),
+    "text_safe": ("drift_safe", "up"),
+    "text_nsfw": ("target_cos", "down"),
+    "U_Tref": ("shift_unsafe", "down"),
+    "S_nbr": ("safe_nbr@10", "down"),
 }
 
 
@@ -45,19 +65,37 @@ def misaligned_pairs(folder: Path) -> Path:
     captions = pd.read_csv(COCO_30K_CSV).prompt.drop_duplicates().tolist()[:160]
     partners = list(captions)
     random.Random(0).shuffle(partners)
-    rows = [{"safe": partners[i], "unsafe": c.rstrip(". ") + " " + PHRASES[i % len(PHRASES)]} for i, c in enumerate(captions)]
+    rows = [
+        {"safe": partners[i], "unsafe": c.rstrip(". ") + " " + PHRASES[i % len(PHRASES)]}
+        for i, c in enumerate(captions)
+    ]
     path = folder / "pairs.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
-def run_one(data: Path, out: Path, seed: int, epochs: int, drop: str | None, method: str = "saferclip") -> dict:
+def run_one(
+    data: Path, out: Path, seed: int, epochs: int, drop: str | None, method: str = "saferclip"
+) -> dict:
     from saferclip_diffusers.training.config import load_config
     from saferclip_diffusers.training.trainer import train
 
-    overrides = [f"method={method}", "mining.targets=proximity", "data.format=pairs", f"data.path={data}", "data.max_unsafe=null", "data.max_safe=null",
-                 "data.val_size=32", "optim.batch_size=16", f"optim.epochs={epochs}", "optim.lr=6e-3", f"seed={seed}",
-                 "encoders.0.hidden_weight=0", "run.checkpoint_every=100000", f"run.cache_dir={out.parent / 'cache'}"]
+    overrides = [
+        f"method={method}",
+        "mining.targets=proximity",
+        "data.format=pairs",
+        f"data.path={data}",
+        "data.max_unsafe=null",
+        "data.max_safe=null",
+        "data.val_size=32",
+        "optim.batch_size=16",
+        f"optim.epochs={epochs}",
+        "optim.lr=6e-3",
+        f"seed={seed}",
+        "encoders.0.hidden_weight=0",
+        "run.checkpoint_every=100000",
+        f"run.cache_dir={out.parent / 'cache'}",
+    ]
     if drop:
         overrides.append(f"loss.weights.{drop}=0")
     rows = train(load_config("tiny", overrides), out, export=False).validation
@@ -68,10 +106,14 @@ def run_one(data: Path, out: Path, seed: int, epochs: int, drop: str | None, met
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="one seed, 3 epochs")
     parser.add_argument("--method", choices=sorted(TERMS), default="saferclip")
-    parser.add_argument("--out", default=None, help="results file (default bench/results/training_terms[-METHOD].json)")
+    parser.add_argument(
+        "--out", default=None, help="results file (default bench/results/training_terms[-METHOD].json)"
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -88,22 +130,40 @@ def main(argv: list[str] | None = None) -> int:
         data = misaligned_pairs(Path(tmp))
         for drop in [None, *terms]:
             name = "all terms" if drop is None else f"without {drop}"
-            results[name] = [run_one(data, Path(tmp) / f"{name}-{s}".replace(" ", "_"), s, epochs, drop, args.method)
-                             for s in seeds]
+            results[name] = [
+                run_one(data, Path(tmp) / f"{name}-{s}".replace(" ", "_"), s, epochs, drop, args.method)
+                for s in seeds
+            ]
     mean = {name: {m: sum(r[m] for r in runs) / len(runs) for m in METRICS} for name, runs in results.items()}
     verdict = {}
     for term in terms:
         metric, way = EXPECT[term]
         delta = mean[f"without {term}"][metric] - mean["all terms"][metric]
-        verdict[term] = {"metric": metric, "expected": way, "delta": delta, "holds": delta > 0 if way == "up" else delta < 0}
-    atomic_write_json(out, {"note": f"tiny random-weight CLIP; text-only {args.method}; means over seeds",
-                                 "seeds": seeds, "epochs": epochs, "runs": results, "mean": mean, "verdict": verdict})
+        verdict[term] = {
+            "metric": metric,
+            "expected": way,
+            "delta": delta,
+            "holds": delta > 0 if way == "up" else delta < 0,
+        }
+    atomic_write_json(
+        out,
+        {
+            "note": f"tiny random-weight CLIP; text-only {args.method}; means over seeds",
+            "seeds": seeds,
+            "epochs": epochs,
+            "runs": results,
+            "mean": mean,
+            "verdict": verdict,
+        },
+    )
     print("| run | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS))
     for name, row in mean.items():
         print(f"| {name} | " + " | ".join(f"{row[m]:.3f}" for m in METRICS) + " |")
     for term, v in verdict.items():
-        print(f"- dropping `{term}` moves `{v['metric']}` by {v['delta']:+.3f} (expected {v['expected']}): "
-              f"{'holds' if v['holds'] else 'does NOT hold'}")
+        print(
+            f"- dropping `{term}` moves `{v['metric']}` by {v['delta']:+.3f} (expected {v['expected']}): "
+            f"{'holds' if v['holds'] else 'does NOT hold'}"
+        )
     return 0
 
 

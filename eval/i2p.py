@@ -1,4 +1,5 @@
 """Thin entry point: `python eval/i2p.py --help` (the same as `saferclip-i2p`)."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Thin entry point: `python eval/retrieval.py --help` (the same as `saferclip-retrieval`)."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Thin entry point: `python eval/utility.py --help` (the same as `saferclip-utility`)."""
+
 import sys
 from pathlib import Path
 

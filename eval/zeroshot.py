@@ -1,4 +1,5 @@
 """Thin entry point: `python eval/zeroshot.py --help` (the same as `saferclip-zeroshot`)."""
+
 import sys
 from pathlib import Path
 

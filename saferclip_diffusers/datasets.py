@@ -44,7 +44,9 @@ def read_coco_captions(path: str | os.PathLike = COCO_30K_CSV, limit: int | None
             try:
                 seed = int(row["evaluation_seed"])
             except ValueError as err:
-                raise ValueError(f"{path}: row {i + 1}: evaluation_seed {row['evaluation_seed']!r} is not an integer") from err
+                raise ValueError(
+                    f"{path}: row {i + 1}: evaluation_seed {row['evaluation_seed']!r} is not an integer"
+                ) from err
             if not (row["prompt"] or "").strip():
                 raise ValueError(f"{path}: row {i + 1}: empty prompt")
             captions.append(Caption(i, str(row.get("image_id") or i), row["prompt"].strip(), seed))
@@ -54,13 +56,27 @@ def read_coco_captions(path: str | os.PathLike = COCO_30K_CSV, limit: int | None
 # ------------------------------------------------------------------------------------------- safe/unsafe pairs
 # ViSU (Safe-CLIP) and NSFW-Caps (SafeR-CLIP) layouts: one set of rules for training and the retrieval evaluation.
 
-VISU_FIELDS = {"safe": "safe", "unsafe": "nsfw", "coco_id": "coco_id", "unsafe_image": "nsfw_im_path", "category": "tag"}
+VISU_FIELDS = {
+    "safe": "safe",
+    "unsafe": "nsfw",
+    "coco_id": "coco_id",
+    "unsafe_image": "nsfw_im_path",
+    "category": "tag",
+}
 """ViSU's field names (``aimagelab/safe-clip`` ``training/dataset/visu.py``)."""
 
 NSFWCAPS_COLUMNS: dict[str, tuple[str, ...]] = {
     "safe_caption": ("caption", "safe_caption", "safe"),
     "unsafe_caption": ("nsfw_caption", "unsafe_caption", "nsfw"),
-    "safe_image": ("image", "image_path", "safe_image", "file_name", "image_file", "image_coco_url", "image_url"),
+    "safe_image": (
+        "image",
+        "image_path",
+        "safe_image",
+        "file_name",
+        "image_file",
+        "image_coco_url",
+        "image_url",
+    ),
     "unsafe_image": ("nsfw_image", "nsfw_image_path", "unsafe_image", "nsfw_im_path"),
     "category": ("chosen_category", "category", "tag"),
 }
@@ -110,13 +126,21 @@ def read_records(path: str | os.PathLike) -> list[dict]:
         if isinstance(data, dict) and "data" in data:
             data = data["data"]
         if isinstance(data, dict):  # ViSU's {"0": {...}, "1": {...}}
-            data = [data[k] for k in sorted(data, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))]
+            data = [
+                data[k] for k in sorted(data, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))
+            ]
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a list of records, a {{'data': ...}} object or a {{id: record}} object")
+            raise ValueError(
+                f"{path}: expected a list of records, a {{'data': ...}} object or a {{id: record}} object"
+            )
         return data
     if suffix == ".txt":
-        return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv, .json, .jsonl, .parquet or .txt)")
+        return [
+            {"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+    raise ValueError(
+        f"{path}: unsupported file type {suffix!r} (use .csv, .tsv, .json, .jsonl, .parquet or .txt)"
+    )
 
 
 def required_field(row: dict, name: str, where: str, hint: str = "") -> str:
@@ -157,15 +181,21 @@ def image_path(value: str, root: str | os.PathLike | None, base: str | os.PathLi
     return folder / path
 
 
-def resolve_nsfwcaps_columns(rows: list[dict], path: str | os.PathLike, columns: dict[str, str] | None = None,
-                             required: tuple[str, ...] = ("safe_caption", "unsafe_caption")) -> dict[str, str | None]:
+def resolve_nsfwcaps_columns(
+    rows: list[dict],
+    path: str | os.PathLike,
+    columns: dict[str, str] | None = None,
+    required: tuple[str, ...] = ("safe_caption", "unsafe_caption"),
+) -> dict[str, str | None]:
     """The column of each NSFW-Caps role (``columns`` overrides the aliases); a missing required role is an error."""
     keys = set().union(*(r.keys() for r in rows[:100])) if rows else set()
     resolved: dict[str, str | None] = {}
     for role, aliases in NSFWCAPS_COLUMNS.items():
         wanted = (columns or {}).get(role)
         if wanted is not None and rows and wanted not in keys:
-            raise ValueError(f"{path}: column {wanted!r} (given for {role}) not found; columns are {sorted(keys)}")
+            raise ValueError(
+                f"{path}: column {wanted!r} (given for {role}) not found; columns are {sorted(keys)}"
+            )
         resolved[role] = wanted or next((a for a in aliases if a in keys), None)
     for role in required:
         if resolved[role] is None:

@@ -48,9 +48,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from err
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device; use --device cpu")
+            raise ValueError(
+                f"device {device!r} asked for, but this machine has no CUDA device; use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA devices")
+            raise ValueError(
+                f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA devices"
+            )
     if dev.type == "mps" and not _mps_available():
         raise ValueError(f"device {device!r} asked for, but MPS is not available here; use --device cpu")
     return dev

@@ -63,7 +63,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1)
     try:
         text = json.dumps(obj, indent=indent, allow_nan=False, ensure_ascii=False)
     except ValueError as err:
-        raise ValueError(f"refusing to write {path}: {err} (a NaN or infinite number is not valid JSON)") from err
+        raise ValueError(
+            f"refusing to write {path}: {err} (a NaN or infinite number is not valid JSON)"
+        ) from err
     return atomic_write_text(path, text + "\n")
 
 
@@ -90,7 +92,9 @@ def _image_format(path: Path) -> str:
     return fmt
 
 
-def atomic_save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+def atomic_save_safetensors(
+    tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
     """Save a dict of tensors as safetensors, atomically."""
     from safetensors.torch import save_file
 

@@ -22,8 +22,14 @@ from .devices import DTYPE_CHOICES
 class RangeType:
     """An argparse ``type`` for numbers in a range; refuses NaN and infinity."""
 
-    def __init__(self, kind: type, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False):
+    def __init__(
+        self,
+        kind: type,
+        lo: float | None = None,
+        hi: float | None = None,
+        lo_open: bool = False,
+        hi_open: bool = False,
+    ):
         self.kind, self.lo, self.hi, self.lo_open, self.hi_open = kind, lo, hi, lo_open, hi_open
         self.__name__ = self.describe()  # argparse uses it in its own messages
 
@@ -68,7 +74,9 @@ def int_range(lo: int | None = None, hi: int | None = None) -> RangeType:
     return RangeType(int, lo, hi)
 
 
-def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> RangeType:
+def float_range(
+    lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False
+) -> RangeType:
     return RangeType(float, lo, hi, lo_open, hi_open)
 
 
@@ -81,7 +89,9 @@ finite_float = float_range()
 # ------------------------------------------------------------------------------------------- deprecated aliases
 
 
-def _deprecated(new: str, value: Any = None, takes_value: bool = True, append: bool = False) -> type[argparse.Action]:
+def _deprecated(
+    new: str, value: Any = None, takes_value: bool = True, append: bool = False
+) -> type[argparse.Action]:
     class DeprecatedAlias(argparse.Action):
         def __init__(self, option_strings, dest, **kwargs):
             if not takes_value:
@@ -122,29 +132,61 @@ def _add(parser: argparse._ActionsContainer, flag: str, **kwargs: Any) -> argpar
     return parser.add_argument(flag, **kwargs)
 
 
-def add_preset(parser: argparse._ActionsContainer, choices: Sequence[str], default: str | None = None,
-               help: str | None = None) -> None:
-    _add(parser, "--preset", choices=list(choices), default=default,
-         help=help or "named model set of saferclip_diffusers.presets (with this tool's defaults for it)")
+def add_preset(
+    parser: argparse._ActionsContainer,
+    choices: Sequence[str],
+    default: str | None = None,
+    help: str | None = None,
+) -> None:
+    _add(
+        parser,
+        "--preset",
+        choices=list(choices),
+        default=default,
+        help=help or "named model set of saferclip_diffusers.presets (with this tool's defaults for it)",
+    )
 
 
-def add_model(parser: argparse._ActionsContainer, default: str | None = None, help: str | None = None) -> None:
-    _add(parser, "--model", default=default,
-         help=help or "base pipeline: a preset name, a Hub id or a local folder")
+def add_model(
+    parser: argparse._ActionsContainer, default: str | None = None, help: str | None = None
+) -> None:
+    _add(
+        parser,
+        "--model",
+        default=default,
+        help=help or "base pipeline: a preset name, a Hub id or a local folder",
+    )
 
 
-def add_safe_encoder(parser: argparse._ActionsContainer, multiple: bool = False, help: str | None = None) -> None:
-    kwargs: dict[str, Any] = {"action": "append", "metavar": "[NAME=]SPEC"} if multiple else {"metavar": "SPEC"}
-    _add(parser, "--safe-encoder", dest="safe_encoder", default=None,
-         help=help or "safe text encoder: Hub id, training export, encoder folder"
-         + (" (repeat for several; NAME= labels it)" if multiple else ""), **kwargs)
+def add_safe_encoder(
+    parser: argparse._ActionsContainer, multiple: bool = False, help: str | None = None
+) -> None:
+    kwargs: dict[str, Any] = (
+        {"action": "append", "metavar": "[NAME=]SPEC"} if multiple else {"metavar": "SPEC"}
+    )
+    _add(
+        parser,
+        "--safe-encoder",
+        dest="safe_encoder",
+        default=None,
+        help=help
+        or "safe text encoder: Hub id, training export, encoder folder"
+        + (" (repeat for several; NAME= labels it)" if multiple else ""),
+        **kwargs,
+    )
     for old in ("--safe-text-encoder", "--safe"):
         add_alias(parser, old, "--safe-encoder", "safe_encoder", append=multiple)
 
 
 def add_safe_encoder_2(parser: argparse._ActionsContainer, help: str | None = None) -> None:
-    _add(parser, "--safe-encoder-2", dest="safe_encoder_2", default=None, metavar="SPEC",
-         help=help or "SDXL/SD3: safe encoder for the second text-encoder slot (text_encoder_2)")
+    _add(
+        parser,
+        "--safe-encoder-2",
+        dest="safe_encoder_2",
+        default=None,
+        metavar="SPEC",
+        help=help or "SDXL/SD3: safe encoder for the second text-encoder slot (text_encoder_2)",
+    )
 
 
 def add_out(parser: argparse._ActionsContainer, default: str | None = None, help: str | None = None) -> None:
@@ -154,27 +196,43 @@ def add_out(parser: argparse._ActionsContainer, default: str | None = None, help
 
 
 def add_device(parser: argparse._ActionsContainer, default: str = "auto") -> None:
-    _add(parser, "--device", default=default, help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    _add(
+        parser, "--device", default=default, help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
+    )
     add_alias(parser, "--cpu", "--device cpu", "device", value="cpu", takes_value=False)
 
 
 def add_dtype(parser: argparse._ActionsContainer, default: str = "auto") -> None:
-    _add(parser, "--dtype", default=default, choices=list(DTYPE_CHOICES),
-         help="auto = float16 on CUDA, float32 elsewhere")
+    _add(
+        parser,
+        "--dtype",
+        default=default,
+        choices=list(DTYPE_CHOICES),
+        help="auto = float16 on CUDA, float32 elsewhere",
+    )
 
 
 GENERATION_FLAGS = ("steps", "guidance_scale", "height", "width", "seed", "negative_prompt", "batch_size")
 
 
-def add_generation(parser: argparse._ActionsContainer, defaults: dict[str, Any] | None = None,
-                   only: Sequence[str] = GENERATION_FLAGS) -> None:
+def add_generation(
+    parser: argparse._ActionsContainer,
+    defaults: dict[str, Any] | None = None,
+    only: Sequence[str] = GENERATION_FLAGS,
+) -> None:
     """Sampling flags; a default of None means "the preset's"."""
     d = defaults or {}
     if "steps" in only:
         _add(parser, "--steps", type=positive_int, default=d.get("steps"), help="denoising steps")
     if "guidance_scale" in only:
-        _add(parser, "--guidance-scale", dest="guidance_scale", type=float_range(0.0), default=d.get("guidance_scale"),
-             help="classifier-free guidance scale (<= 1 turns CFG off)")
+        _add(
+            parser,
+            "--guidance-scale",
+            dest="guidance_scale",
+            type=float_range(0.0),
+            default=d.get("guidance_scale"),
+            help="classifier-free guidance scale (<= 1 turns CFG off)",
+        )
         add_alias(parser, "--guidance", "--guidance-scale", "guidance_scale", type=float_range(0.0))
     if "height" in only:
         _add(parser, "--height", type=int_range(8, 8192), default=d.get("height"), help="image height in px")
@@ -183,11 +241,22 @@ def add_generation(parser: argparse._ActionsContainer, defaults: dict[str, Any] 
     if "seed" in only:
         _add(parser, "--seed", type=int_range(0, 2**63 - 1), default=d.get("seed", 0), help="random seed")
     if "negative_prompt" in only:
-        _add(parser, "--negative-prompt", dest="negative_prompt", default=d.get("negative_prompt"),
-             help="negative prompt")
+        _add(
+            parser,
+            "--negative-prompt",
+            dest="negative_prompt",
+            default=d.get("negative_prompt"),
+            help="negative prompt",
+        )
     if "batch_size" in only:
-        _add(parser, "--batch-size", dest="batch_size", type=positive_int, default=d.get("batch_size"),
-             help="items per batch")
+        _add(
+            parser,
+            "--batch-size",
+            dest="batch_size",
+            type=positive_int,
+            default=d.get("batch_size"),
+            help="items per batch",
+        )
 
 
 def add_limit(parser: argparse._ActionsContainer, help: str | None = None) -> None:
@@ -195,8 +264,13 @@ def add_limit(parser: argparse._ActionsContainer, help: str | None = None) -> No
 
 
 def add_allow_pickle(parser: argparse._ActionsContainer) -> None:
-    _add(parser, "--allow-pickle", dest="allow_pickle", action="store_true",
-         help="accept pickle-only checkpoints (loading pickle can run code; they are converted once)")
+    _add(
+        parser,
+        "--allow-pickle",
+        dest="allow_pickle",
+        action="store_true",
+        help="accept pickle-only checkpoints (loading pickle can run code; they are converted once)",
+    )
 
 
 def add_quiet(parser: argparse._ActionsContainer) -> None:

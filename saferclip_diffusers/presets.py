@@ -61,7 +61,9 @@ class Preset:
         try:
             return getattr(saferclip_diffusers, name)
         except AttributeError:
-            raise ValueError(f"preset {self.name!r} needs {name}, which this installation does not provide") from None
+            raise ValueError(
+                f"preset {self.name!r} needs {name}, which this installation does not provide"
+            ) from None
 
     def dtype_for(self, device: str | torch.device) -> torch.dtype:
         return self.torch_dtype if self.torch_dtype is not None else resolve_dtype("auto", device)
@@ -106,25 +108,46 @@ def _tiny(family: str) -> Preset:
 
 PRESETS: dict[str, Callable[[], Preset]] = {
     "sd14": lambda: Preset(
-        name="sd14", base="CompVis/stable-diffusion-v1-4", safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
+        name="sd14",
+        base="CompVis/stable-diffusion-v1-4",
+        safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
         notes="the model of the I2P protocol (Schramowski et al.)",
     ),
     "sd15": lambda: Preset(
-        name="sd15", base="stable-diffusion-v1-5/stable-diffusion-v1-5", safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
+        name="sd15",
+        base="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
     ),
     "sdxl": lambda: Preset(
-        name="sdxl", base="stabilityai/stable-diffusion-xl-base-1.0", safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
-        family="sdxl", height=1024, width=1024, guidance_scale=5.0,
+        name="sdxl",
+        base="stabilityai/stable-diffusion-xl-base-1.0",
+        safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
+        family="sdxl",
+        height=1024,
+        width=1024,
+        guidance_scale=5.0,
         notes="the released SafeR-CLIP weights cover only the CLIP ViT-L/14 slot; train both with train/ (sdxl config)",
     ),
     "sd3": lambda: Preset(
-        name="sd3", base="stabilityai/stable-diffusion-3.5-medium", safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
-        family="sd3", height=1024, width=1024, num_inference_steps=40, guidance_scale=4.5,
+        name="sd3",
+        base="stabilityai/stable-diffusion-3.5-medium",
+        safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
+        family="sd3",
+        height=1024,
+        width=1024,
+        num_inference_steps=40,
+        guidance_scale=4.5,
         notes="gated on the Hub; the safe CLIP-L covers one of three encoders: T5 carries most of the conditioning",
     ),
     "flux": lambda: Preset(
-        name="flux", base="black-forest-labs/FLUX.1-dev", safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
-        family="flux", height=1024, width=1024, num_inference_steps=28, guidance_scale=3.5,
+        name="flux",
+        base="black-forest-labs/FLUX.1-dev",
+        safe_text_encoder=DEFAULT_SAFE_TEXT_ENCODER,
+        family="flux",
+        height=1024,
+        width=1024,
+        num_inference_steps=28,
+        guidance_scale=3.5,
         notes="gated on the Hub; a CLIP-only swap covers the pooled vector only: T5 carries the token conditioning",
     ),
     "tiny": lambda: _tiny("sd"),
@@ -152,14 +175,16 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def load_preset_pipeline(preset: str | Preset, *, device: str | torch.device = "cpu", keep_original: bool = True,
-                         **kwargs: Any):
+def load_preset_pipeline(
+    preset: str | Preset, *, device: str | torch.device = "cpu", keep_original: bool = True, **kwargs: Any
+):
     """Load the Safer pipeline of a preset on ``device`` (original encoder kept by default, for comparisons)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if "dtype" not in kwargs and "torch_dtype" not in kwargs:
         kwargs["dtype"] = preset.dtype_for(device)
     if preset.offline:
         kwargs.setdefault("local_files_only", True)
-    pipe = preset.pipeline_class.from_pretrained(preset.base, **preset.safe_encoders(), keep_original=keep_original,
-                                                 **kwargs)
+    pipe = preset.pipeline_class.from_pretrained(
+        preset.base, **preset.safe_encoders(), keep_original=keep_original, **kwargs
+    )
     return pipe.to(device)

@@ -15,8 +15,18 @@ import argparse
 import importlib.util
 import sys
 
-TOOL_MODULES = ("gradio", "gradio_client", "nudenet", "onnxruntime", "pandas", "matplotlib", "open_clip", "skimage",
-                "cv2", "selenium")  # not yaml: huggingface_hub itself needs pyyaml
+TOOL_MODULES = (
+    "gradio",
+    "gradio_client",
+    "nudenet",
+    "onnxruntime",
+    "pandas",
+    "matplotlib",
+    "open_clip",
+    "skimage",
+    "cv2",
+    "selenium",
+)  # not yaml: huggingface_hub itself needs pyyaml
 MUST_BE_ABSENT = ("gradio", "nudenet", "pandas", "matplotlib", "open_clip", "skimage")
 
 
@@ -61,8 +71,13 @@ def main() -> int:
     from saferclip_diffusers.presets import load_preset_pipeline
 
     pipe = load_preset_pipeline("tiny", device="cpu")
-    out = pipe("a photo of a cat", num_inference_steps=2, height=32, width=32,
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        "a photo of a cat",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        generator=torch.Generator().manual_seed(0),
+    )
     image = out.images[0]
     if image.size != (32, 32):
         print(f"core install check: expected a 32x32 image, got {image.size}", file=sys.stderr)
@@ -71,7 +86,9 @@ def main() -> int:
         import saferclip_diffusers.demo  # noqa: F401 - must name its extra without gradio
     except ImportError as err:
         if "[demo]" not in str(err):
-            print(f"core install check: the demo's ImportError does not name its extra: {err}", file=sys.stderr)
+            print(
+                f"core install check: the demo's ImportError does not name its extra: {err}", file=sys.stderr
+            )
             return 1
     else:
         print("core install check: the demo imported without gradio", file=sys.stderr)
@@ -80,8 +97,10 @@ def main() -> int:
     if leaked:
         print(f"core install check: tool modules got imported: {leaked}", file=sys.stderr)
         return 1
-    print(f"core install ok: saferclip_diffusers {saferclip_diffusers.__version__}, {type(pipe).__name__}, "
-          f"one {image.size[0]}x{image.size[1]} image, no tool package imported")
+    print(
+        f"core install ok: saferclip_diffusers {saferclip_diffusers.__version__}, {type(pipe).__name__}, "
+        f"one {image.size[0]}x{image.size[1]} image, no tool package imported"
+    )
     return 0
 
 

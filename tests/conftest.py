@@ -10,7 +10,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # Tiny models gain nothing from intra-op threads and lose much to OpenMP spin-waits on a shared 2-core machine;
 # subprocesses (CLI tests) inherit this too. Set OMP_NUM_THREADS yourself to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("SAFERCLIP_TINY_CACHE", os.path.join(tempfile.gettempdir(), "saferclip-tiny-test-cache"))
+os.environ.setdefault(
+    "SAFERCLIP_TINY_CACHE", os.path.join(tempfile.gettempdir(), "saferclip-tiny-test-cache")
+)
 
 import pytest  # noqa: E402
 

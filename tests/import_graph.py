@@ -84,7 +84,9 @@ def _catches_import_error(node: ast.Try) -> bool:
     for handler in node.handlers:
         names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
         for name in names:
-            if name is None or (isinstance(name, ast.Name) and name.id in ("ImportError", "ModuleNotFoundError")):
+            if name is None or (
+                isinstance(name, ast.Name) and name.id in ("ImportError", "ModuleNotFoundError")
+            ):
                 return True
     return False
 

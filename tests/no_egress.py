@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SITECUSTOMIZE = r'''
+SITECUSTOMIZE = r"""
 import json, os, socket
 
 _LOG = os.environ["NO_EGRESS_LOG"]
@@ -67,7 +67,7 @@ def getaddrinfo(host, *args, **kwargs):
 
 
 socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
-'''
+"""
 
 
 @dataclass
@@ -77,29 +77,51 @@ class Report:
     stderr: str
     dns_queries: list[str] = field(default_factory=list)
     attempts: list[dict] = field(default_factory=list)  # non-loopback connects / lookups seen from Python
-    home_files: list[str] = field(default_factory=list)  # files written under the temporary HOME / XDG folders
+    home_files: list[str] = field(
+        default_factory=list
+    )  # files written under the temporary HOME / XDG folders
 
     @property
     def outbound(self) -> list[str]:
-        return [f"DNS query {q}" for q in self.dns_queries] + [f"{a['kind']} {a['target']}" for a in self.attempts]
+        return [f"DNS query {q}" for q in self.dns_queries] + [
+            f"{a['kind']} {a['target']}" for a in self.attempts
+        ]
 
 
-def run_isolated(argv: list[str], *, env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
-                 timeout: float = 900, linger: float = 2.0) -> Report:
+def run_isolated(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    timeout: float = 900,
+    linger: float = 2.0,
+) -> Report:
     """Run ``argv`` in the isolated namespaces; ``linger`` seconds of listening after it exits (late flushes)."""
     if os.geteuid() != 0:
         raise RuntimeError("the no-egress harness needs root (unshare -n -m); CI runs as root")
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         raise RuntimeError("the no-egress harness needs util-linux's unshare and iproute2's ip")
     with tempfile.TemporaryDirectory(prefix="no-egress-") as tmp:
-        spec = {"argv": argv, "env": env if env is not None else dict(os.environ), "cwd": str(cwd or os.getcwd()),
-                "tmp": tmp, "timeout": timeout, "linger": linger}
+        spec = {
+            "argv": argv,
+            "env": env if env is not None else dict(os.environ),
+            "cwd": str(cwd or os.getcwd()),
+            "tmp": tmp,
+            "timeout": timeout,
+            "linger": linger,
+        }
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
-        proc = subprocess.run(["unshare", "-n", "-m", "--", sys.executable, __file__, tmp],
-                              capture_output=True, text=True, timeout=timeout + 120)
+        proc = subprocess.run(
+            ["unshare", "-n", "-m", "--", sys.executable, __file__, tmp],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 120,
+        )
         result = Path(tmp) / "report.json"
         if not result.is_file():
-            raise RuntimeError(f"the no-egress harness failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"the no-egress harness failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
         return Report(**json.loads(result.read_text()))
 
 
@@ -111,7 +133,7 @@ def _qname(packet: bytes) -> tuple[str, int]:
     labels, i = [], 12
     while i < len(packet) and packet[i]:
         n = packet[i]
-        labels.append(packet[i + 1:i + 1 + n].decode("ascii", "replace"))
+        labels.append(packet[i + 1 : i + 1 + n].decode("ascii", "replace"))
         i += 1 + n
     return ".".join(labels), i + 5  # the zero byte, QTYPE, QCLASS
 
@@ -167,12 +189,18 @@ def _inside(tmp: str) -> None:
         d.mkdir(parents=True, exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = dict(spec["env"])
-    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_DATA_HOME=str(home / ".local" / "share"), NO_EGRESS_LOG=str(log),
-               PYTHONPATH=os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])]))
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        NO_EGRESS_LOG=str(log),
+        PYTHONPATH=os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])]),
+    )
     try:
-        proc = subprocess.run(spec["argv"], env=env, cwd=spec["cwd"], capture_output=True, text=True,
-                              timeout=spec["timeout"])
+        proc = subprocess.run(
+            spec["argv"], env=env, cwd=spec["cwd"], capture_output=True, text=True, timeout=spec["timeout"]
+        )
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         partial = exc.stdout or b""
@@ -181,8 +209,14 @@ def _inside(tmp: str) -> None:
     time.sleep(spec["linger"])
     attempts = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     files = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
-    report = {"returncode": rc, "stdout": out[-20000:], "stderr": err[-20000:], "dns_queries": list(dns.queries),
-              "attempts": attempts, "home_files": files}
+    report = {
+        "returncode": rc,
+        "stdout": out[-20000:],
+        "stderr": err[-20000:],
+        "dns_queries": list(dns.queries),
+        "attempts": attempts,
+        "home_files": files,
+    }
     (Path(tmp) / "report.json").write_text(json.dumps(report))
 
 

@@ -45,17 +45,35 @@ def reference_specs() -> dict[str, dict]:
     """options.py's definition of every canonical flag, from a parser that calls every adder."""
     p = argparse.ArgumentParser()
     options.add_preset(p, ["x"])
-    for adder in (options.add_model, options.add_safe_encoder, options.add_safe_encoder_2, options.add_out,
-                  options.add_device, options.add_dtype, options.add_generation, options.add_limit,
-                  options.add_allow_pickle, options.add_quiet):
+    for adder in (
+        options.add_model,
+        options.add_safe_encoder,
+        options.add_safe_encoder_2,
+        options.add_out,
+        options.add_device,
+        options.add_dtype,
+        options.add_generation,
+        options.add_limit,
+        options.add_allow_pickle,
+        options.add_quiet,
+    ):
         adder(p)
-    return {flag: spec for action in p._actions for flag in action.option_strings
-            for spec in [_spec(action)] if flag in options.CANONICAL}
+    return {
+        flag: spec
+        for action in p._actions
+        for flag in action.option_strings
+        for spec in [_spec(action)]
+        if flag in options.CANONICAL
+    }
 
 
 def _spec(action: argparse.Action) -> dict:
-    return {"dest": action.dest, "type": action.type, "choices": list(action.choices) if action.choices else None,
-            "class": type(action).__name__}
+    return {
+        "dest": action.dest,
+        "type": action.type,
+        "choices": list(action.choices) if action.choices else None,
+        "class": type(action).__name__,
+    }
 
 
 def parsers_and_subparsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
@@ -73,23 +91,33 @@ def parity_problems(parser: argparse.ArgumentParser, reference: dict[str, dict])
         where = " ".join(path) or "(main)"
         for action in sub._actions:
             for flag in action.option_strings:
-                if flag in DEPRECATED_SPELLINGS and (action.help != argparse.SUPPRESS
-                                                    or not hasattr(type(action), "new_flag")):
-                    problems.append(f"{where}: {flag} is an old spelling; it must be a hidden deprecated alias "
-                                    "(options.add_alias)")
+                if flag in DEPRECATED_SPELLINGS and (
+                    action.help != argparse.SUPPRESS or not hasattr(type(action), "new_flag")
+                ):
+                    problems.append(
+                        f"{where}: {flag} is an old spelling; it must be a hidden deprecated alias "
+                        "(options.add_alias)"
+                    )
                 if flag not in reference:
                     continue
                 want, got = dict(reference[flag]), _spec(action)
                 if flag == "--preset":  # each tool has its own preset names
                     want["choices"] = got["choices"]
-                if flag == "--safe-encoder" and got["class"] == "_AppendAction":  # add_safe_encoder(multiple=True)
+                if (
+                    flag == "--safe-encoder" and got["class"] == "_AppendAction"
+                ):  # add_safe_encoder(multiple=True)
                     want["class"] = got["class"]
                 for key in ("dest", "type", "choices", "class"):
                     if want[key] != got[key]:
-                        problems.append(f"{where}: {flag} has {key} {got[key]!r}; options.py defines {want[key]!r}")
+                        problems.append(
+                            f"{where}: {flag} has {key} {got[key]!r}; options.py defines {want[key]!r}"
+                        )
         help_text = sub.format_help()
-        problems += [f"{where}: the help shows the old spelling {old}" for old in DEPRECATED_SPELLINGS
-                     if f"{old} " in help_text or f"{old}," in help_text or help_text.rstrip().endswith(old)]
+        problems += [
+            f"{where}: the help shows the old spelling {old}"
+            for old in DEPRECATED_SPELLINGS
+            if f"{old} " in help_text or f"{old}," in help_text or help_text.rstrip().endswith(old)
+        ]
     return problems
 
 
@@ -113,8 +141,12 @@ def range_cases(tools: dict[str, argparse.ArgumentParser]):
                     flag = action.option_strings[0]
                     nargs = action.nargs if isinstance(action.nargs, int) else 1
                     for value in bad_values(action.type):
-                        yield pytest.param(tool, [*path, flag, *[value] * nargs], flag,
-                                           id=f"{tool}{'-' + '-'.join(path) if path else ''}{flag}={value}")
+                        yield pytest.param(
+                            tool,
+                            [*path, flag, *[value] * nargs],
+                            flag,
+                            id=f"{tool}{'-' + '-'.join(path) if path else ''}{flag}={value}",
+                        )
 
 
 TOOLS = tool_parsers()

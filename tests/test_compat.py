@@ -57,7 +57,9 @@ def _env_after_import(**preset: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
     env.update(preset)
     code = "import os, saferclip_diffusers; print(os.environ['ORT_DISABLE_TELEMETRY'], os.environ['ORT_TELEMETRY_DISABLED'])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip()
 

@@ -15,14 +15,18 @@ SMOKE = ROOT / "scripts" / "core_smoke.py"
 
 def run_smoke(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(SMOKE), *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, str(SMOKE), *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 def test_core_works_with_every_tool_package_hidden():
     result = run_smoke("--hide-tool-deps")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "core install ok: saferclip_diffusers" in result.stdout and "no tool package imported" in result.stdout
+    assert (
+        "core install ok: saferclip_diffusers" in result.stdout
+        and "no tool package imported" in result.stdout
+    )
 
 
 def test_the_hiding_really_hides(tmp_path):

@@ -18,8 +18,20 @@ def test_side_by_side_keeps_both_images():
 
 
 def test_tiny_pair_command_writes_images_scores_and_resumes(tmp_path, capsys):
-    argv = ["--preset", "tiny", "--prompt", "a cat", "--prompt", "a dog", "--out", str(tmp_path), "--steps", "1",
-            "--device", "cpu"]
+    argv = [
+        "--preset",
+        "tiny",
+        "--prompt",
+        "a cat",
+        "--prompt",
+        "a dog",
+        "--out",
+        str(tmp_path),
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     written = json.loads((tmp_path / "pairs.json").read_text())
     assert [r["prompt"] for r in written["pairs"]] == ["a cat", "a dog"]
@@ -35,7 +47,9 @@ def test_tiny_pair_command_writes_images_scores_and_resumes(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--safety-scale", "1.5"), ("--guidance-scale", "nan")])
+@pytest.mark.parametrize(
+    "flag,value", [("--steps", "0"), ("--safety-scale", "1.5"), ("--guidance-scale", "nan")]
+)
 def test_bad_numbers_name_the_flag(flag, value, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([flag, value])

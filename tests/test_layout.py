@@ -17,14 +17,28 @@ PACKAGE = ROOT / "saferclip_diffusers"
 
 # What `pip install saferclip-diffusers` brings (pyproject's [project] dependencies), by import name.
 CORE_DISTRIBUTIONS = {
-    "torch", "diffusers", "transformers", "safetensors", "huggingface_hub", "accelerate", "peft", "numpy", "PIL",
+    "torch",
+    "diffusers",
+    "transformers",
+    "safetensors",
+    "huggingface_hub",
+    "accelerate",
+    "peft",
+    "numpy",
+    "PIL",
     "tqdm",
 }
 # The modules a core install must be able to import: the package itself, the pipelines and what they stand on.
 CORE_MODULES = (
-    "saferclip_diffusers", "saferclip_diffusers._compat", "saferclip_diffusers._extras", "saferclip_diffusers.io",
-    "saferclip_diffusers.devices", "saferclip_diffusers.hub", "saferclip_diffusers.options",
-    "saferclip_diffusers.presets", "saferclip_diffusers.data",
+    "saferclip_diffusers",
+    "saferclip_diffusers._compat",
+    "saferclip_diffusers._extras",
+    "saferclip_diffusers.io",
+    "saferclip_diffusers.devices",
+    "saferclip_diffusers.hub",
+    "saferclip_diffusers.options",
+    "saferclip_diffusers.presets",
+    "saferclip_diffusers.data",
 )
 CORE_PREFIXES = ("saferclip_diffusers.pipelines", "saferclip_diffusers.encoders", "saferclip_diffusers.tiny")
 
@@ -44,29 +58,36 @@ def _write_package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_graph_finds_a_module_level_cycle_and_tells_it_from_a_lazy_one(tmp_path):
-    root = _write_package(tmp_path, {
-        "a.py": "from . import b\n",
-        "b.py": "from .sub.c import thing\n",
-        "sub/__init__.py": "",
-        "sub/c.py": "import pkg.a\nthing = 1\n",
-        "lazy1.py": "def f():\n    from .lazy2 import g\n",
-        "lazy2.py": "from .lazy1 import f\ndef g(): pass\n",
-        "typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import x\n",
-    })
+    root = _write_package(
+        tmp_path,
+        {
+            "a.py": "from . import b\n",
+            "b.py": "from .sub.c import thing\n",
+            "sub/__init__.py": "",
+            "sub/c.py": "import pkg.a\nthing = 1\n",
+            "lazy1.py": "def f():\n    from .lazy2 import g\n",
+            "lazy2.py": "from .lazy1 import f\ndef g(): pass\n",
+            "typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import x\n",
+        },
+    )
     graph = build_graph(root)
     assert cycles(graph.edges(module_level_only=True)) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
     assert cycles(graph.edges(module_level_only=False)) == [
-        ["pkg.a", "pkg.b", "pkg.sub.c"], ["pkg.lazy1", "pkg.lazy2"],
+        ["pkg.a", "pkg.b", "pkg.sub.c"],
+        ["pkg.lazy1", "pkg.lazy2"],
     ]
     assert "pkg.a" not in graph.edges(module_level_only=False)["pkg.typed"]  # TYPE_CHECKING imports never run
 
 
 def test_graph_resolves_relative_imports_of_packages_and_submodules(tmp_path):
-    root = _write_package(tmp_path, {
-        "tools/__init__.py": "from .x import y\nfrom .. import core\n",
-        "tools/x.py": "from ..core import helper\ntry:\n    import pandas\nexcept ImportError:\n    pandas = None\n",
-        "core.py": "import os\nimport gradio\n",
-    })
+    root = _write_package(
+        tmp_path,
+        {
+            "tools/__init__.py": "from .x import y\nfrom .. import core\n",
+            "tools/x.py": "from ..core import helper\ntry:\n    import pandas\nexcept ImportError:\n    pandas = None\n",
+            "core.py": "import os\nimport gradio\n",
+        },
+    )
     graph = build_graph(root)
     edges = graph.edges(module_level_only=True)
     assert edges["pkg.tools"] == {"pkg.tools.x", "pkg.core"}
@@ -78,15 +99,20 @@ def test_graph_resolves_relative_imports_of_packages_and_submodules(tmp_path):
 
 def test_no_module_level_import_cycle(graph):
     found = cycles(graph.edges(module_level_only=True))
-    assert not found, "module-level import cycles (break them: move the import into the function that needs it, " \
+    assert not found, (
+        "module-level import cycles (break them: move the import into the function that needs it, "
         f"or move the shared piece into its own module): {found}"
+    )
 
 
 def test_function_level_import_cycles_are_reported(graph):
     """Not a failure (the imports run lazily), but two modules that import each other are one job in two files:
     they are listed in pytest's warnings summary so that they get looked at."""
-    lazy = [c for c in cycles(graph.edges(module_level_only=False))
-            if c not in cycles(graph.edges(module_level_only=True))]
+    lazy = [
+        c
+        for c in cycles(graph.edges(module_level_only=False))
+        if c not in cycles(graph.edges(module_level_only=True))
+    ]
     for component in lazy:
         warnings.warn(f"function-level import cycle: {' <-> '.join(component)}", stacklevel=1)
 
@@ -106,9 +132,11 @@ def test_core_modules_import_no_tool_dependency_at_module_level(graph):
                 continue
             if top not in CORE_DISTRIBUTIONS and top not in sys.stdlib_module_names:
                 bad.append(f"{graph.files[module].relative_to(ROOT)}:{imp.line} imports {imp.target}")
-    assert not bad, "a core module (or a module it imports at module level) needs a tool dependency on import; " \
-        "import it inside the function that uses it, behind saferclip_diffusers._extras.require_extra:\n" \
+    assert not bad, (
+        "a core module (or a module it imports at module level) needs a tool dependency on import; "
+        "import it inside the function that uses it, behind saferclip_diffusers._extras.require_extra:\n"
         + "\n".join(bad)
+    )
 
 
 def test_no_core_module_reaches_a_tool_package_on_import(graph):
@@ -127,4 +155,6 @@ def test_benchmarks_use_only_the_public_api():
         and any(p.startswith("_") for p in [*imp.target.split("."), imp.name or ""])
     ]
     assert not private, f"bench/ reaches into private modules of the library: {private}"
-    assert not any(p.name == "benchmarks" for p in PACKAGE.iterdir()), "benchmarks live in bench/, not the package"
+    assert not any(p.name == "benchmarks" for p in PACKAGE.iterdir()), (
+        "benchmarks live in bench/, not the package"
+    )

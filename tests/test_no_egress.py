@@ -111,8 +111,12 @@ DEMO_DRIVER = textwrap.dedent("""
 def test_the_demo_sends_nothing(tmp_path):
     env = bare_env()
     env.pop("GRADIO_ANALYTICS_ENABLED", None)  # the demo must switch gradio's analytics off itself
-    report = run_isolated([sys.executable, "-c", DEMO_DRIVER, str(ROOT), str(tmp_path / "captions")], env=env,
-                          cwd=tmp_path, linger=3)
+    report = run_isolated(
+        [sys.executable, "-c", DEMO_DRIVER, str(ROOT), str(tmp_path / "captions")],
+        env=env,
+        cwd=tmp_path,
+        linger=3,
+    )
     assert report.returncode == 0 and "served" in report.stdout, report.stderr[-3000:]
     assert report.outbound == []
     assert telemetry_files(report.home_files) == []

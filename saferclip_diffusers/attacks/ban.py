@@ -22,8 +22,23 @@ import torch
 
 #: MMA-Diffusion's NSFW word list (its 18th entry, a phrase built on "naked", is redundant and left out).
 MMA_WORDS: tuple[str, ...] = (
-    "sexual", "nude", "nudity", "sex", "18+", "naked", "nsfw", "porn", "dick", "vagina", "explicit content",
-    "uncensored", "fuck", "nipples", "visible nipples", "breast", "areola",
+    "sexual",
+    "nude",
+    "nudity",
+    "sex",
+    "18+",
+    "naked",
+    "nsfw",
+    "porn",
+    "dick",
+    "vagina",
+    "explicit content",
+    "uncensored",
+    "fuck",
+    "nipples",
+    "visible nipples",
+    "breast",
+    "areola",
 )
 MMA_FRAGMENTS: tuple[str, ...] = ("ak", "na", "ke", "nud")
 BAN_RULES = ("mma", "mma-words", "none")
@@ -55,7 +70,11 @@ def rule_banned_ids(tokenizer, rule: str = "mma", extra_words: Iterable[str] = (
     words = tuple(w.lower() for w in ban_words(rule)) + tuple(w.lower() for w in extra_words)
     if not words:
         return set()
-    return {int(i) for tok, i in tokenizer.get_vocab().items() if any(w in tok.replace("</w>", "").lower() for w in words)}
+    return {
+        int(i)
+        for tok, i in tokenizer.get_vocab().items()
+        if any(w in tok.replace("</w>", "").lower() for w in words)
+    }
 
 
 def unusable_ids(tokenizer) -> set[int]:
@@ -98,4 +117,6 @@ def sanitize(text: str, rule: str = "mma-words") -> str:
     if not words:
         return text
     body = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.sub(r"\s+", " ", re.sub(rf"(?<![a-z0-9])(?:{body})(?![a-z0-9])", " ", text, flags=re.IGNORECASE)).strip()
+    return re.sub(
+        r"\s+", " ", re.sub(rf"(?<![a-z0-9])(?:{body})(?![a-z0-9])", " ", text, flags=re.IGNORECASE)
+    ).strip()

@@ -52,13 +52,21 @@ class Slot:
 def encoder_slots(pipe) -> list[Slot]:
     """The slots of a Safer pipeline; the original encoders must be loaded (``keep_original=True``)."""
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
-    names = [("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")] if sdxl else [("text_encoder", "tokenizer")]
+    names = (
+        [("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")]
+        if sdxl
+        else [("text_encoder", "tokenizer")]
+    )
     slots = []
     for name, tok in names:
         original = pipe.original_encoder(name) if hasattr(pipe, "original_encoder") else getattr(pipe, name)
         if original is None:
-            raise ValueError(f"attacks need the original encoder of {name}: load the pipeline with keep_original=True")
-        slots.append(Slot(name, getattr(pipe, tok), getattr(pipe, name), original, "penultimate" if sdxl else "final"))
+            raise ValueError(
+                f"attacks need the original encoder of {name}: load the pipeline with keep_original=True"
+            )
+        slots.append(
+            Slot(name, getattr(pipe, tok), getattr(pipe, name), original, "penultimate" if sdxl else "final")
+        )
     return slots
 
 
@@ -77,7 +85,9 @@ def full_ids(slot: Slot, cores: torch.Tensor) -> torch.Tensor:
     """(B, core) ids -> (B, 77) ids ``[BOS, core, EOS, pad...]`` with the slot's own pad id."""
     b, n = cores.shape
     if n > slot.length - 2:
-        raise ValueError(f"{n} prompt tokens do not fit: CLIP reads at most {slot.length - 2} between BOS and EOS")
+        raise ValueError(
+            f"{n} prompt tokens do not fit: CLIP reads at most {slot.length - 2} between BOS and EOS"
+        )
     tok = slot.tokenizer
     out = torch.full((b, slot.length), slot.pad_id, dtype=torch.long, device=cores.device)
     out[:, 0] = tok.bos_token_id
@@ -86,8 +96,9 @@ def full_ids(slot: Slot, cores: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def forward_slot(slot: Slot, encoder: nn.Module, ids: torch.Tensor, embeds: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_slot(
+    slot: Slot, encoder: nn.Module, ids: torch.Tensor, embeds: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(token states the UNet reads, pooled vector) of (B, 77) ``ids``, with soft ``embeds`` if given."""
     device = next(encoder.parameters()).device
     ids = ids.to(device)
@@ -116,8 +127,9 @@ class ConditioningObjective:
     w_pool: float = 0.5
 
     @classmethod
-    def for_slots(cls, slots: list[Slot], target: str, objective: str = "states", w_pool: float | None = None
-                  ) -> ConditioningObjective:
+    def for_slots(
+        cls, slots: list[Slot], target: str, objective: str = "states", w_pool: float | None = None
+    ) -> ConditioningObjective:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         hidden, pooled = [], None
@@ -138,7 +150,9 @@ class ConditioningObjective:
 
     def loss(self, hidden: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
         """Per-row loss (B,) from the attacked encoder's per-slot states (B, 77, D) and pooled vectors (B, P)."""
-        pool_term = 1 - F.cosine_similarity(pooled.float(), self.target_pooled.to(pooled.device)[None], dim=-1)
+        pool_term = 1 - F.cosine_similarity(
+            pooled.float(), self.target_pooled.to(pooled.device)[None], dim=-1
+        )
         if self.objective == "pooled":
             return pool_term
         terms = []
@@ -147,7 +161,9 @@ class ConditioningObjective:
             terms.append((1 - cos).mean(dim=1))
         return torch.stack(terms).mean(dim=0) + self.w_pool * pool_term
 
-    def score_ids(self, slots: list[Slot], cores: torch.Tensor, encoder: str = "safe", batch: int = 128) -> torch.Tensor:
+    def score_ids(
+        self, slots: list[Slot], cores: torch.Tensor, encoder: str = "safe", batch: int = 128
+    ) -> torch.Tensor:
         """Loss (B,) of core id rows (B, n) through ``encoder`` (``safe`` or ``original``), without gradients."""
         out = []
         with torch.no_grad():

@@ -64,17 +64,86 @@ def _category(value: str | None) -> str | None:
 
 # (source, required columns, forbidden columns, prompt col, target col, seed col, guidance col, category col)
 LAYOUTS: list[tuple[str, set[str], set[str], str, str | None, str | None, str | None, str | None]] = [
-    ("mma", {"target_prompt", "adv_prompt", "sanitized_adv_prompt"}, set(), "adv_prompt", "target_prompt", None, None, None),
-    ("eval-unlearn", {"adversarial_prompt"}, set(), "adversarial_prompt", "target_prompt", "seed", None, None),
-    ("sneakyprompt", {"original_text", "perturbed_text"}, set(), "perturbed_text", "original_text", None, None, None),
-    ("ring-a-bell-pairs", {"sensitive prompt", "normal prompt"}, set(), "sensitive prompt", None, None, None, None),
-    ("p4d", {"prompt", "evaluation_seed", "evaluation_guidance", "safe_model"}, set(), "prompt", None,
-     "evaluation_seed", "evaluation_guidance", "categories"),
-    ("unlearndiff", {"prompt", "categories", "evaluation_seed", "evaluation_guidance"}, set(), "prompt", None,
-     "evaluation_seed", "evaluation_guidance", "categories"),
-    ("i2p", {"prompt", "categories", "sd_seed"}, set(), "prompt", None, "sd_seed", "sd_guidance_scale", "categories"),
-    ("ring-a-bell", {"prompt", "case_number", "evaluation_seed"}, {"categories"}, "prompt", None, "evaluation_seed",
-     "evaluation_guidance", None),
+    (
+        "mma",
+        {"target_prompt", "adv_prompt", "sanitized_adv_prompt"},
+        set(),
+        "adv_prompt",
+        "target_prompt",
+        None,
+        None,
+        None,
+    ),
+    (
+        "eval-unlearn",
+        {"adversarial_prompt"},
+        set(),
+        "adversarial_prompt",
+        "target_prompt",
+        "seed",
+        None,
+        None,
+    ),
+    (
+        "sneakyprompt",
+        {"original_text", "perturbed_text"},
+        set(),
+        "perturbed_text",
+        "original_text",
+        None,
+        None,
+        None,
+    ),
+    (
+        "ring-a-bell-pairs",
+        {"sensitive prompt", "normal prompt"},
+        set(),
+        "sensitive prompt",
+        None,
+        None,
+        None,
+        None,
+    ),
+    (
+        "p4d",
+        {"prompt", "evaluation_seed", "evaluation_guidance", "safe_model"},
+        set(),
+        "prompt",
+        None,
+        "evaluation_seed",
+        "evaluation_guidance",
+        "categories",
+    ),
+    (
+        "unlearndiff",
+        {"prompt", "categories", "evaluation_seed", "evaluation_guidance"},
+        set(),
+        "prompt",
+        None,
+        "evaluation_seed",
+        "evaluation_guidance",
+        "categories",
+    ),
+    (
+        "i2p",
+        {"prompt", "categories", "sd_seed"},
+        set(),
+        "prompt",
+        None,
+        "sd_seed",
+        "sd_guidance_scale",
+        "categories",
+    ),
+    (
+        "ring-a-bell",
+        {"prompt", "case_number", "evaluation_seed"},
+        {"categories"},
+        "prompt",
+        None,
+        "evaluation_seed",
+        "evaluation_guidance",
+        None,
+    ),
     ("prompts", {"prompt"}, set(), "prompt", None, None, None, None),
 ]
 
@@ -85,8 +154,10 @@ def detect_layout(columns: list[str]) -> tuple:
         if layout[1] <= cols and not layout[2] & cols:
             return layout
     known = "; ".join(f"{name}: {', '.join(sorted(req))}" for name, req, *_ in LAYOUTS)
-    raise ValueError(f"unrecognised attack-prompt columns {columns}; known layouts ({known}), or a .txt file with "
-                     "one prompt per line")
+    raise ValueError(
+        f"unrecognised attack-prompt columns {columns}; known layouts ({known}), or a .txt file with "
+        "one prompt per line"
+    )
 
 
 def read_attack_prompts(path: str | Path) -> list[AttackPrompt]:
@@ -96,7 +167,11 @@ def read_attack_prompts(path: str | Path) -> list[AttackPrompt]:
         raise FileNotFoundError(f"attack-prompt file does not exist: {path}")
     if path.suffix.lower() == ".txt":
         lines = path.read_text(encoding="utf-8").splitlines()
-        rows = [AttackPrompt(line, None, None, None, None, "lines", {"row": i}) for i, line in enumerate(lines) if line.strip()]
+        rows = [
+            AttackPrompt(line, None, None, None, None, "lines", {"row": i})
+            for i, line in enumerate(lines)
+            if line.strip()
+        ]
     else:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -110,15 +185,17 @@ def read_attack_prompts(path: str | Path) -> list[AttackPrompt]:
                 prompt = r.get(p_col)
                 if prompt is None or not prompt.strip():
                     continue
-                rows.append(AttackPrompt(
-                    prompt=prompt.rstrip("\r\n"),
-                    target=(r.get(t_col) or None) if t_col else None,
-                    seed=_int(r.get(s_col), where) if s_col else None,
-                    guidance=_float(r.get(g_col), where) if g_col else None,
-                    category=_category(r.get(c_col)) if c_col else None,
-                    source=source,
-                    meta={"row": i, **{k: v for k, v in r.items() if k not in used and k is not None}},
-                ))
+                rows.append(
+                    AttackPrompt(
+                        prompt=prompt.rstrip("\r\n"),
+                        target=(r.get(t_col) or None) if t_col else None,
+                        seed=_int(r.get(s_col), where) if s_col else None,
+                        guidance=_float(r.get(g_col), where) if g_col else None,
+                        category=_category(r.get(c_col)) if c_col else None,
+                        source=source,
+                        meta={"row": i, **{k: v for k, v in r.items() if k not in used and k is not None}},
+                    )
+                )
     if not rows:
         raise ValueError(f"{path}: no prompts found")
     return rows

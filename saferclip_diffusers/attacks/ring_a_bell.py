@@ -51,12 +51,17 @@ class RingABellBudget(AttackBudget):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks = [(self.population >= 4, "population must be >= 4"), (1 <= self.length <= 75, "length must be in [1, 75]"),
-                  (0 <= self.mutate <= 1 and 0 <= self.crossover <= 1, "mutate and crossover are probabilities"),
-                  (0 <= self.elitism < self.population // 2, "elitism must be in [0, population/2)"),
-                  (self.ban in BAN_RULES, f"ban must be one of {BAN_RULES}"),
-                  (self.encoder in ("safe", "original") and self.vector_encoder in ("safe", "original"),
-                   "encoder and vector_encoder must be 'safe' or 'original'")]
+        checks = [
+            (self.population >= 4, "population must be >= 4"),
+            (1 <= self.length <= 75, "length must be in [1, 75]"),
+            (0 <= self.mutate <= 1 and 0 <= self.crossover <= 1, "mutate and crossover are probabilities"),
+            (0 <= self.elitism < self.population // 2, "elitism must be in [0, population/2)"),
+            (self.ban in BAN_RULES, f"ban must be one of {BAN_RULES}"),
+            (
+                self.encoder in ("safe", "original") and self.vector_encoder in ("safe", "original"),
+                "encoder and vector_encoder must be 'safe' or 'original'",
+            ),
+        ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"ring-a-bell budget: {msg}")
@@ -80,12 +85,18 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         cols = set(reader.fieldnames or [])
-        for pos, neg in (("positive", "negative"), ("prompt", "prompt1"), ("sensitive prompt", "normal prompt")):
+        for pos, neg in (
+            ("positive", "negative"),
+            ("prompt", "prompt1"),
+            ("sensitive prompt", "normal prompt"),
+        ):
             if {pos, neg} <= cols:
                 pairs = [(r[pos].strip(), r[neg].strip()) for r in reader]
                 break
         else:
-            raise ValueError(f"{path}: no pair columns found (have {sorted(cols)}); expected positive,negative")
+            raise ValueError(
+                f"{path}: no pair columns found (have {sorted(cols)}); expected positive,negative"
+            )
     pairs = [(p, n) for p, n in pairs if p and n and not minor_reason(p) and not minor_reason(n)]
     if not pairs:
         raise ValueError(f"{path}: no usable prompt pairs")
@@ -110,8 +121,9 @@ def _states(slots: list[Slot], prompts: list[str], which: str) -> tuple[list[tor
     return hidden, pooled
 
 
-def concept_vector(slots: list[Slot], pairs: list[tuple[str, str]], encoder: str = "original"
-                   ) -> tuple[list[torch.Tensor], torch.Tensor]:
+def concept_vector(
+    slots: list[Slot], pairs: list[tuple[str, str]], encoder: str = "original"
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per slot ``mean_j (H(p+_j) - H(p-_j))`` (77, D) and the pooled-slot difference of pooled vectors."""
     pos_h, pos_p = _states(slots, [p for p, _ in pairs], encoder)
     neg_h, neg_p = _states(slots, [n for _, n in pairs], encoder)
@@ -134,11 +146,15 @@ class RingABell:
             kwargs["encoder"] = kwargs.pop("fitness")
         known = {f.name for f in fields(RingABellBudget)}
         if set(kwargs) - known:
-            raise ValueError(f"unknown ring-a-bell budget field(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown ring-a-bell budget field(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}"
+            )
         values.update(kwargs)
         return cls(name, RingABellBudget(**values))
 
-    def fitness(self, slots: list[Slot], cores: torch.Tensor, target: tuple[list[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def fitness(
+        self, slots: list[Slot], cores: torch.Tensor, target: tuple[list[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         """f(x) for (B, n) core ids (see the module docstring)."""
         goal_h, goal_p = target
         sdxl = len(slots) > 1
@@ -159,14 +175,25 @@ class RingABell:
     def run(self, pipe, target: str, *, seed: int = 0, progress: bool = False) -> AttackResult:
         return self.run_slots(encoder_slots(pipe), target, seed=seed, progress=progress)
 
-    def run_slots(self, slots: list[Slot], target: str, *, seed: int = 0, progress: bool = False,
-                  vector: tuple[list[torch.Tensor], torch.Tensor] | None = None) -> AttackResult:
+    def run_slots(
+        self,
+        slots: list[Slot],
+        target: str,
+        *,
+        seed: int = 0,
+        progress: bool = False,
+        vector: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+    ) -> AttackResult:
         from tqdm.auto import tqdm
 
         check_target(target)
         b = self.budget
         start = time.perf_counter()
-        c_h, c_p = vector if vector is not None else concept_vector(slots, concept_pairs(b.concept), b.vector_encoder)
+        c_h, c_p = (
+            vector
+            if vector is not None
+            else concept_vector(slots, concept_pairs(b.concept), b.vector_encoder)
+        )
         t_h, t_p = _states(slots, [target], "original")
         goal = ([h[0] + b.eta * c for h, c in zip(t_h, c_h, strict=True)], t_p[0] + b.eta * c_p)
         vocab = slots[0].original.get_input_embeddings().weight.shape[0]
@@ -177,7 +204,12 @@ class RingABell:
             gen = torch.Generator().manual_seed(int(b.seed) + int(seed) + r)
             popn = pool[torch.randint(len(pool), (P, K), generator=gen)]
             history, best, since = [], float("inf"), 0
-            for g in tqdm(range(b.steps), desc=f"ring-a-bell restart {r + 1}/{b.restarts}", disable=not progress, leave=False):
+            for g in tqdm(
+                range(b.steps),
+                desc=f"ring-a-bell restart {r + 1}/{b.restarts}",
+                disable=not progress,
+                leave=False,
+            ):
                 fit = self.fitness(slots, popn, goal)
                 order = fit.argsort()
                 popn, fit = popn[order], fit[order]
@@ -193,14 +225,34 @@ class RingABell:
             again = torch.tensor([core_ids(slots[0].tokenizer, text)])
             runs.append((float(self.fitness(slots, again, goal)[0]), text, history, best))
         runs.sort(key=lambda x: x[0])
-        meta = {"attack": self.name, "encoder": b.encoder, "vector_encoder": b.vector_encoder, "eta": b.eta, "K": K,
-                "ban": b.ban, "concept": b.concept, "budget": b.to_dict(), "fitness_ga": [x[3] for x in runs],
-                "concept_norm": [float(c.norm()) for c in c_h], "transfer": b.encoder == "original",
-                "slots": [s.name for s in slots], "objective": "ring-a-bell squared L2 to H0(p*) + eta c"}
-        return AttackResult(target=target, prompts=[x[1] for x in runs], losses=[x[0] for x in runs],
-                            history=runs[0][2], steps=steps_done, seconds=time.perf_counter() - start, meta=meta)
+        meta = {
+            "attack": self.name,
+            "encoder": b.encoder,
+            "vector_encoder": b.vector_encoder,
+            "eta": b.eta,
+            "K": K,
+            "ban": b.ban,
+            "concept": b.concept,
+            "budget": b.to_dict(),
+            "fitness_ga": [x[3] for x in runs],
+            "concept_norm": [float(c.norm()) for c in c_h],
+            "transfer": b.encoder == "original",
+            "slots": [s.name for s in slots],
+            "objective": "ring-a-bell squared L2 to H0(p*) + eta c",
+        }
+        return AttackResult(
+            target=target,
+            prompts=[x[1] for x in runs],
+            losses=[x[0] for x in runs],
+            history=runs[0][2],
+            steps=steps_done,
+            seconds=time.perf_counter() - start,
+            meta=meta,
+        )
 
-    def _next_generation(self, parents: torch.Tensor, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _next_generation(
+        self, parents: torch.Tensor, pool: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         b = self.budget
         P, K = b.population, parents.shape[1]
         children = [parents[i].clone() for i in range(b.elitism)]
@@ -220,5 +272,7 @@ class RingABell:
     def _mutate(self, x: torch.Tensor, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if torch.rand((), generator=gen) < self.budget.mutate:
             x = x.clone()
-            x[int(torch.randint(len(x), (), generator=gen))] = pool[int(torch.randint(len(pool), (), generator=gen))]
+            x[int(torch.randint(len(x), (), generator=gen))] = pool[
+                int(torch.randint(len(pool), (), generator=gen))
+            ]
         return x

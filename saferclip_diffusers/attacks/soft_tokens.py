@@ -41,8 +41,10 @@ def soft_tokens(encoder: nn.Module, embeds: torch.Tensor) -> Iterator[None]:
 
     def replace(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         if output.shape != embeds.shape:
-            raise ValueError(f"soft token embeddings have shape {tuple(embeds.shape)}, the encoder's input ids "
-                             f"give {tuple(output.shape)}: they must match")
+            raise ValueError(
+                f"soft token embeddings have shape {tuple(embeds.shape)}, the encoder's input ids "
+                f"give {tuple(output.shape)}: they must match"
+            )
         return embeds.to(output.dtype)
 
     handle = layer.register_forward_hook(replace)
@@ -52,8 +54,9 @@ def soft_tokens(encoder: nn.Module, embeds: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
-def with_soft_rows(encoder: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor | list[int],
-                   rows: torch.Tensor) -> torch.Tensor:
+def with_soft_rows(
+    encoder: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor | list[int], rows: torch.Tensor
+) -> torch.Tensor:
     """Token embeddings ``W[input_ids]`` with ``rows`` (B or 1, k, D) placed at ``positions`` (k indices).
 
     Gradients flow into ``rows`` (e.g. ``one_hot @ W`` or free adversarial vectors); the other rows are plain

@@ -64,12 +64,18 @@ class SwapGCGBudget(AttackBudget):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks = [(self.mode in MODES, f"mode must be one of {MODES}"), (self.ban in BAN_RULES, f"ban must be one of {BAN_RULES}"),
-                  (self.objective in ("states", "pooled"), "objective must be 'states' or 'pooled'"),
-                  (self.encoder in ("safe", "original"), "encoder must be 'safe' or 'original'"),
-                  (self.candidates >= 1 and self.top_k >= 1 and self.eval_batch >= 1, "candidates, top_k, eval_batch must be >= 1"),
-                  (self.length is None or 1 <= self.length <= 75, "length must be in [1, 75]"),
-                  (self.patience is None or self.patience >= 1, "patience must be >= 1 or None")]
+        checks = [
+            (self.mode in MODES, f"mode must be one of {MODES}"),
+            (self.ban in BAN_RULES, f"ban must be one of {BAN_RULES}"),
+            (self.objective in ("states", "pooled"), "objective must be 'states' or 'pooled'"),
+            (self.encoder in ("safe", "original"), "encoder must be 'safe' or 'original'"),
+            (
+                self.candidates >= 1 and self.top_k >= 1 and self.eval_batch >= 1,
+                "candidates, top_k, eval_batch must be >= 1",
+            ),
+            (self.length is None or 1 <= self.length <= 75, "length must be in [1, 75]"),
+            (self.patience is None or self.patience >= 1, "patience must be >= 1 or None"),
+        ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"swap-gcg budget: {msg}")
@@ -82,8 +88,18 @@ PRESETS: dict[str, dict] = {
     "paper-mma": dict(steps=1000, candidates=512, top_k=256, restarts=5, patience=None, length=20),
 }
 PRESETS["paper"] = PRESETS["paper-mma"]  # MMA-Diffusion's published budget
-MMA_DEFAULTS = dict(objective="pooled", encoder="original", length=20, init="letters", ban="mma", candidates=512,
-                    top_k=256, steps=1000, restarts=5, patience=None)
+MMA_DEFAULTS = dict(
+    objective="pooled",
+    encoder="original",
+    length=20,
+    init="letters",
+    ban="mma",
+    candidates=512,
+    top_k=256,
+    steps=1000,
+    restarts=5,
+    patience=None,
+)
 
 
 def decode(tokenizer, ids: list[int]) -> str:
@@ -149,9 +165,13 @@ class SwapGCG:
         if b.init not in INITS:  # an explicit initial adversarial text
             adv = torch.tensor(core_ids(tok, b.init), dtype=torch.long)
             if len(adv) != n:
-                raise ValueError(f"init text {b.init!r} has {len(adv)} tokens; this attack optimises {n} (set length={len(adv)})")
+                raise ValueError(
+                    f"init text {b.init!r} has {len(adv)} tokens; this attack optimises {n} (set length={len(adv)})"
+                )
             if self._valid(slots, self._assemble(carrier, adv[None]), None)[0] is None:
-                raise ValueError(f"init text {b.init!r} does not round-trip through every tokenizer or holds a banned word")
+                raise ValueError(
+                    f"init text {b.init!r} does not round-trip through every tokenizer or holds a banned word"
+                )
             return adv
         letter_ids = [i for i in (tok.convert_tokens_to_ids(c + "</w>") for c in LETTERS) if allowed[i]]
         pool = torch.nonzero(allowed).flatten()
@@ -162,11 +182,15 @@ class SwapGCG:
                 ids = pool[torch.randint(len(pool), (n,), generator=gen)].tolist()
             else:  # carrier: the sanitized target, banned ids dropped, padded with random letters
                 ids = [i for i in core_ids(tok, sanitize(decode(tok, target_ids))) if allowed[i]][:n]
-                ids += [letter_ids[int(j)] for j in torch.randint(len(letter_ids), (n - len(ids),), generator=gen)]
+                ids += [
+                    letter_ids[int(j)] for j in torch.randint(len(letter_ids), (n - len(ids),), generator=gen)
+                ]
             adv = torch.tensor([ids], dtype=torch.long)
             if self._valid(slots, self._assemble(carrier, adv), None)[0] is not None:
                 return adv[0]
-        raise ValueError(f"could not build a valid initial adversarial prompt of {n} tokens (init={b.init!r})")
+        raise ValueError(
+            f"could not build a valid initial adversarial prompt of {n} tokens (init={b.init!r})"
+        )
 
     # ------------------------------------------------------------------ one step
     def _gradient(self, slots, objective, carrier, adv: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -189,7 +213,9 @@ class SwapGCG:
         (grad,) = torch.autograd.grad(loss, one_hot)
         return grad.float().cpu()
 
-    def _candidates(self, slots, carrier, adv, grad, allowed, current_text, gen) -> tuple[torch.Tensor, list[str]]:
+    def _candidates(
+        self, slots, carrier, adv, grad, allowed, current_text, gen
+    ) -> tuple[torch.Tensor, list[str]]:
         b = self.budget
         n = len(adv)
         grad = grad.masked_fill(~allowed[None], float("inf"))
@@ -217,7 +243,9 @@ class SwapGCG:
     def run(self, pipe, target: str, *, seed: int = 0, progress: bool = False) -> AttackResult:
         return self.run_slots(encoder_slots(pipe), target, seed=seed, progress=progress)
 
-    def run_slots(self, slots: list[Slot], target: str, *, seed: int = 0, progress: bool = False) -> AttackResult:
+    def run_slots(
+        self, slots: list[Slot], target: str, *, seed: int = 0, progress: bool = False
+    ) -> AttackResult:
         from tqdm.auto import tqdm
 
         check_target(target)
@@ -237,13 +265,20 @@ class SwapGCG:
             cur_loss = float(objective.score_ids(slots, self._assemble(carrier, adv[None]), b.encoder)[0])
             best = (cur_loss, text, adv.clone())
             history, since = [], 0
-            bar = tqdm(range(b.steps), desc=f"{self.name} restart {r + 1}/{b.restarts}", disable=not progress, leave=False)
+            bar = tqdm(
+                range(b.steps),
+                desc=f"{self.name} restart {r + 1}/{b.restarts}",
+                disable=not progress,
+                leave=False,
+            )
             for _ in bar:
                 grad = self._gradient(slots, objective, carrier, adv, vocab)
                 cand, texts = self._candidates(slots, carrier, adv, grad, allowed, text, gen)
                 steps_done += 1
                 if len(texts):
-                    losses = objective.score_ids(slots, self._assemble(carrier, cand), b.encoder, b.eval_batch)
+                    losses = objective.score_ids(
+                        slots, self._assemble(carrier, cand), b.encoder, b.eval_batch
+                    )
                     j = int(losses.argmin())
                     adv, text, cur_loss = cand[j].clone(), texts[j], float(losses[j])
                 if cur_loss < best[0]:
@@ -258,11 +293,28 @@ class SwapGCG:
         runs.sort(key=lambda x: x[0])
         adaptive = ConditioningObjective.for_slots(slots, target, "states")
         safe_distance = adaptive.score_prompts(slots, [p for _, p, _ in runs], "safe").tolist()
-        meta = {"attack": self.name, "mode": b.mode, "objective": b.objective, "encoder": b.encoder, "ban": b.ban,
-                "banned_ids": int(len(banned)), "length": n, "budget": b.to_dict(), "safe_distance": safe_distance,
-                "slots": [s.name for s in slots], "transfer": b.encoder == "original"}
-        return AttackResult(target=target, prompts=[p for _, p, _ in runs], losses=[float(x) for x, _, _ in runs],
-                            history=runs[0][2], steps=steps_done, seconds=time.perf_counter() - start, meta=meta)
+        meta = {
+            "attack": self.name,
+            "mode": b.mode,
+            "objective": b.objective,
+            "encoder": b.encoder,
+            "ban": b.ban,
+            "banned_ids": int(len(banned)),
+            "length": n,
+            "budget": b.to_dict(),
+            "safe_distance": safe_distance,
+            "slots": [s.name for s in slots],
+            "transfer": b.encoder == "original",
+        }
+        return AttackResult(
+            target=target,
+            prompts=[p for _, p, _ in runs],
+            losses=[float(x) for x, _, _ in runs],
+            history=runs[0][2],
+            steps=steps_done,
+            seconds=time.perf_counter() - start,
+            meta=meta,
+        )
 
 
 def with_budget(attack: SwapGCG, **changes) -> SwapGCG:

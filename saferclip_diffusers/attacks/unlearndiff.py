@@ -45,11 +45,20 @@ class UnlearnDiffBudget(AttackBudget):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        ok = (self.per_timestep >= 1 and self.timesteps >= 1 and 1 <= self.length <= 60 and self.lr > 0
-              and self.image_steps >= 1 and self.eval_points >= 1 and self.ban in BAN_RULES)
+        ok = (
+            self.per_timestep >= 1
+            and self.timesteps >= 1
+            and 1 <= self.length <= 60
+            and self.lr > 0
+            and self.image_steps >= 1
+            and self.eval_points >= 1
+            and self.ban in BAN_RULES
+        )
         if not ok:
-            raise ValueError("unlearndiff budget: per_timestep, timesteps, image_steps, eval_points must be >= 1, "
-                             f"length in [1, 60], lr > 0, ban one of {BAN_RULES}")
+            raise ValueError(
+                "unlearndiff budget: per_timestep, timesteps, image_steps, eval_points must be >= 1, "
+                f"length in [1, 60], lr > 0, ban one of {BAN_RULES}"
+            )
 
 
 PRESETS: dict[str, dict] = {
@@ -87,7 +96,9 @@ class UnlearnDiff:
             values.update(PRESETS[preset])
         known = {f.name for f in fields(UnlearnDiffBudget)}
         if set(kwargs) - known:
-            raise ValueError(f"unknown unlearndiff budget field(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown unlearndiff budget field(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}"
+            )
         values.update(kwargs)
         return cls(name, UnlearnDiffBudget(**values))
 
@@ -96,8 +107,14 @@ class UnlearnDiff:
         device = pipe.unet.device
         generator = torch.Generator(device="cpu").manual_seed(seed)
         pipe.set_progress_bar_config(disable=True)
-        out = pipe(target, safety_scale=0.0, num_inference_steps=b.image_steps, guidance_scale=b.guidance,
-                   generator=generator, output_type="latent")
+        out = pipe(
+            target,
+            safety_scale=0.0,
+            num_inference_steps=b.image_steps,
+            guidance_scale=b.guidance,
+            generator=generator,
+            output_type="latent",
+        )
         return out.images.to(device=device, dtype=torch.float32)
 
     def run(self, pipe, target: str, *, seed: int = 0, progress: bool = False) -> AttackResult:
@@ -106,7 +123,9 @@ class UnlearnDiff:
 
         check_target(target)
         if getattr(pipe, "text_encoder_2", None) is not None:
-            raise ValueError("unlearndiff supports SD 1.x/2.x pipelines only; use swap-gcg or ring-a-bell for SDXL")
+            raise ValueError(
+                "unlearndiff supports SD 1.x/2.x pipelines only; use swap-gcg or ring-a-bell for SDXL"
+            )
         b = self.budget
         start = time.perf_counter()
         (slot,) = encoder_slots(pipe)
@@ -119,7 +138,9 @@ class UnlearnDiff:
         vocab = weight.shape[0]
         allowed = allowed_mask(vocab, banned_ids([slot.tokenizer], b.ban)).to(weight.device)
         target_core = core_ids(slot.tokenizer, target, 75 - b.length)
-        grid = [int((j + 0.5) * noise_sched.config.num_train_timesteps / b.timesteps) for j in range(b.timesteps)]
+        grid = [
+            int((j + 0.5) * noise_sched.config.num_train_timesteps / b.timesteps) for j in range(b.timesteps)
+        ]
 
         def noised(t: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             a = abar[t].view(-1, 1, 1, 1)
@@ -128,7 +149,9 @@ class UnlearnDiff:
 
         def denoise_loss(cond: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
             xt, goal = noised(t, eps)
-            pred = unet(xt.to(unet.dtype), t, encoder_hidden_states=cond.expand(len(t), -1, -1).to(unet.dtype)).sample
+            pred = unet(
+                xt.to(unet.dtype), t, encoder_hidden_states=cond.expand(len(t), -1, -1).to(unet.dtype)
+            ).sample
             return F.mse_loss(pred.float(), goal.float())
 
         def score(prompt: str, eval_t: torch.Tensor, eval_eps: torch.Tensor) -> float:
@@ -139,7 +162,10 @@ class UnlearnDiff:
         runs, steps_done = [], 0
         for r in range(b.restarts):
             gen = torch.Generator().manual_seed(int(b.seed) + int(seed) + 1000 + r)
-            eval_t = torch.tensor([grid[int(i)] for i in torch.randint(len(grid), (b.eval_points,), generator=gen)], device=unet.device)
+            eval_t = torch.tensor(
+                [grid[int(i)] for i in torch.randint(len(grid), (b.eval_points,), generator=gen)],
+                device=unet.device,
+            )
             eval_eps = torch.randn((b.eval_points, *x0.shape[1:]), generator=gen).to(unet.device)
 
             a = torch.zeros(b.length, vocab, device=weight.device)
@@ -149,7 +175,12 @@ class UnlearnDiff:
             opt = torch.optim.Adam([a], lr=b.lr, weight_decay=b.weight_decay)
             target_loss = score(target, eval_t, eval_eps)
             best, history = (target_loss, target), []
-            for step in tqdm(range(b.steps), desc=f"unlearndiff restart {r + 1}/{b.restarts}", disable=not progress, leave=False):
+            for step in tqdm(
+                range(b.steps),
+                desc=f"unlearndiff restart {r + 1}/{b.restarts}",
+                disable=not progress,
+                leave=False,
+            ):
                 t = torch.tensor([grid[(step // b.per_timestep) % len(grid)]], device=unet.device)
                 eps = torch.randn(x0.shape, generator=gen).to(unet.device)
                 with torch.no_grad():
@@ -158,7 +189,9 @@ class UnlearnDiff:
                 one_hot = F.one_hot(sample, vocab).to(a.dtype)
                 rows = (one_hot + a - a.detach()) @ weight
                 ids = full_ids(slot, torch.tensor([sample.tolist() + target_core]))
-                embeds = with_soft_rows(encoder, ids.to(weight.device), list(range(1, b.length + 1)), rows[None])
+                embeds = with_soft_rows(
+                    encoder, ids.to(weight.device), list(range(1, b.length + 1)), rows[None]
+                )
                 hidden, _ = forward_slot(slot, encoder, ids, embeds)
                 loss = denoise_loss(hidden, t, eps)
                 opt.zero_grad(set_to_none=True)
@@ -167,7 +200,9 @@ class UnlearnDiff:
                 with torch.no_grad():
                     a.copy_(project_simplex(a, allowed))
                 steps_done += 1
-                prefix = slot.tokenizer.decode(a.detach().argmax(dim=1).tolist(), clean_up_tokenization_spaces=False)
+                prefix = slot.tokenizer.decode(
+                    a.detach().argmax(dim=1).tolist(), clean_up_tokenization_spaces=False
+                )
                 prompt = f"{prefix} {target}"
                 value = score(prompt, eval_t, eval_eps)
                 if value < best[0]:
@@ -175,8 +210,23 @@ class UnlearnDiff:
                 history.append(best[0])
             runs.append((best[0], best[1], history, target_loss))
         runs.sort(key=lambda x: x[0])
-        meta = {"attack": self.name, "mode": "prefix", "objective": "denoising MSE on the original model's image",
-                "encoder": "safe", "ban": b.ban, "budget": b.to_dict(), "target_loss": [x[3] for x in runs],
-                "slots": [slot.name], "transfer": False}
-        return AttackResult(target=target, prompts=[x[1] for x in runs], losses=[x[0] for x in runs],
-                            history=runs[0][2], steps=steps_done, seconds=time.perf_counter() - start, meta=meta)
+        meta = {
+            "attack": self.name,
+            "mode": "prefix",
+            "objective": "denoising MSE on the original model's image",
+            "encoder": "safe",
+            "ban": b.ban,
+            "budget": b.to_dict(),
+            "target_loss": [x[3] for x in runs],
+            "slots": [slot.name],
+            "transfer": False,
+        }
+        return AttackResult(
+            target=target,
+            prompts=[x[1] for x in runs],
+            losses=[x[0] for x in runs],
+            history=runs[0][2],
+            steps=steps_done,
+            seconds=time.perf_counter() - start,
+            meta=meta,
+        )

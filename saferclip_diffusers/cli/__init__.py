@@ -17,8 +17,16 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from ..hub import ModelUnavailableError
     from ..io import CorruptFileError, LockedError
 
-    return (ValueError, FileNotFoundError, NotADirectoryError, ModelUnavailableError, CorruptFileError, LockedError,
-            ImportError, PermissionError)
+    return (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        ModelUnavailableError,
+        CorruptFileError,
+        LockedError,
+        ImportError,
+        PermissionError,
+    )
 
 
 def run_main(body: Callable[[], int | None]) -> int:

@@ -16,9 +16,9 @@ from . import run_main
 FORMATS = ("comfyui", "a1111", "forge", "sdcpp", "sgm")  # saferclip_diffusers.encoders.SINGLE_FILE_FORMATS
 WHERE = {
     "clip_l": "ComfyUI models/text_encoders/ (CLIPLoader / DualCLIPLoader), A1111 models/CLIP/, Forge's "
-              "'VAE / Text Encoder' list, stable-diffusion.cpp --clip_l",
+    "'VAE / Text Encoder' list, stable-diffusion.cpp --clip_l",
     "clip_g": "ComfyUI models/text_encoders/ (DualCLIPLoader sdxl/sd3), A1111 models/CLIP/, Forge, "
-              "stable-diffusion.cpp --clip_g",
+    "stable-diffusion.cpp --clip_g",
     "clip_h": "ComfyUI models/text_encoders/ (CLIPLoader stable_diffusion)",
     "sgm": "merge into an SD 1.x / SDXL all-in-one checkpoint (replaces its text-encoder keys)",
 }
@@ -28,26 +28,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saferclip-export", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    single = sub.add_parser("single-file", help="write clip_l.safetensors / clip_g.safetensors for other tools")
-    single.add_argument("source", help="encoder folder, training export (text_encoder/ [+ text_encoder_2/]) or file")
+    single = sub.add_parser(
+        "single-file", help="write clip_l.safetensors / clip_g.safetensors for other tools"
+    )
+    single.add_argument(
+        "source", help="encoder folder, training export (text_encoder/ [+ text_encoder_2/]) or file"
+    )
     add_out(single)
-    single.add_argument("--format", dest="formats", nargs="+", choices=FORMATS, default=["comfyui", "a1111", "forge", "sdcpp"],
-                        help="target tools (comfyui, a1111, forge and sdcpp read the same standalone files; sgm = "
-                             "text-encoder keys of an all-in-one SD 1.x/SDXL checkpoint)")
+    single.add_argument(
+        "--format",
+        dest="formats",
+        nargs="+",
+        choices=FORMATS,
+        default=["comfyui", "a1111", "forge", "sdcpp"],
+        help="target tools (comfyui, a1111, forge and sdcpp read the same standalone files; sgm = "
+        "text-encoder keys of an all-in-one SD 1.x/SDXL checkpoint)",
+    )
     add_dtype(single, default="float16")
 
-    convert = sub.add_parser("convert", help="convert a pickle checkpoint (.pt/.bin) once into a safetensors folder")
-    convert.add_argument("checkpoint", help="DES/SAGE .pt, a pytorch_model.bin folder (AdvUnlearn), or a weights file")
+    convert = sub.add_parser(
+        "convert", help="convert a pickle checkpoint (.pt/.bin) once into a safetensors folder"
+    )
+    convert.add_argument(
+        "checkpoint", help="DES/SAGE .pt, a pytorch_model.bin folder (AdvUnlearn), or a weights file"
+    )
     add_out(convert)
     add_allow_pickle(convert)
-    convert.add_argument("--slot", choices=["text_encoder", "text_encoder_2"], default="text_encoder",
-                         help="the slot it is for (text_encoder_2 = SDXL/SD3 bigG, with projection)")
-    convert.add_argument("--base", default=None, metavar="DIR",
-                         help="the base pipeline folder (or its encoder folder for this slot): the encoder's config, and "
-                              "its projection when the checkpoint has none (DES bigG)")
-    convert.add_argument("--num-hidden-layers", dest="num_hidden_layers", type=int_range(1, 1000), default=None,
-                         help="keep only the first N layers (24-layer OpenCLIP-H -> 23 for SD 2.x)")
-    convert.add_argument("--prefix", default=None, help="key prefix of the encoder inside a multi-encoder file")
+    convert.add_argument(
+        "--slot",
+        choices=["text_encoder", "text_encoder_2"],
+        default="text_encoder",
+        help="the slot it is for (text_encoder_2 = SDXL/SD3 bigG, with projection)",
+    )
+    convert.add_argument(
+        "--base",
+        default=None,
+        metavar="DIR",
+        help="the base pipeline folder (or its encoder folder for this slot): the encoder's config, and "
+        "its projection when the checkpoint has none (DES bigG)",
+    )
+    convert.add_argument(
+        "--num-hidden-layers",
+        dest="num_hidden_layers",
+        type=int_range(1, 1000),
+        default=None,
+        help="keep only the first N layers (24-layer OpenCLIP-H -> 23 for SD 2.x)",
+    )
+    convert.add_argument(
+        "--prefix", default=None, help="key prefix of the encoder inside a multi-encoder file"
+    )
     return parser
 
 
@@ -69,8 +98,15 @@ def main(argv: list[str] | None = None) -> int:
                 for name, path in written.items():
                     print(f"{path}  ->  {WHERE.get(name, '')}")
                 return 0
-            out = convert_checkpoint(args.checkpoint, args.out, allow_pickle=args.allow_pickle, slot=args.slot,
-                                     base=args.base, num_hidden_layers=args.num_hidden_layers, prefix=args.prefix)
+            out = convert_checkpoint(
+                args.checkpoint,
+                args.out,
+                allow_pickle=args.allow_pickle,
+                slot=args.slot,
+                base=args.base,
+                num_hidden_layers=args.num_hidden_layers,
+                prefix=args.prefix,
+            )
         except FileExistsError as err:
             raise ValueError(str(err)) from err
         print(f"{out}  (safetensors; load it as a safe encoder without allow_pickle)")

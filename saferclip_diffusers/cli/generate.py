@@ -35,13 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_model(parser, help="override the preset's base pipeline (Hub id or local folder)")
     add_safe_encoder(parser, help="override the preset's safe text encoder (Hub id, training export, folder)")
     add_safe_encoder_2(parser)
-    parser.add_argument("--prompt", action="append", help="a prompt (repeatable; default: two harmless examples)")
+    parser.add_argument(
+        "--prompt", action="append", help="a prompt (repeatable; default: two harmless examples)"
+    )
     add_out(parser, default="outputs/pairs")
     add_generation(parser, only=("steps", "guidance_scale", "height", "width", "seed", "negative_prompt"))
-    parser.add_argument("--safety-scale", dest="safety_scale", type=float_range(0.0, 1.0), default=1.0,
-                        help="0 = original encoder, 1 = safe encoder")
-    parser.add_argument("--negative-prompt-encoder", dest="negative_prompt_encoder", choices=("original", "safe"),
-                        default="original", help="which encoder reads --negative-prompt (default: original)")
+    parser.add_argument(
+        "--safety-scale",
+        dest="safety_scale",
+        type=float_range(0.0, 1.0),
+        default=1.0,
+        help="0 = original encoder, 1 = safe encoder",
+    )
+    parser.add_argument(
+        "--negative-prompt-encoder",
+        dest="negative_prompt_encoder",
+        choices=("original", "safe"),
+        default="original",
+        help="which encoder reads --negative-prompt (default: original)",
+    )
     add_device(parser)
     add_dtype(parser)
     add_allow_pickle(parser)
@@ -59,8 +71,13 @@ def _generate(args: argparse.Namespace) -> int:
     from ..presets import get_preset, load_preset_pipeline
 
     device = resolve_device(args.device)
-    preset = get_preset(args.preset, base=args.model, safe_text_encoder=args.safe_encoder,
-                        safe_text_encoder_2=args.safe_encoder_2, torch_dtype=parse_dtype(args.dtype))
+    preset = get_preset(
+        args.preset,
+        base=args.model,
+        safe_text_encoder=args.safe_encoder,
+        safe_text_encoder_2=args.safe_encoder_2,
+        torch_dtype=parse_dtype(args.dtype),
+    )
     prompts = args.prompt or list(DEFAULT_PROMPTS)
     pipe = load_preset_pipeline(preset, device=device, keep_original=True, allow_pickle=args.allow_pickle)
     call = {
@@ -72,11 +89,17 @@ def _generate(args: argparse.Namespace) -> int:
     }
     if args.negative_prompt:
         call["negative_prompt"] = args.negative_prompt
-    settings = {"preset": preset.name, "base": preset.base, "safe_text_encoder": preset.safe_text_encoder,
-                "safe_text_encoder_2": preset.safe_text_encoder_2, "random_weights": preset.random_weights,
-                "dtype": str(pipe.dtype).removeprefix("torch.")}
-    summary = generate_pairs(pipe, prompts, args.out, seed=args.seed, safety_scale=args.safety_scale,
-                             settings=settings, **call)
+    settings = {
+        "preset": preset.name,
+        "base": preset.base,
+        "safe_text_encoder": preset.safe_text_encoder,
+        "safe_text_encoder_2": preset.safe_text_encoder_2,
+        "random_weights": preset.random_weights,
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+    }
+    summary = generate_pairs(
+        pipe, prompts, args.out, seed=args.seed, safety_scale=args.safety_scale, settings=settings, **call
+    )
     for record in summary["pairs"]:
         print(f"{record['index']:03d}  redirection={record['redirection_score']:.3f}  {record['prompt']}")
     if preset.random_weights:

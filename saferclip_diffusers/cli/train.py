@@ -21,21 +21,34 @@ from saferclip_diffusers.cli import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saferclip-train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="saferclip-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="shipped config name or path to a YAML file")
     options.add_out(parser, help="run folder (checkpoints, logs and the export)")
-    parser.add_argument("--resume", default=None, metavar="latest|DIR",
-                        help="'latest' (newest checkpoint in --out, if any) or a checkpoint folder")
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="latest|DIR",
+        help="'latest' (newest checkpoint in --out, if any) or a checkpoint folder",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--export-only", action="store_true", help="export from the latest checkpoint without training")
+    mode.add_argument(
+        "--export-only", action="store_true", help="export from the latest checkpoint without training"
+    )
     mode.add_argument("--no-export", action="store_true", help="train but do not write the export")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the export to this Hugging Face repo")
+    parser.add_argument(
+        "--push-to-hub", default=None, metavar="REPO", help="push the export to this Hugging Face repo"
+    )
     options.add_device(parser)
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="config overrides such as optim.lr=1e-4 method=safeclip")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.sub=value",
+        help="config overrides such as optim.lr=1e-4 method=safeclip",
+    )
     return parser
 
 

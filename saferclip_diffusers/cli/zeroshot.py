@@ -1,7 +1,7 @@
 """Zero-shot image classification (top-K accuracy over ImageFolder data sets), original vs safe CLIP.
 
-    saferclip-zeroshot --data imagenet=/data/imagenet/val --classnames imagenet
-    saferclip-zeroshot --preset tiny           # offline: random-weight tiny CLIP, scikit-image photographs
+saferclip-zeroshot --data imagenet=/data/imagenet/val --classnames imagenet
+saferclip-zeroshot --preset tiny           # offline: random-weight tiny CLIP, scikit-image photographs
 """
 
 from __future__ import annotations
@@ -16,17 +16,31 @@ from ._clip import add_clip_arguments, clip_pair_from_args, image_workers, rando
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saferclip-zeroshot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="saferclip-zeroshot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     data = parser.add_argument_group("data")
-    data.add_argument("--data", action="append", default=[], metavar="[NAME=]ROOT",
-                      help="ImageFolder-style root (one sub-folder per class); repeat for several data sets")
-    data.add_argument("--classnames", action="append", default=[], metavar="SPEC",
-                      help="class names: 'imagenet', a JSON ({folder: name} or list) or TXT file (one per line, "
-                           "sorted-folder order); give one for all data sets or one per --data "
-                           "(default: folder names, ImageNet names for WordNet-id folders)")
-    data.add_argument("--templates", default="openai-imagenet",
-                      help="openai-imagenet (80), simple-imagenet (7), photo, or a TXT file with '{}' per line")
+    data.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="[NAME=]ROOT",
+        help="ImageFolder-style root (one sub-folder per class); repeat for several data sets",
+    )
+    data.add_argument(
+        "--classnames",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="class names: 'imagenet', a JSON ({folder: name} or list) or TXT file (one per line, "
+        "sorted-folder order); give one for all data sets or one per --data "
+        "(default: folder names, ImageNet names for WordNet-id folders)",
+    )
+    data.add_argument(
+        "--templates",
+        default="openai-imagenet",
+        help="openai-imagenet (80), simple-imagenet (7), photo, or a TXT file with '{}' per line",
+    )
     data.add_argument("--limit-per-class", type=positive_int, help="use at most N images per class")
     parser.add_argument("--k", nargs="+", type=positive_int, default=[1, 5], help="top-K accuracies")
     add_out(parser, default="results/zeroshot", help="output folder (tables, embedding cache)")
@@ -40,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.data and not random_weights(args):
         parser.error("--data is required (or use --preset tiny for the offline demo)")
     if len(args.classnames) not in (0, 1, len(args.data)):
-        parser.error(f"give --classnames once or once per --data ({len(args.data)}), not {len(args.classnames)} times")
+        parser.error(
+            f"give --classnames once or once per --data ({len(args.data)}), not {len(args.classnames)} times"
+        )
     return args
 
 
@@ -71,12 +87,21 @@ def main(argv: list[str] | None = None) -> int:
             datasets.append(load_image_folder(root, names, name=name, limit_per_class=args.limit_per_class))
         templates = resolve_templates(args.templates)
         original, safe = clip_pair_from_args(args)
-        table = compare_zeroshot(original, safe, datasets, templates, ks=sorted(set(args.k)),
-                                 batch_size=args.batch_size, image_batch_size=args.image_batch_size,
-                                 num_workers=image_workers(args), cache_dir=out / "embeddings")
+        table = compare_zeroshot(
+            original,
+            safe,
+            datasets,
+            templates,
+            ks=sorted(set(args.k)),
+            batch_size=args.batch_size,
+            image_batch_size=args.image_batch_size,
+            num_workers=image_workers(args),
+            cache_dir=out / "embeddings",
+        )
         table.meta["templates"] = f"{args.templates} ({len(templates)})"
-        table.meta["data"] = {d.name: f"{d.root} ({len(d.classnames)} classes, {len(d.samples)} images)"
-                              for d in datasets}
+        table.meta["data"] = {
+            d.name: f"{d.root} ({len(d.classnames)} classes, {len(d.samples)} images)" for d in datasets
+        }
         if random_weights(args):
             table.meta["note"] = "random-weight models: the numbers say nothing about real CLIPs"
         md, js = table.write(out, "zeroshot")

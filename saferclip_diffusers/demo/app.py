@@ -46,13 +46,29 @@ def make_handlers(engine: DemoEngine):
     """The page's callbacks: ``generate`` (the public API ``/generate``), ``rerender`` (blur toggle) and
     ``break_it`` ("Try to break it": the adaptive attack on the prompt, then both sides from its result)."""
 
-    def request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
-                   safety_scale) -> GenerationRequest:
+    def request_of(
+        prompt,
+        negative_prompt,
+        seed,
+        randomize_seed,
+        steps,
+        guidance_scale,
+        width,
+        height,
+        num_images,
+        safety_scale,
+    ) -> GenerationRequest:
         if randomize_seed is True:
             seed = secrets.randbelow(MAX_SEED + 1)
         return GenerationRequest(
-            prompt=prompt or "", negative_prompt=negative_prompt or "", seed=seed, steps=steps,
-            guidance_scale=guidance_scale, height=height, width=width, num_images=num_images,
+            prompt=prompt or "",
+            negative_prompt=negative_prompt or "",
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            num_images=num_images,
             safety_scale=safety_scale,
         )
 
@@ -65,19 +81,63 @@ def make_handlers(engine: DemoEngine):
         except torch.OutOfMemoryError as err:
             raise gr.Error("Out of accelerator memory: lower the size or the number of images.") from err
 
-    def generate(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
-                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
-        request = request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height,
-                             num_images, safety_scale)
+    def generate(
+        prompt,
+        negative_prompt,
+        seed,
+        randomize_seed,
+        steps,
+        guidance_scale,
+        width,
+        height,
+        num_images,
+        safety_scale,
+        show_unsafe,
+        progress=gr.Progress(),  # noqa: B008 - gradio injects it
+    ):
+        request = request_of(
+            prompt,
+            negative_prompt,
+            seed,
+            randomize_seed,
+            steps,
+            guidance_scale,
+            width,
+            height,
+            num_images,
+            safety_scale,
+        )
         result = run(lambda p: engine.generate(request, progress=p), progress)
         return (*render(result, show_unsafe), result.request.seed, result)
 
-    def break_it(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height, num_images,
-                 safety_scale, show_unsafe, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+    def break_it(
+        prompt,
+        negative_prompt,
+        seed,
+        randomize_seed,
+        steps,
+        guidance_scale,
+        width,
+        height,
+        num_images,
+        safety_scale,
+        show_unsafe,
+        progress=gr.Progress(),  # noqa: B008 - gradio injects it
+    ):
         from .breaking import break_note, break_prompt
 
-        request = request_of(prompt, negative_prompt, seed, randomize_seed, steps, guidance_scale, width, height,
-                             num_images, safety_scale)
+        request = request_of(
+            prompt,
+            negative_prompt,
+            seed,
+            randomize_seed,
+            steps,
+            guidance_scale,
+            width,
+            height,
+            num_images,
+            safety_scale,
+        )
         found = run(lambda p: break_prompt(engine, request, engine.attack_steps, progress=p), progress)
         result = found.generation
         return (*render(result, show_unsafe), result.request.seed, result, break_note(found))
@@ -123,43 +183,92 @@ def build_demo(
 ) -> gr.Blocks:
     """The page for ``engine``: controls, the two sides with NudeNet verdicts, redirection score, captions."""
     if concurrency_limit < 1 or queue_size < 1:
-        raise ValueError(f"concurrency_limit and queue_size must be at least 1, got {concurrency_limit}, {queue_size}")
+        raise ValueError(
+            f"concurrency_limit and queue_size must be at least 1, got {concurrency_limit}, {queue_size}"
+        )
     limits, d = engine.limits, engine.defaults
     generate, rerender, break_it = make_handlers(engine)
-    with gr.Blocks(title="SafeR-CLIP side by side", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(
+        title="SafeR-CLIP side by side", analytics_enabled=False, delete_cache=(3600, 3600)
+    ) as demo:
         gr.Markdown(INTRO + ("\n" + engine.description if engine.description else ""))
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(label="Prompt", placeholder="Describe an image", lines=2, scale=5,
-                                max_length=limits.max_prompt_chars, elem_id="prompt")
+            prompt = gr.Textbox(
+                label="Prompt",
+                placeholder="Describe an image",
+                lines=2,
+                scale=5,
+                max_length=limits.max_prompt_chars,
+                elem_id="prompt",
+            )
             run = gr.Button("Generate", variant="primary", scale=1, elem_id="generate")
-            attack = gr.Button("Try to break it", variant="secondary", scale=1, elem_id="break-it",
-                               visible=engine.attack_steps > 0)
+            attack = gr.Button(
+                "Try to break it",
+                variant="secondary",
+                scale=1,
+                elem_id="break-it",
+                visible=engine.attack_steps > 0,
+            )
         with gr.Row():
-            safety = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Safety strength (safety_scale)", scale=3,
-                               info="0 = original encoder on both sides, 1 = the full safe encoder on the right")
+            safety = gr.Slider(
+                0.0,
+                1.0,
+                value=1.0,
+                step=0.05,
+                label="Safety strength (safety_scale)",
+                scale=3,
+                info="0 = original encoder on both sides, 1 = the full safe encoder on the right",
+            )
             count = gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images", scale=2)
-            show_unsafe = gr.Checkbox(value=False, label="Show unsafe images (unblurred)", elem_id="show-unsafe",
-                                      info="Images NudeNet flags are blurred unless this is ticked.", scale=2)
+            show_unsafe = gr.Checkbox(
+                value=False,
+                label="Show unsafe images (unblurred)",
+                elem_id="show-unsafe",
+                info="Images NudeNet flags are blurred unless this is ticked.",
+                scale=2,
+            )
         with gr.Accordion("More settings", open=False):
             negative = gr.Textbox(label="Negative prompt", max_length=limits.max_prompt_chars)
             with gr.Row():
-                seed = gr.Number(value=d.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
+                seed = gr.Number(
+                    value=d.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed"
+                )
                 randomize = gr.Checkbox(value=True, label="Randomize seed")
                 steps = gr.Slider(limits.min_steps, limits.max_steps, value=d.steps, step=1, label="Steps")
-                guidance = gr.Slider(0.0, limits.max_guidance, value=d.guidance_scale, step=0.5, label="Guidance scale")
+                guidance = gr.Slider(
+                    0.0, limits.max_guidance, value=d.guidance_scale, step=0.5, label="Guidance scale"
+                )
             with gr.Row():
-                width = gr.Slider(limits.min_size, limits.max_size, value=d.width, step=limits.size_multiple,
-                                  label="Width")
-                height = gr.Slider(limits.min_size, limits.max_size, value=d.height, step=limits.size_multiple,
-                                   label="Height")
+                width = gr.Slider(
+                    limits.min_size, limits.max_size, value=d.width, step=limits.size_multiple, label="Width"
+                )
+                height = gr.Slider(
+                    limits.min_size,
+                    limits.max_size,
+                    value=d.height,
+                    step=limits.size_multiple,
+                    label="Height",
+                )
         with gr.Row():
             with gr.Column():
-                gallery_orig = gr.Gallery(label="Original text encoder", format="png", columns=2, height=420,
-                                          object_fit="contain", elem_id="original-gallery")
+                gallery_orig = gr.Gallery(
+                    label="Original text encoder",
+                    format="png",
+                    columns=2,
+                    height=420,
+                    object_fit="contain",
+                    elem_id="original-gallery",
+                )
                 table_orig = gr.Dataframe(headers=DETECTION_HEADERS, label="NudeNet: original", wrap=True)
             with gr.Column():
-                gallery_safe = gr.Gallery(label="Safe text encoder", format="png", columns=2, height=420,
-                                          object_fit="contain", elem_id="safe-gallery")
+                gallery_safe = gr.Gallery(
+                    label="Safe text encoder",
+                    format="png",
+                    columns=2,
+                    height=420,
+                    object_fit="contain",
+                    elem_id="safe-gallery",
+                )
                 table_safe = gr.Dataframe(headers=DETECTION_HEADERS, label="NudeNet: safe", wrap=True)
         attack_note = gr.Markdown("", elem_id="attack-note")
         with gr.Row():
@@ -169,8 +278,12 @@ def build_demo(
         status = gr.Markdown(captions_note(engine.captions_status()), elem_id="captions-status")
         timer = gr.Timer(1.0, active=engine.captions_status().startswith("indexing"))
         with gr.Row():
-            near_orig = gr.Dataframe(headers=CAPTION_HEADERS, label="Original encoder: nearest captions", wrap=True)
-            near_safe = gr.Dataframe(headers=CAPTION_HEADERS, label="Safe encoder: nearest captions", wrap=True)
+            near_orig = gr.Dataframe(
+                headers=CAPTION_HEADERS, label="Original encoder: nearest captions", wrap=True
+            )
+            near_safe = gr.Dataframe(
+                headers=CAPTION_HEADERS, label="Safe encoder: nearest captions", wrap=True
+            )
         gr.Examples(examples=[[p] for p in examples], inputs=[prompt], label="Example prompts")
         state = gr.State(None)
 
@@ -178,7 +291,19 @@ def build_demo(
         gr.on(
             triggers=[run.click, prompt.submit],
             fn=generate,
-            inputs=[prompt, negative, seed, randomize, steps, guidance, width, height, count, safety, show_unsafe],
+            inputs=[
+                prompt,
+                negative,
+                seed,
+                randomize,
+                steps,
+                guidance,
+                width,
+                height,
+                count,
+                safety,
+                show_unsafe,
+            ],
             outputs=[*shown, seed, state],
             api_name="generate",
             concurrency_limit=concurrency_limit,
@@ -190,19 +315,46 @@ def build_demo(
         if engine.attack_steps > 0:
             attack.click(
                 break_it,
-                inputs=[prompt, negative, seed, randomize, steps, guidance, width, height, count, safety, show_unsafe],
+                inputs=[
+                    prompt,
+                    negative,
+                    seed,
+                    randomize,
+                    steps,
+                    guidance,
+                    width,
+                    height,
+                    count,
+                    safety,
+                    show_unsafe,
+                ],
                 outputs=[*shown, seed, state, attack_note],
                 api_name="break_it",
                 concurrency_limit=concurrency_limit,
                 concurrency_id="generate",
                 preprocess=False,
             )
-        timer.tick(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",
-                   concurrency_limit=None, show_progress="hidden")
-        demo.load(lambda: captions_panel(engine), outputs=[status, timer], api_visibility="private",
-                  concurrency_limit=None, show_progress="hidden")
-        show_unsafe.change(rerender, inputs=[state, show_unsafe], outputs=shown, api_visibility="private",
-                           concurrency_limit=None)
+        timer.tick(
+            lambda: captions_panel(engine),
+            outputs=[status, timer],
+            api_visibility="private",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
+        demo.load(
+            lambda: captions_panel(engine),
+            outputs=[status, timer],
+            api_visibility="private",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
+        show_unsafe.change(
+            rerender,
+            inputs=[state, show_unsafe],
+            outputs=shown,
+            api_visibility="private",
+            concurrency_limit=None,
+        )
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency_limit)
     return demo
 
@@ -210,8 +362,16 @@ def build_demo(
 MAX_FILE_SIZE = 2**20  # bytes: the page takes no files, so gradio's upload route needs no more
 
 
-def launch_demo(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-                block: bool = True, quiet: bool = False, max_file_size: int = MAX_FILE_SIZE):
+def launch_demo(
+    demo: gr.Blocks,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    block: bool = True,
+    quiet: bool = False,
+    max_file_size: int = MAX_FILE_SIZE,
+):
     """Serve ``demo`` (127.0.0.1 and no public share link unless asked). Returns gradio's ``(app, url, share_url)``.
 
     Routes the page does not use are closed where gradio allows: uploads are bounded by ``max_file_size``,

@@ -1,4 +1,4 @@
-""""Try to break it": the adaptive attack (swap-gcg, :mod:`saferclip_diffusers.attacks`) on the page's prompt,
+""" "Try to break it": the adaptive attack (swap-gcg, :mod:`saferclip_diffusers.attacks`) on the page's prompt,
 with a small bounded budget, then both sides generated from the adversarial prompt.
 
 swap-gcg searches discrete prompt tokens so that the SAFE encoder's conditioning of the adversarial prompt comes
@@ -15,7 +15,12 @@ from .engine import DemoEngine, GenerationRequest, GenerationResult, ProgressFn
 from .limits import InputError
 
 MAX_ATTACK_STEPS = 500
-ATTACK_BUDGET = {"candidates": 64, "top_k": 64, "restarts": 1, "patience": None}  # per step: 64 prompts scored
+ATTACK_BUDGET = {
+    "candidates": 64,
+    "top_k": 64,
+    "restarts": 1,
+    "patience": None,
+}  # per step: 64 prompts scored
 
 
 @dataclass
@@ -29,8 +34,9 @@ class BreakResult:
     generation: GenerationResult
 
 
-def break_prompt(engine: DemoEngine, request: GenerationRequest, steps: int,
-                 progress: ProgressFn | None = None) -> BreakResult:
+def break_prompt(
+    engine: DemoEngine, request: GenerationRequest, steps: int, progress: ProgressFn | None = None
+) -> BreakResult:
     """Attack ``request.prompt`` for ``steps`` swap-gcg steps, then generate both sides from the best prompt."""
     from ..attacks import RefusedTargetError, get_attack
 
@@ -50,8 +56,15 @@ def break_prompt(engine: DemoEngine, request: GenerationRequest, steps: int,
     adversarial = found.best_prompt
     generation = engine.generate(replace(request, prompt=adversarial), progress=progress)
     history = found.history or [found.best_loss]
-    return BreakResult(target=request.prompt, adversarial=adversarial, loss=found.best_loss, start_loss=history[0],
-                       steps=found.steps, seconds=found.seconds, generation=generation)
+    return BreakResult(
+        target=request.prompt,
+        adversarial=adversarial,
+        loss=found.best_loss,
+        start_loss=history[0],
+        steps=found.steps,
+        seconds=found.seconds,
+        generation=generation,
+    )
 
 
 def break_note(result: BreakResult) -> str:

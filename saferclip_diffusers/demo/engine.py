@@ -81,12 +81,16 @@ class DemoEngine:
     ):
         """``attack_steps``: the swap-gcg budget of the page's "Try to break it" button (0: no button)."""
         if not pipe.has_original:
-            raise ValueError("the demo compares against the original encoder: load the pipeline with keep_original=True")
+            raise ValueError(
+                "the demo compares against the original encoder: load the pipeline with keep_original=True"
+            )
         self.pipe = pipe
         self.limits = limits
         self.defaults = defaults
         self.screen = screen or NudityScreen()
-        self.captions = CaptionIndex.of(interpreter) if isinstance(interpreter, CaptionInterpreter) else interpreter
+        self.captions = (
+            CaptionIndex.of(interpreter) if isinstance(interpreter, CaptionInterpreter) else interpreter
+        )
         self.neighbours = neighbours
         self.description = description
         self.attack_steps = attack_steps
@@ -121,9 +125,16 @@ class DemoEngine:
     def generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
         """Check ``request`` against the limits (:class:`~.limits.InputError`), then generate both sides."""
         self.limits.check(**asdict(request))
-        request = replace(request, seed=int(request.seed), steps=int(request.steps), height=int(request.height),
-                          width=int(request.width), num_images=int(request.num_images),
-                          guidance_scale=float(request.guidance_scale), safety_scale=float(request.safety_scale))
+        request = replace(
+            request,
+            seed=int(request.seed),
+            steps=int(request.steps),
+            height=int(request.height),
+            width=int(request.width),
+            num_images=int(request.num_images),
+            guidance_scale=float(request.guidance_scale),
+            safety_scale=float(request.safety_scale),
+        )
         steps = request.steps
 
         def on_step(pipe, i, t, callback_kwargs):
@@ -190,8 +201,15 @@ def build_engine(
     ``background_index=True`` returns at once and embeds the caption pool in a background thread (the page shows
     "indexing n/N captions" until it is ready); otherwise the index is built before this returns."""
     preset = resolve_model(model)
-    pipe = load_demo_pipeline(preset, safe_encoder=safe_encoder, safe_encoder_2=safe_encoder_2, device=device,
-                              dtype=dtype, sd_safety_checker=sd_safety_checker, allow_pickle=allow_pickle)
+    pipe = load_demo_pipeline(
+        preset,
+        safe_encoder=safe_encoder,
+        safe_encoder_2=safe_encoder_2,
+        device=device,
+        dtype=dtype,
+        sd_safety_checker=sd_safety_checker,
+        allow_pickle=allow_pickle,
+    )
     size = max(preset.height, preset.width)
     limits = Limits.for_size(size, max_size=max_size, max_steps=max_steps, max_images=max_images)
     defaults = GenerationRequest(
@@ -206,16 +224,26 @@ def build_engine(
         captions = load_captions(limit=caption_pool_size)
         if background_index:
             total = 2 * len(pipe.safe_slots or pipe._slots) * len(captions)
-            index = CaptionIndex(lambda progress: CaptionInterpreter(pipe, captions, cache_dir, progress=progress),
-                                 total=total)
+            index = CaptionIndex(
+                lambda progress: CaptionInterpreter(pipe, captions, cache_dir, progress=progress), total=total
+            )
         else:
             index = CaptionIndex.of(CaptionInterpreter(pipe, captions, cache_dir))
-    return DemoEngine(pipe, limits=limits, defaults=defaults, screen=NudityScreen(nudenet_threshold),
-                      interpreter=index, description=describe(preset, pipe), attack_steps=attack_steps)
+    return DemoEngine(
+        pipe,
+        limits=limits,
+        defaults=defaults,
+        screen=NudityScreen(nudenet_threshold),
+        interpreter=index,
+        description=describe(preset, pipe),
+        attack_steps=attack_steps,
+    )
 
 
 def describe(preset: Preset, pipe) -> str:
     """Which models the page compares, in a sentence or two (with the preset's caveat, e.g. random weights)."""
-    safe = ", ".join(f"{slot}: {getattr(pipe, slot).config._name_or_path or 'in memory'}" for slot in pipe.safe_slots)
+    safe = ", ".join(
+        f"{slot}: {getattr(pipe, slot).config._name_or_path or 'in memory'}" for slot in pipe.safe_slots
+    )
     text = f"Base model `{preset.base}`; safe encoder(s) {safe or 'none (both sides use the base encoder)'}."
     return f"{text} Note: {preset.notes}." if preset.notes else text

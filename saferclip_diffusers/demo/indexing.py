@@ -19,8 +19,14 @@ Build = Callable[[Callable[[int, int], None]], CaptionInterpreter]
 class CaptionIndex:
     """A caption interpreter that is being built (``build(progress)``), or one that is ready."""
 
-    def __init__(self, build: Build | None = None, *, total: int = 0, ready: CaptionInterpreter | None = None,
-                 start: bool = True):
+    def __init__(
+        self,
+        build: Build | None = None,
+        *,
+        total: int = 0,
+        ready: CaptionInterpreter | None = None,
+        start: bool = True,
+    ):
         if (build is None) == (ready is None):
             raise ValueError("give either build (to index in the background) or ready (an interpreter)")
         self._build = build

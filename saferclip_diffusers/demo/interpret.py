@@ -1,4 +1,4 @@
-""""Interpreted as": the captions nearest to a prompt in the original and in the safe encoder's space.
+""" "Interpreted as": the captions nearest to a prompt in the original and in the safe encoder's space.
 
 A pool of captions shipped with the package (COCO captions, ``saferclip_diffusers.data.COCO_30K_CSV``) is
 embedded once with every encoder the pipeline uses and cached on disk. The space of a pipeline side is its
@@ -82,11 +82,15 @@ def encoder_fingerprint(encoder: torch.nn.Module, tokenizer) -> str:
 
 
 @torch.no_grad()
-def pooled_embeddings(tokenizer, encoder: torch.nn.Module, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+def pooled_embeddings(
+    tokenizer, encoder: torch.nn.Module, texts: Sequence[str], batch_size: int = 64
+) -> torch.Tensor:
     """L2-normalised pooled embeddings (float32, on CPU) of ``texts``, as the pipeline's encoding computes them."""
     out = []
     for start in range(0, len(texts), batch_size):
-        pooled = encode_text(tokenizer, encoder, list(texts[start:start + batch_size]), layer="final").pooled
+        pooled = encode_text(
+            tokenizer, encoder, list(texts[start : start + batch_size]), layer="final"
+        ).pooled
         out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
     return torch.cat(out)
 
@@ -111,7 +115,7 @@ def embed_pool(
     parts = []
     with tqdm(total=len(captions), desc=desc, unit="caption") as bar:
         for start in range(0, len(captions), chunk_size):
-            chunk = list(captions[start:start + chunk_size])
+            chunk = list(captions[start : start + chunk_size])
             path = folder / f"{_chunk_key(chunk)}.safetensors"
             part = None
             if path.is_file():
@@ -141,12 +145,21 @@ class _Slot:
 class CaptionInterpreter:
     """Nearest pool captions to a prompt on the original and on the safe side of a Safer pipeline."""
 
-    def __init__(self, pipe, captions: Sequence[str], cache_dir: str | os.PathLike | None = None, *,
-                 chunk_size: int = CHUNK_SIZE, progress: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        pipe,
+        captions: Sequence[str],
+        cache_dir: str | os.PathLike | None = None,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        progress: Callable[[int, int], None] | None = None,
+    ):
         """Embed ``captions`` with every swapped encoder slot on both sides; ``progress(done, total)`` counts
         caption embeddings (``total`` = captions x slots x 2 sides)."""
         if not pipe.has_original:
-            raise ValueError("'Interpreted as' needs the original text encoder(s): load the pipeline with keep_original=True")
+            raise ValueError(
+                "'Interpreted as' needs the original text encoder(s): load the pipeline with keep_original=True"
+            )
         if not captions:
             raise ValueError("the caption pool is empty")
         self.captions = list(captions)
@@ -170,8 +183,15 @@ class CaptionInterpreter:
                 # its own copy: fast tokenizers change their padding mode in place, so sharing one across
                 # threads (the pipeline generating while this encodes a prompt) corrupts batches
                 tokenizer = copy.deepcopy(getattr(pipe, tokenizers[slot]))
-                table = embed_pool(self.captions, tokenizer, encoder, cache_dir, chunk_size=chunk_size,
-                                   desc=f"{side} {slot}: embedding {len(self.captions)} captions", on_chunk=on_chunk)
+                table = embed_pool(
+                    self.captions,
+                    tokenizer,
+                    encoder,
+                    cache_dir,
+                    chunk_size=chunk_size,
+                    desc=f"{side} {slot}: embedding {len(self.captions)} captions",
+                    on_chunk=on_chunk,
+                )
                 self.spaces[side].append(_Slot(tokenizer, encoder, table))
 
     def similarities(self, prompt: str) -> dict[str, torch.Tensor]:
@@ -189,5 +209,7 @@ class CaptionInterpreter:
         result = {}
         for side, sims in self.similarities(prompt).items():
             values, index = sims.topk(k)
-            result[side] = [(self.captions[i], float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)]
+            result[side] = [
+                (self.captions[i], float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)
+            ]
         return result

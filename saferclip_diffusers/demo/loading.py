@@ -27,7 +27,9 @@ def resolve_model(model: str) -> Preset:
         index = DiffusionPipeline.load_config(model)
     except OSError as err:
         if is_local(model):
-            raise ValueError(f"--model {model!r} is not a diffusers pipeline folder (no model_index.json)") from err
+            raise ValueError(
+                f"--model {model!r} is not a diffusers pipeline folder (no model_index.json)"
+            ) from err
         raise explain_unavailable(model, "base pipeline (--model)", err, OFFLINE_ALTERNATIVE) from err
     except Exception as err:  # noqa: BLE001 - re-raised with what to do
         raise ValueError(
@@ -35,12 +37,18 @@ def resolve_model(model: str) -> Preset:
             f"(a hub id or a directory holding model_index.json): {err}"
         ) from err
     name = str(index.get("_class_name", ""))
-    if "StableDiffusion" not in name or any(x in name for x in ("Img2Img", "Inpaint", "Upscale", "Depth", "3")):
-        raise ValueError(f"--model {model!r} holds a {name or 'unknown'} pipeline; the demo needs SD 1.x/2.x or SDXL "
-                         "text-to-image")
+    if "StableDiffusion" not in name or any(
+        x in name for x in ("Img2Img", "Inpaint", "Upscale", "Depth", "3")
+    ):
+        raise ValueError(
+            f"--model {model!r} holds a {name or 'unknown'} pipeline; the demo needs SD 1.x/2.x or SDXL "
+            "text-to-image"
+        )
     size = _native_size(model)
     base = get_preset("sdxl" if "XL" in name else "sd15")
-    return replace(base, name=str(model), base=str(model), height=size or base.height, width=size or base.width)
+    return replace(
+        base, name=str(model), base=str(model), height=size or base.height, width=size or base.width
+    )
 
 
 def _native_size(model: str) -> int | None:
@@ -76,7 +84,9 @@ def encoder_specs(preset: Preset, safe_encoder: str | None = None, safe_encoder_
         else:
             specs["safe_text_encoder_2"] = DEFAULT
     elif safe_encoder_2 is not None:
-        raise ValueError("--safe-encoder-2 is for SDXL's second (bigG) text encoder; this model is SD 1.x/2.x")
+        raise ValueError(
+            "--safe-encoder-2 is for SDXL's second (bigG) text encoder; this model is SD 1.x/2.x"
+        )
     return specs
 
 
@@ -96,8 +106,11 @@ def load_demo_pipeline(
     on both sides and hide the comparison; the demo screens images with NudeNet and blurs flagged ones instead.
     """
     device = resolve_device(device or "auto")
-    kwargs = {"torch_dtype": parse_dtype(dtype) or preset.dtype_for(device.type), "keep_original": True,
-              "allow_pickle": allow_pickle}
+    kwargs = {
+        "torch_dtype": parse_dtype(dtype) or preset.dtype_for(device.type),
+        "keep_original": True,
+        "allow_pickle": allow_pickle,
+    }
     if preset.offline:
         kwargs["local_files_only"] = True
     if not preset.sdxl and not sd_safety_checker:
@@ -105,9 +118,13 @@ def load_demo_pipeline(
     specs = encoder_specs(preset, safe_encoder, safe_encoder_2)
     try:
         pipe = preset.pipeline_class.from_pretrained(preset.base, **specs, **kwargs)
-    except OSError as err:  # the loaders' own ModelUnavailableError too: the demo names its flags and the tiny model
+    except (
+        OSError
+    ) as err:  # the loaders' own ModelUnavailableError too: the demo names its flags and the tiny model
         raise unavailable(preset, specs, err) from err
-    pipe.set_progress_bar_config(disable=True)  # the page shows progress; parallel console bars would interleave
+    pipe.set_progress_bar_config(
+        disable=True
+    )  # the page shows progress; parallel console bars would interleave
     return pipe.to(device)
 
 
@@ -117,6 +134,8 @@ def unavailable(preset: Preset, specs: dict, err: OSError) -> ModelUnavailableEr
     text = " ".join(str(e) for e in (err, err.__cause__, err.__context__) if e is not None)
     for slot, spec in specs.items():
         if isinstance(spec, str) and spec and spec in text and spec != preset.base:
-            what = "safe text encoder (--safe-encoder)" if slot == "safe_text_encoder" else "safe text encoder 2"
+            what = (
+                "safe text encoder (--safe-encoder)" if slot == "safe_text_encoder" else "safe text encoder 2"
+            )
             return explain_unavailable(spec, what, err, OFFLINE_ALTERNATIVE)
     return explain_unavailable(preset.base, "base pipeline (--model)", err, OFFLINE_ALTERNATIVE)

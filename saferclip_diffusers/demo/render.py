@@ -31,7 +31,9 @@ def gallery_items(side: SideResult, seeds: list[int], show_unsafe: bool) -> list
     for i, (image, screening, seed) in enumerate(zip(side.images, side.screenings, seeds, strict=True)):
         hidden = screening.unsafe and not show_unsafe
         note = " (blurred: tick 'Show unsafe images' to reveal)" if hidden else ""
-        items.append((blur(image) if hidden else image, f"#{i + 1} · seed {seed} · {screening.summary()}{note}"))
+        items.append(
+            (blur(image) if hidden else image, f"#{i + 1} · seed {seed} · {screening.summary()}{note}")
+        )
     return items
 
 
@@ -74,5 +76,7 @@ def verdict_line(result: GenerationResult) -> str:
     n = len(result.safe.images)
     flagged_orig = sum(s.unsafe for s in result.original.screenings)
     flagged_safe = sum(s.unsafe for s in result.safe.screenings)
-    return (f"NudeNet flagged {flagged_orig} of {n} original image(s) and {flagged_safe} of {n} safe image(s) "
-            f"(safety strength {result.request.safety_scale:g}).")
+    return (
+        f"NudeNet flagged {flagged_orig} of {n} original image(s) and {flagged_safe} of {n} safe image(s) "
+        f"(safety strength {result.request.safety_scale:g})."
+    )

@@ -42,7 +42,9 @@ class Screening:
     def __post_init__(self) -> None:
         # the one NudeNet unsafe rule of the project (scoring and reports use it too), with the demo's settings
         rule = NudityPreset("demo", tuple(self.unsafe_classes), self.threshold, "the demo's screen")
-        reasons = tuple(d for d in self.detections if nudenet_unsafe([{"class": d.label, "score": d.score}], rule))
+        reasons = tuple(
+            d for d in self.detections if nudenet_unsafe([{"class": d.label, "score": d.score}], rule)
+        )
         object.__setattr__(self, "reasons", reasons)
 
     @property
@@ -89,7 +91,9 @@ class NudityScreen:
         return [
             Screening(
                 detections=tuple(
-                    Detection(d["class"], d["score"], tuple(d["box"])) for d in dets if d["score"] >= self.min_score
+                    Detection(d["class"], d["score"], tuple(d["box"]))
+                    for d in dets
+                    if d["score"] >= self.min_score
                 ),
                 unsafe_classes=self.unsafe_classes,
                 threshold=self.threshold,

@@ -27,7 +27,9 @@ class SlotExpectation:
     vocab_size: int  # the tokenizer's
     eos_token_id: int | None
     max_length: int
-    projection_dim: int | None = None  # width of the pooled vector this slot must project to (SDXL/SD3 CLIP-G, SD3 CLIP-L)
+    projection_dim: int | None = (
+        None  # width of the pooled vector this slot must project to (SDXL/SD3 CLIP-G, SD3 CLIP-L)
+    )
     num_hidden_layers: int | None = None  # depth the slot was built with (SD 2.x: 23); None = not checked
     model_class: type | None = None  # the class the pipeline indexes (section 3.2); None = not checked
 

@@ -25,7 +25,9 @@ SOURCE_NOTE = "converted_from.json"
 def _source_files(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
-    files = sorted(p for p in source.iterdir() if p.name.endswith(PICKLE_SUFFIXES) or p.name.endswith(".safetensors"))
+    files = sorted(
+        p for p in source.iterdir() if p.name.endswith(PICKLE_SUFFIXES) or p.name.endswith(".safetensors")
+    )
     if not files:
         raise FileNotFoundError(f"no weights files in {source}")
     return files
@@ -60,11 +62,17 @@ def convert_checkpoint(
         previous = json.loads(note.read_text()).get("sha256", {})
         if sorted(previous.values()) == sorted(hashes.values()):
             return out
-        raise FileExistsError(f"{out} already holds a conversion of another checkpoint; choose another output folder")
+        raise FileExistsError(
+            f"{out} already holds a conversion of another checkpoint; choose another output folder"
+        )
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output folder {out} exists and is not empty; choose another output folder")
-    options = {"base": base, "keep_base_projection": keep_base_projection, "num_hidden_layers": num_hidden_layers,
-               "prefix": prefix}
+    options = {
+        "base": base,
+        "keep_base_projection": keep_base_projection,
+        "num_hidden_layers": num_hidden_layers,
+        "prefix": prefix,
+    }
     info: dict[str, Any] = {}
     if src.is_file():  # read once: DES files can be large
         ckpt = read_weights_file(src, allow_pickle=allow_pickle)
@@ -73,14 +81,16 @@ def convert_checkpoint(
         options["base"] = base_module(base, cls, {}, slot)
         encoder = build_encoder(ckpt.tensors, cls, source=str(src), **options)
     else:
-        encoder = load_safe_text_encoder(src, slot, model_class=model_class, allow_pickle=allow_pickle, **options)
+        encoder = load_safe_text_encoder(
+            src, slot, model_class=model_class, allow_pickle=allow_pickle, **options
+        )
     record = {
         "source": str(src.resolve()),
         "sha256": hashes,
         "model_class": type(encoder).__name__,
         "checkpoint_info": info,
         "note": "converted by saferclip_diffusers.encoders.convert_checkpoint; the pickle was read with "
-                "torch.load(weights_only=True) and every weight of the model was verified present",
+        "torch.load(weights_only=True) and every weight of the model was verified present",
     }
 
     def build(tmp: Path) -> None:

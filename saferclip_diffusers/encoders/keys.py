@@ -73,12 +73,14 @@ def canonical_clip_state_dict(
         prefix, strict_outside = prefixes[0], True
     else:
         if prefix not in prefixes:
-            raise IncompatibleEncoderError(f"{source} has no CLIP text encoder under prefix {prefix!r}; found {prefixes}")
+            raise IncompatibleEncoderError(
+                f"{source} has no CLIP text encoder under prefix {prefix!r}; found {prefixes}"
+            )
         strict_outside = False
     out: dict[str, torch.Tensor] = {}
     stray = []
     for key, value in state_dict.items():
-        rest = key[len(prefix):] if key.startswith(prefix) else None
+        rest = key[len(prefix) :] if key.startswith(prefix) else None
         if rest is None:
             if strict_outside and not is_ignorable(key):
                 stray.append(key)
@@ -92,15 +94,21 @@ def canonical_clip_state_dict(
         elif not is_ignorable(rest):
             stray.append(key)
     if stray:
-        raise IncompatibleEncoderError(f"{source} has keys that belong to no CLIP text encoder: {_show(stray)}")
+        raise IncompatibleEncoderError(
+            f"{source} has keys that belong to no CLIP text encoder: {_show(stray)}"
+        )
     return out
 
 
-def to_module_layout(canonical: Mapping[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def to_module_layout(
+    canonical: Mapping[str, torch.Tensor], module: torch.nn.Module
+) -> dict[str, torch.Tensor]:
     """Nested keys -> the layout of ``module.state_dict()`` (flat for transformers >= 5.6 ``CLIPTextModel``)."""
     if hasattr(module, "text_model"):
         return dict(canonical)
-    return {(k.removeprefix("text_model.") if k.startswith("text_model.") else k): v for k, v in canonical.items()}
+    return {
+        (k.removeprefix("text_model.") if k.startswith("text_model.") else k): v for k, v in canonical.items()
+    }
 
 
 def to_nested_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -112,7 +120,9 @@ def tied_groups(module: torch.nn.Module) -> list[set[str]]:
     groups: dict[tuple, set[str]] = {}
     for key, value in module.state_dict(keep_vars=True).items():
         if value.device.type != "meta" and value.numel():
-            groups.setdefault((value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape)), set()).add(key)
+            groups.setdefault(
+                (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape)), set()
+            ).add(key)
     return [g for g in groups.values() if len(g) > 1]
 
 
@@ -138,9 +148,13 @@ def load_exact(
     for group in tied_groups(module):
         if group & set(given):
             optional |= group
-    tied = getattr(module, "_tied_weights_keys", None)  # transformers: {tied copy: source}, e.g. T5's embeddings
+    tied = getattr(
+        module, "_tied_weights_keys", None
+    )  # transformers: {tied copy: source}, e.g. T5's embeddings
     if isinstance(tied, dict):
-        optional |= {copy for copy, src in tied.items() if copy in target and copy not in given and src in given}
+        optional |= {
+            copy for copy, src in tied.items() if copy in target and copy not in given and src in given
+        }
     missing = set(target) - set(given) - optional
     unexpected = set(given) - set(target)
     if missing or unexpected:
@@ -150,11 +164,15 @@ def load_exact(
         if unexpected:
             parts.append(f"{len(unexpected)} of its keys match nothing in the model: {_show(unexpected)}")
         raise IncompatibleEncoderError(
-            f"{source} does not fit {type(module).__name__}: " + "; ".join(parts)
+            f"{source} does not fit {type(module).__name__}: "
+            + "; ".join(parts)
             + ". Nothing was loaded (a partial load would leave random weights in place)."
         )
-    wrong = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
-             if k in given and given[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in given and given[k].shape != v.shape
+    ]
     if wrong:
         raise IncompatibleEncoderError(
             f"{source} does not fit {type(module).__name__}: shapes differ (file vs model) for {_show(wrong, 4)}"

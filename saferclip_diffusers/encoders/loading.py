@@ -50,11 +50,15 @@ def _hub_configs(spec: str, hub: dict[str, Any], subfolder: str | None) -> Path:
     """A local snapshot of the config files of a Hub repository (a few kB: enough to tell the layout apart)."""
     from huggingface_hub import snapshot_download
 
-    patterns = [f"{subfolder}/config.json"] if subfolder else ["config.json", "*/config.json", "model_index.json"]
+    patterns = (
+        [f"{subfolder}/config.json"] if subfolder else ["config.json", "*/config.json", "model_index.json"]
+    )
     try:
         return Path(snapshot_download(spec, allow_patterns=patterns, **hub))
     except Exception as err:  # noqa: BLE001 - re-raised with what to do
-        raise explain_unavailable(spec, WHAT, err, offline_alternative="a local directory or weights file") from err
+        raise explain_unavailable(
+            spec, WHAT, err, offline_alternative="a local directory or weights file"
+        ) from err
 
 
 def _root(spec: str | os.PathLike, hub: dict[str, Any], subfolder: str | None) -> tuple[Path, bool]:
@@ -89,12 +93,16 @@ def text_config(folder: Path, model_class: type) -> Any:
             text.pop("model_type", None)
             return CLIPTextConfig(**text)
         if model_type != "clip_text_model":
-            raise IncompatibleEncoderError(f"{path} describes a {model_type!r} model, not a CLIP text encoder")
+            raise IncompatibleEncoderError(
+                f"{path} describes a {model_type!r} model, not a CLIP text encoder"
+            )
         return CLIPTextConfig.from_pretrained(folder)
     return model_class.config_class.from_pretrained(folder)
 
 
-def _verify_loading_info(model: torch.nn.Module, info: dict, source: str, base: torch.nn.Module | None) -> None:
+def _verify_loading_info(
+    model: torch.nn.Module, info: dict, source: str, base: torch.nn.Module | None
+) -> None:
     tied = set().union(*tied_groups(model))
     missing = {k for k in info.get("missing_keys", ()) if not k.endswith("position_ids") and k not in tied}
     if missing == {PROJECTION_KEY} and base is not None and hasattr(base, "text_projection"):
@@ -103,23 +111,32 @@ def _verify_loading_info(model: torch.nn.Module, info: dict, source: str, base: 
         missing = set()
     problems = []
     if missing:
-        hint = (" (the checkpoint is a plain CLIPTextModel: pass base= to keep the pipeline's projection)"
-                if missing == {PROJECTION_KEY} else "")
+        hint = (
+            " (the checkpoint is a plain CLIPTextModel: pass base= to keep the pipeline's projection)"
+            if missing == {PROJECTION_KEY}
+            else ""
+        )
         problems.append(f"{len(missing)} weights were not in the checkpoint: {sorted(missing)[:6]}{hint}")
     if info.get("mismatched_keys"):
         problems.append(f"shapes differ for {sorted(info['mismatched_keys'])[:6]}")
     if problems:
-        raise IncompatibleEncoderError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+        raise IncompatibleEncoderError(
+            f"{source} does not fit {type(model).__name__}: " + "; ".join(problems)
+        )
 
 
 def slot_class(slot: str) -> type:
     """The default encoder class of a slot (``text_encoder``: CLIPTextModel, ``text_encoder_2``: with projection)."""
     if slot not in SLOT_CLASSES:
-        raise ValueError(f"unknown text encoder slot {slot!r}; expected one of {sorted(SLOT_CLASSES)}, or pass model_class=")
+        raise ValueError(
+            f"unknown text encoder slot {slot!r}; expected one of {sorted(SLOT_CLASSES)}, or pass model_class="
+        )
     return SLOT_CLASSES[slot]
 
 
-def base_module(base: Any, model_class: type, hub: dict[str, Any], slot: str | None = None) -> torch.nn.Module | None:
+def base_module(
+    base: Any, model_class: type, hub: dict[str, Any], slot: str | None = None
+) -> torch.nn.Module | None:
     """``base`` as a module: given as one, or loaded (safetensors only) from an encoder folder, a pipeline
     folder holding ``slot/`` (e.g. an SDXL base with ``text_encoder_2/``), or a Hub id."""
     if base is None or isinstance(base, torch.nn.Module):
@@ -162,14 +179,22 @@ def load_safe_text_encoder(
         if type(spec).__name__.startswith("Peft"):
             raise TypeError("the safe encoder is a peft model: call merge_and_unload() on it first")
         if not isinstance(spec, model_class):
-            raise TypeError(f"the safe encoder for {slot!r} must be a {model_class.__name__}, got {type(spec).__name__}")
+            raise TypeError(
+                f"the safe encoder for {slot!r} must be a {model_class.__name__}, got {type(spec).__name__}"
+            )
         return spec.to(torch_dtype) if torch_dtype is not None else spec
     if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"safe text encoder must be a hub id, a directory, a file or a module, got {type(spec).__name__}")
+        raise TypeError(
+            f"safe text encoder must be a hub id, a directory, a file or a module, got {type(spec).__name__}"
+        )
 
     hub = hub_kwargs(kwargs)
     base = base_module(base, model_class, hub, slot)
-    build = {"base": base, "keep_base_projection": keep_base_projection, "num_hidden_layers": num_hidden_layers}
+    build = {
+        "base": base,
+        "keep_base_projection": keep_base_projection,
+        "num_hidden_layers": num_hidden_layers,
+    }
     if str(spec).lower().endswith(WEIGHT_SUFFIXES) and not Path(spec).expanduser().exists():
         raise FileNotFoundError(f"{WHAT} file does not exist: {str(spec)!r}")
     if Path(spec).expanduser().is_file():
@@ -188,8 +213,9 @@ def load_safe_text_encoder(
     source = f"{spec}" + (f" ({sub})" if sub else "")
     if not from_hub and not any(p.name.endswith(".safetensors") for p in folder.iterdir()):
         ckpt = read_weights_folder(folder, allow_pickle=allow_pickle)  # refuses unless allow_pickle
-        encoder = build_encoder(ckpt.tensors, model_class, source=str(ckpt.path), config=config, prefix=prefix,
-                                **build)
+        encoder = build_encoder(
+            ckpt.tensors, model_class, source=str(ckpt.path), config=config, prefix=prefix, **build
+        )
         return encoder.to(torch_dtype) if torch_dtype is not None else encoder
 
     load_kwargs: dict[str, Any] = {"config": config, "output_loading_info": True}
@@ -215,7 +241,9 @@ def load_safe_text_encoder(
                 "pickle weights are refused. Pass allow_pickle=True if you trust its source."
             ) from err
         if from_hub:
-            raise explain_unavailable(spec, WHAT, err, offline_alternative="a local directory or weights file") from err
+            raise explain_unavailable(
+                spec, WHAT, err, offline_alternative="a local directory or weights file"
+            ) from err
         raise
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -260,6 +288,12 @@ def read_training_prompts(spec: Any, **kwargs: Any) -> dict[str, list[str]] | No
 
 
 __all__ = [
-    "DEFAULT_SAFE_TEXT_ENCODER", "PICKLE_SUFFIXES", "SLOT_CLASSES", "TRAINING_PROMPTS_FILE", "has_slot",
-    "load_safe_text_encoder", "read_training_prompts", "text_config",
+    "DEFAULT_SAFE_TEXT_ENCODER",
+    "PICKLE_SUFFIXES",
+    "SLOT_CLASSES",
+    "TRAINING_PROMPTS_FILE",
+    "has_slot",
+    "load_safe_text_encoder",
+    "read_training_prompts",
+    "text_config",
 ]

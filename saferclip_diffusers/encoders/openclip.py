@@ -23,7 +23,12 @@ _RENAME = {  # per-layer names that map one to one
     "mlp.fc2": "mlp.c_proj",
     "self_attn.out_proj": "attn.out_proj",
 }
-_OTHER_TOWERS = ("visual.", "logit_scale", "logit_bias", "attn_mask")  # image tower and buffers of a full model
+_OTHER_TOWERS = (
+    "visual.",
+    "logit_scale",
+    "logit_bias",
+    "attn_mask",
+)  # image tower and buffers of a full model
 _GLOBAL = {
     "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
     "text_model.embeddings.position_embedding.weight": "positional_embedding",
@@ -62,7 +67,9 @@ def hf_to_openclip(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> 
     for (layer, param), parts in qkv.items():
         if sorted(parts) != ["k", "q", "v"]:
             raise KeyError(f"layer {layer} lacks some of q/k/v_proj.{param}")
-        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{param}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]]
+        )
     return out
 
 

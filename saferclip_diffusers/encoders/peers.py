@@ -90,7 +90,9 @@ def read_weights_file(path: str | Path, *, allow_pickle: bool = False) -> Checkp
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # lightning-style wrapper
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{str(path)!r} is not a state dict of tensors (nor a DES/SAGE dict with model_state_dict)")
+        raise ValueError(
+            f"{str(path)!r} is not a state dict of tensors (nor a DES/SAGE dict with model_state_dict)"
+        )
     sidecar = path.with_name(path.stem + "-metadata.json")  # DES writes checkpoint-N-metadata.json
     if sidecar.is_file():
         info["metadata"] = json.loads(sidecar.read_text())
@@ -192,10 +194,15 @@ def build_encoder(
     config = copy.deepcopy(config) if config is not None else infer_clip_config(canonical, source=source)
     if num_hidden_layers is not None:
         config.num_hidden_layers = num_hidden_layers
-    if model_class is CLIPTextModelWithProjection and (keep_base_projection or PROJECTION_KEY not in canonical):
+    if model_class is CLIPTextModelWithProjection and (
+        keep_base_projection or PROJECTION_KEY not in canonical
+    ):
         if base is None or not hasattr(base, "text_projection"):
-            why = "keep_base_projection=True" if keep_base_projection else (
-                "the file has no text_projection (DES trains bigG as a plain CLIPTextModel)")
+            why = (
+                "keep_base_projection=True"
+                if keep_base_projection
+                else ("the file has no text_projection (DES trains bigG as a plain CLIPTextModel)")
+            )
             raise IncompatibleEncoderError(
                 f"{source}: {why}; pass base= (the pipeline's own {model_class.__name__} for this slot) so that "
                 "its projection is kept"

@@ -90,12 +90,18 @@ def resolve_sources(source: Any) -> dict[str, torch.nn.Module]:
         return {encoder_role(source): source}
     path = Path(source).expanduser()
     if path.is_dir() and any((path / slot / "config.json").is_file() for slot in SLOT_ROLES):
-        return {role: _load(path, slot) for slot, role in SLOT_ROLES.items() if (path / slot / "config.json").is_file()}
+        return {
+            role: _load(path, slot)
+            for slot, role in SLOT_ROLES.items()
+            if (path / slot / "config.json").is_file()
+        }
     encoder = _load(path, "text_encoder")
     return {encoder_role(encoder): encoder}
 
 
-def single_file_tensors(encoder: torch.nn.Module, role: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+def single_file_tensors(
+    encoder: torch.nn.Module, role: str, dtype: torch.dtype | None
+) -> dict[str, torch.Tensor]:
     """The standalone file's tensors: nested HF keys, projection as the source had it (required for clip_g)."""
     tensors = to_nested_layout(encoder.state_dict())
     if role == "clip_g" and PROJECTION_KEY not in tensors:
@@ -103,15 +109,23 @@ def single_file_tensors(encoder: torch.nn.Module, role: str, dtype: torch.dtype 
             "clip_g.safetensors needs text_projection.weight (A1111 loads it strictly and SDXL/SD3 use the "
             "projected pooled vector): export the CLIPTextModelWithProjection, e.g. the export's text_encoder_2/"
         )
-    return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-            for k, v in tensors.items()}
+    return {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in tensors.items()
+    }
 
 
 def sgm_tensors(files: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The text-encoder keys of an all-in-one SD 1.x (clip_l only) or SDXL (clip_l + clip_g) checkpoint."""
     if "clip_h" in files:
-        raise ValueError("the sgm format covers SD 1.x and SDXL; an SD 2.x checkpoint needs OpenCLIP-H's 24th block")
-    length = files["clip_l"]["text_model.embeddings.position_embedding.weight"].shape[0] if "clip_l" in files else 77
+        raise ValueError(
+            "the sgm format covers SD 1.x and SDXL; an SD 2.x checkpoint needs OpenCLIP-H's 24th block"
+        )
+    length = (
+        files["clip_l"]["text_model.embeddings.position_embedding.weight"].shape[0]
+        if "clip_l" in files
+        else 77
+    )
     ids = torch.arange(length, dtype=torch.int64).unsqueeze(0)  # old loaders expect it, as ComfyUI writes it
     out: dict[str, torch.Tensor] = {}
     if "clip_g" in files:
@@ -141,7 +155,9 @@ def export_single_files(
     """
     unknown = [f for f in formats if f not in SINGLE_FILE_FORMATS]
     if unknown or not formats:
-        raise ValueError(f"unknown single-file format(s) {unknown}; choose from {sorted(SINGLE_FILE_FORMATS)}")
+        raise ValueError(
+            f"unknown single-file format(s) {unknown}; choose from {sorted(SINGLE_FILE_FORMATS)}"
+        )
     layouts = {SINGLE_FILE_FORMATS[f] for f in formats}
     files = {role: single_file_tensors(enc, role, dtype) for role, enc in resolve_sources(source).items()}
     meta = {"format": "pt", "saferclip_diffusers.formats": ",".join(sorted(formats))}

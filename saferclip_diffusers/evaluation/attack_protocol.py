@@ -46,7 +46,9 @@ def encoder_key(system) -> str:
 
 
 def cell_path(directory: str | os.PathLike, target_id: int, system: str, attack: str, variant: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{system}__{attack or 'none'}__{variant}")
+    safe = "".join(
+        c if c.isalnum() or c in "._-" else "_" for c in f"{system}__{attack or 'none'}__{variant}"
+    )
     return Path(directory) / GRID_DIR / f"{target_id:05d}" / f"{safe}.png"
 
 
@@ -93,24 +95,49 @@ _PAPER_BUDGETS = {
 }
 
 PROTOCOLS: dict[str, AttackProtocol] = {
-    "tiny": AttackProtocol("tiny", "tiny", num_inference_steps=2, guidance_scale=7.5, height=32, width=32, limit=3,
-                           budgets=_TINY_BUDGETS, q16=False),
-    "tiny-sdxl": AttackProtocol("tiny-sdxl", "tiny-sdxl", num_inference_steps=2, guidance_scale=5.0, height=32,
-                                width=32, limit=2, row_guidance=False, budgets=_TINY_BUDGETS, q16=False),
+    "tiny": AttackProtocol(
+        "tiny",
+        "tiny",
+        num_inference_steps=2,
+        guidance_scale=7.5,
+        height=32,
+        width=32,
+        limit=3,
+        budgets=_TINY_BUDGETS,
+        q16=False,
+    ),
+    "tiny-sdxl": AttackProtocol(
+        "tiny-sdxl",
+        "tiny-sdxl",
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        height=32,
+        width=32,
+        limit=2,
+        row_guidance=False,
+        budgets=_TINY_BUDGETS,
+        q16=False,
+    ),
     "sd14": AttackProtocol("sd14", "sd14", num_inference_steps=50, guidance_scale=7.5, budgets=_GPU_BUDGETS),
     "sd15": AttackProtocol("sd15", "sd15", num_inference_steps=50, guidance_scale=7.5, budgets=_GPU_BUDGETS),
-    "sdxl": AttackProtocol("sdxl", "sdxl", num_inference_steps=50, guidance_scale=5.0, row_guidance=False,
-                           budgets=_GPU_BUDGETS),
-    "paper-mma": AttackProtocol("paper-mma", "sd14", num_inference_steps=50, guidance_scale=7.5,
-                                budgets=_PAPER_BUDGETS),
-    "paper-ring-a-bell": AttackProtocol("paper-ring-a-bell", "sd14", num_inference_steps=50, guidance_scale=7.5,
-                                        budgets=_PAPER_BUDGETS),
-    "paper-unlearndiff": AttackProtocol("paper-unlearndiff", "sd14", num_inference_steps=50, guidance_scale=7.5,
-                                        budgets=_PAPER_BUDGETS),
+    "sdxl": AttackProtocol(
+        "sdxl", "sdxl", num_inference_steps=50, guidance_scale=5.0, row_guidance=False, budgets=_GPU_BUDGETS
+    ),
+    "paper-mma": AttackProtocol(
+        "paper-mma", "sd14", num_inference_steps=50, guidance_scale=7.5, budgets=_PAPER_BUDGETS
+    ),
+    "paper-ring-a-bell": AttackProtocol(
+        "paper-ring-a-bell", "sd14", num_inference_steps=50, guidance_scale=7.5, budgets=_PAPER_BUDGETS
+    ),
+    "paper-unlearndiff": AttackProtocol(
+        "paper-unlearndiff", "sd14", num_inference_steps=50, guidance_scale=7.5, budgets=_PAPER_BUDGETS
+    ),
 }
 
 
-def get_attack_protocol(name: str, budgets: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> AttackProtocol:
+def get_attack_protocol(
+    name: str, budgets: dict[str, dict[str, Any]] | None = None, **overrides: Any
+) -> AttackProtocol:
     """A preset with field ``overrides`` (None ignored) and per-attack budget overrides merged in."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown attack preset {name!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -156,7 +183,10 @@ class AttackRunConfig:
             ident["scoring"]["q16_clip"] = f"local:{ident['scoring']['q16_clip_digest']}"
         ident["scoring"].pop("q16_clip_digest", None)
         for system in ident["systems"]:
-            for slot, digest in (("safe_text_encoder", "encoder_digest"), ("safe_text_encoder_2", "encoder_2_digest")):
+            for slot, digest in (
+                ("safe_text_encoder", "encoder_digest"),
+                ("safe_text_encoder_2", "encoder_2_digest"),
+            ):
                 if system.get(digest):
                     system[slot] = f"local:{system[digest]}"
                 system.pop(digest, None)

@@ -36,8 +36,10 @@ from .attack_store import AttackStore, merge_attack_results
 logger = logging.getLogger(__name__)
 
 GRID_CELL = 192
-LIBRARY_KWARGS: dict[str, dict[str, Any]] = {"ring-a-bell": {"fitness": "original"},
-                                            "ring-a-bell-adaptive": {"fitness": "safe"}}
+LIBRARY_KWARGS: dict[str, dict[str, Any]] = {
+    "ring-a-bell": {"fitness": "original"},
+    "ring-a-bell-adaptive": {"fitness": "safe"},
+}
 
 
 @dataclass
@@ -80,7 +82,9 @@ class _Context:
     grid_ids: set[int] = field(default_factory=set)
 
 
-def run_attacks(config: AttackRunConfig, targets: pd.DataFrame, options: AttackRunOptions) -> dict[str, Any] | None:
+def run_attacks(
+    config: AttackRunConfig, targets: pd.DataFrame, options: AttackRunOptions
+) -> dict[str, Any] | None:
     """Attack, render, score and store everything not yet done; the main process writes and returns the summary.
 
     Nothing is written before every model has loaded (a run that fails validation leaves the folder as it was)."""
@@ -112,7 +116,9 @@ def run_attacks(config: AttackRunConfig, targets: pd.DataFrame, options: AttackR
             targets.to_csv(out / "targets.csv.tmp", index=False)
             os.replace(out / "targets.csv.tmp", out / "targets.csv")
         if todo:
-            pipes = {encoder_key(s): models.generators[s.name].pipe for s in config.systems if s.kind == "safe"}
+            pipes = {
+                encoder_key(s): models.generators[s.name].pipe for s in config.systems if s.kind == "safe"
+            }
             pipes["original"] = _identity_safer(models.base, config.sdxl)
             ids = [int(i) for i in targets["prompt_id"]]
             ctx = _Context(config, options, store, models, pipes, set(ids[: options.grid_targets]))
@@ -139,10 +145,14 @@ def _target_done(done: dict, config: AttackRunConfig, row) -> bool:
 
 
 def _wait(out: Path, world: int, poll_s: float = 2.0) -> None:
-    missing = [r for r in range(world) if not (out / "attack-shards" / f"done-{r:03d}-of-{world:03d}").exists()]
+    missing = [
+        r for r in range(world) if not (out / "attack-shards" / f"done-{r:03d}-of-{world:03d}").exists()
+    ]
     while missing:
         time.sleep(poll_s)
-        missing = [r for r in missing if not (out / "attack-shards" / f"done-{r:03d}-of-{world:03d}").exists()]
+        missing = [
+            r for r in missing if not (out / "attack-shards" / f"done-{r:03d}-of-{world:03d}").exists()
+        ]
 
 
 def _run(ctx: _Context, targets: pd.DataFrame, todo: list[int], show: bool) -> None:
@@ -182,12 +192,15 @@ def _one_target(ctx: _Context, row) -> None:
         keys = ["original"] if is_transfer(attack) else sorted(per_encoder)
         for key in keys:
             record = _attack(ctx, tid, target, row, attack, key)
-            for k in (list(per_encoder) if is_transfer(attack) else [key]):
+            for k in list(per_encoder) if is_transfer(attack) else [key]:
                 per_encoder[k][attack] = record
     seed = int(row["seed"])
     guidance = _guidance(cfg, row)
-    latents = torch.randn((cfg.protocol.images_per_attempt, *ctx.models.shape), dtype=torch.float32,
-                          generator=torch.Generator("cpu").manual_seed(seed))
+    latents = torch.randn(
+        (cfg.protocol.images_per_attempt, *ctx.models.shape),
+        dtype=torch.float32,
+        generator=torch.Generator("cpu").manual_seed(seed),
+    )
     for system in cfg.systems:
         records = per_encoder[encoder_key(system)]
         _render(ctx, tid, system.name, variant_prompts(target, records), latents, guidance, seed)
@@ -207,8 +220,15 @@ def _attack(ctx: _Context, tid: int, target: str, row, attack: str, key: str) ->
     if done is not None:
         return done
     if attack.startswith("file:"):
-        result = {"target": target, "prompts": list(row["adversarial"]), "losses": [], "history": [], "steps": 0,
-                  "seconds": 0.0, "meta": {"attack": attack, "source": attack[5:]}}
+        result = {
+            "target": target,
+            "prompts": list(row["adversarial"]),
+            "losses": [],
+            "history": [],
+            "steps": 0,
+            "seconds": 0.0,
+            "meta": {"attack": attack, "source": attack[5:]},
+        }
     else:
         from ..attacks import get_attack
 
@@ -232,23 +252,48 @@ def _conditioning(ctx: _Context, tid: int, target: str, system, records: dict[st
         pipe = ctx.attack_pipes[encoder_key(system)]
         prompts = record["result"]["prompts"]
         distances = [conditioning_distance(pipe, p, target) for p in prompts]
-        rows.append({**probe, "distance": min(distances) if distances else None, "distances": distances,
-                     "target_distance": conditioning_distance(pipe, target, target)})
+        rows.append(
+            {
+                **probe,
+                "distance": min(distances) if distances else None,
+                "distances": distances,
+                "target_distance": conditioning_distance(pipe, target, target),
+            }
+        )
     ctx.store.append(rows)
 
 
-def _render(ctx: _Context, tid: int, system: str, variants: list[tuple[str, str, str]], latents: torch.Tensor,
-            guidance: float, seed: int) -> None:
+def _render(
+    ctx: _Context,
+    tid: int,
+    system: str,
+    variants: list[tuple[str, str, str]],
+    latents: torch.Tensor,
+    guidance: float,
+    seed: int,
+) -> None:
     from .systems import GenerationBatch, quiet_generation_logs
 
     n = ctx.config.protocol.images_per_attempt
-    todo = [(a, v, p, k) for a, v, p in variants for k in range(n)
-            if ctx.store.get({"kind": "image", "target_id": tid, "system": system, "attack": a, "variant": v,
-                              "image_index": k}) is None]
+    todo = [
+        (a, v, p, k)
+        for a, v, p in variants
+        for k in range(n)
+        if ctx.store.get(
+            {"kind": "image", "target_id": tid, "system": system, "attack": a, "variant": v, "image_index": k}
+        )
+        is None
+    ]
     for start in range(0, len(todo), max(1, ctx.options.nudenet_batch_size)):
         chunk = todo[start : start + max(1, ctx.options.nudenet_batch_size)]
-        batch = GenerationBatch([p for _, _, p, _ in chunk], torch.stack([latents[k] for *_, k in chunk]), guidance,
-                                ctx.config.protocol.num_inference_steps, ctx.models.height, ctx.models.width)
+        batch = GenerationBatch(
+            [p for _, _, p, _ in chunk],
+            torch.stack([latents[k] for *_, k in chunk]),
+            guidance,
+            ctx.config.protocol.num_inference_steps,
+            ctx.models.height,
+            ctx.models.width,
+        )
         began = time.perf_counter()
         with quiet_generation_logs():
             images, redirection = ctx.models.generators[system](batch)
@@ -258,28 +303,47 @@ def _render(ctx: _Context, tid: int, system: str, variants: list[tuple[str, str,
         rows = []
         for j, ((attack, variant, prompt, k), image) in enumerate(zip(chunk, images, strict=True)):
             flagged = looks_unsafe(detections[j], q16[j])
-            rows.append({
-                "kind": "image", "target_id": tid, "system": system, "attack": attack, "variant": variant,
-                "image_index": k, "prompt": prompt, "seed": seed, "guidance_scale": guidance,
-                "nudenet": detections[j], "q16": q16[j],
-                "redirection_score": float(redirection[j]) if redirection is not None else None,
-                "image_sha256": hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest(),
-                "seconds": seconds, "blurred_on_disk": bool(flagged and ctx.options.blur_unsafe),
-            })
+            rows.append(
+                {
+                    "kind": "image",
+                    "target_id": tid,
+                    "system": system,
+                    "attack": attack,
+                    "variant": variant,
+                    "image_index": k,
+                    "prompt": prompt,
+                    "seed": seed,
+                    "guidance_scale": guidance,
+                    "nudenet": detections[j],
+                    "q16": q16[j],
+                    "redirection_score": float(redirection[j]) if redirection is not None else None,
+                    "image_sha256": hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest(),
+                    "seconds": seconds,
+                    "blurred_on_disk": bool(flagged and ctx.options.blur_unsafe),
+                }
+            )
             _save(ctx, tid, system, attack, variant, k, image, flagged)
         ctx.store.append(rows)
 
 
-def _save(ctx: _Context, tid: int, system: str, attack: str, variant: str, k: int, image, flagged: bool) -> None:
+def _save(
+    ctx: _Context, tid: int, system: str, attack: str, variant: str, k: int, image, flagged: bool
+) -> None:
     from PIL import ImageFilter
 
     def shown(im):
-        return im.filter(ImageFilter.GaussianBlur(radius=max(im.size) / 12)) if flagged and ctx.options.blur_unsafe else im
+        return (
+            im.filter(ImageFilter.GaussianBlur(radius=max(im.size) / 12))
+            if flagged and ctx.options.blur_unsafe
+            else im
+        )
 
     if k == 0 and tid in ctx.grid_ids:
         cell = image.copy()
         cell.thumbnail((GRID_CELL, GRID_CELL))
         atomic_save_image(shown(cell), cell_path(ctx.options.output_dir, tid, system, attack, variant))
     if ctx.options.save_images:
-        name = cell_path(ctx.options.output_dir, tid, system, attack, variant).name.replace(".png", f"_{k}.png")
+        name = cell_path(ctx.options.output_dir, tid, system, attack, variant).name.replace(
+            ".png", f"_{k}.png"
+        )
         atomic_save_image(shown(image), Path(ctx.options.output_dir) / "images" / f"{tid:05d}" / name)

@@ -39,8 +39,14 @@ def record_key(record: dict[str, Any]) -> tuple:
     if kind == "conditioning":
         return (kind, int(record["target_id"]), record["system"], record["attack"])
     if kind == "image":
-        return (kind, int(record["target_id"]), record["system"], record["attack"], record["variant"],
-                int(record["image_index"]))
+        return (
+            kind,
+            int(record["target_id"]),
+            record["system"],
+            record["attack"],
+            record["variant"],
+            int(record["image_index"]),
+        )
     if kind == "refused":
         return (kind, int(record["target_id"]))
     raise ValueError(f"unknown record kind {kind!r}")
@@ -92,8 +98,14 @@ def check_compatible(directory: str | os.PathLike, config: dict[str, Any], finge
 class AttackStore:
     """This process's shard (locked while open). ``done`` holds the keys of every shard in the folder."""
 
-    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], fingerprint: str, rank: int = 0,
-                 world: int = 1):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        config: dict[str, Any],
+        fingerprint: str,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.directory = Path(directory)
         self.config, self.fingerprint = config, fingerprint
         self.path = shard_path(directory, rank, world)
@@ -107,7 +119,9 @@ class AttackStore:
         # a line cut by a kill is dropped before we append after it; a shard killed before its header is redone
         if not (self.path.exists() and _rows(self.path, repair=True)):
             self.path.unlink(missing_ok=True)
-            append_jsonl(self.path, {"kind": "header", "fingerprint": self.fingerprint, "config": self.config})
+            append_jsonl(
+                self.path, {"kind": "header", "fingerprint": self.fingerprint, "config": self.config}
+            )
         self.done = {record_key(r): r for r in iter_records(self.directory)}
         return self
 
@@ -154,7 +168,9 @@ def load_attack_results(directory: str | os.PathLike) -> tuple[dict[str, Any], l
     if not headers:
         raise FileNotFoundError(f"the shard files in {directory} are empty")
     if len({h["fingerprint"] for h in headers}) > 1:
-        raise AttackConfigMismatchError(f"the shards in {directory} were written under different configurations")
+        raise AttackConfigMismatchError(
+            f"the shards in {directory} were written under different configurations"
+        )
     unique: dict[tuple, dict[str, Any]] = {}
     for record in iter_records(directory):
         unique.setdefault(record_key(record), record)
@@ -166,6 +182,8 @@ def load_attack_results(directory: str | os.PathLike) -> tuple[dict[str, Any], l
 
 def merge_attack_results(directory: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     header, records = load_attack_results(directory)
-    text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n" for r in [header, *records])
+    text = "".join(
+        json.dumps(r, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n" for r in [header, *records]
+    )
     atomic_write_text(Path(directory) / MERGED, text)
     return header, records

@@ -21,16 +21,22 @@ from .protocol import SAFETY_CONCEPT, ScoringSpec
 
 def check_attacks(attacks: Sequence[str]) -> tuple[str, ...]:
     if not attacks:
-        raise ValueError("no attack given: use --attack swap-gcg (or mma, ring-a-bell, ring-a-bell-adaptive, "
-                         "unlearndiff, file:PATH)")
+        raise ValueError(
+            "no attack given: use --attack swap-gcg (or mma, ring-a-bell, ring-a-bell-adaptive, "
+            "unlearndiff, file:PATH)"
+        )
     unknown = [a for a in attacks if a not in ATTACKS and not a.startswith("file:")]
     if unknown:
-        raise ValueError(f"unknown attack(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)} or file:PATH")
+        raise ValueError(
+            f"unknown attack(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)} or file:PATH"
+        )
     if len(set(attacks)) != len(attacks):
         raise ValueError(f"an attack is listed twice: {', '.join(attacks)}")
     files = [a for a in attacks if a.startswith("file:")]
     if files and len(attacks) > 1:
-        raise ValueError("a file:PATH attack brings its own targets: run it alone (one --attack per run folder)")
+        raise ValueError(
+            "a file:PATH attack brings its own targets: run it alone (one --attack per run folder)"
+        )
     return tuple(attacks)
 
 
@@ -40,9 +46,16 @@ def file_targets(path: str, limit: int | None = None, default_seed: int = 0) -> 
 
     rows = []
     for i, item in enumerate(read_attack_prompts(path)):
-        rows.append({"prompt_id": i, "prompt": item.target or item.prompt, "adversarial": [item.prompt],
-                     "seed": item.seed if item.seed is not None else default_seed + i,
-                     "guidance": item.guidance, "categories": (item.category,) if item.category else ()})
+        rows.append(
+            {
+                "prompt_id": i,
+                "prompt": item.target or item.prompt,
+                "adversarial": [item.prompt],
+                "seed": item.seed if item.seed is not None else default_seed + i,
+                "guidance": item.guidance,
+                "categories": (item.category,) if item.category else (),
+            }
+        )
     if not rows:
         raise ValueError(f"{path} holds no attack prompts")
     df = pd.DataFrame(rows)
@@ -53,7 +66,9 @@ def targets_digest(df: pd.DataFrame) -> str:
     digest = hashlib.sha256()
     for row in df.itertuples(index=False):
         adversarial = "\t".join(getattr(row, "adversarial", None) or [])
-        digest.update(f"{int(row.prompt_id)}\t{int(row.seed)}\t{row.guidance}\t{row.prompt}\t{adversarial}\n".encode())
+        digest.update(
+            f"{int(row.prompt_id)}\t{int(row.seed)}\t{row.guidance}\t{row.prompt}\t{adversarial}\n".encode()
+        )
     return digest.hexdigest()
 
 
@@ -94,15 +109,24 @@ def prepare_attack_run(
         df = file_targets(attacks[0][5:], limit)
         selection = f"file {attacks[0][5:]}"
     else:
-        sel = PromptSelection(source=prompts, subset=subset if (subset or prompts) else protocol.subset,
-                              categories=tuple(categories), limit=limit)
+        sel = PromptSelection(
+            source=prompts,
+            subset=subset if (subset or prompts) else protocol.subset,
+            categories=tuple(categories),
+            limit=limit,
+        )
         df = load_prompts(sel)[["prompt_id", "prompt", "seed", "guidance", "categories"]].copy()
         selection = sel.describe()
     encoders = list(safe_encoders) if safe_encoders else [model.safe_text_encoder]
     if safe_encoder_2 is None and model.sdxl and model.offline:
         safe_encoder_2 = model.safe_text_encoder_2
-    specs = build_system_specs(list(systems), encoders, sdxl=model.sdxl, safe_encoder_2=safe_encoder_2,
-                               negative_prompt=negative_prompt)
+    specs = build_system_specs(
+        list(systems),
+        encoders,
+        sdxl=model.sdxl,
+        safe_encoder_2=safe_encoder_2,
+        negative_prompt=negative_prompt,
+    )
     excluded: dict[str, int] = {}
     if exclude_training and not attacks[0].startswith("file:"):
         safe = [s for s in specs if s.kind == "safe"]
@@ -120,9 +144,15 @@ def prepare_attack_run(
         torch_dtype=torch_dtype,
         attacks=attacks,
         systems=tuple(specs),
-        targets={"selection": selection, "ids": [int(i) for i in df["prompt_id"]], "digest": targets_digest(df),
-                 "excluded_training_prompts": excluded},
-        scoring=ScoringSpec(nudenet=nudenet_info(), q16_clip=q16_clip, q16_clip_digest=folder_digest(q16_clip)),
+        targets={
+            "selection": selection,
+            "ids": [int(i) for i in df["prompt_id"]],
+            "digest": targets_digest(df),
+            "excluded_training_prompts": excluded,
+        },
+        scoring=ScoringSpec(
+            nudenet=nudenet_info(), q16_clip=q16_clip, q16_clip_digest=folder_digest(q16_clip)
+        ),
         minors_words=tuple(minors_words) if minors_words is not None else None,
         base_digest=folder_digest(base or model.base),
         random_weights=bool(getattr(model, "random_weights", model.offline)),

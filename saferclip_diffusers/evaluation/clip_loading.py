@@ -56,7 +56,13 @@ def _hf_image_tower(source: str, model: CLIPModel, processor: Any) -> ImageTower
     def forward(pixels: torch.Tensor) -> torch.Tensor:
         return model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
 
-    return ImageTower(source, preprocess, forward, [model.vision_model, model.visual_projection], model.config.projection_dim)
+    return ImageTower(
+        source,
+        preprocess,
+        forward,
+        [model.vision_model, model.visual_projection],
+        model.config.projection_dim,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- encoder
@@ -75,7 +81,9 @@ def is_open_clip_spec(spec: str | os.PathLike) -> bool:
     if spec.startswith(OPEN_CLIP_SCHEMAS):
         return True
     path = Path(spec).expanduser()
-    return path.is_dir() and (path / "open_clip_config.json").is_file() and not (path / "config.json").is_file()
+    return (
+        path.is_dir() and (path / "open_clip_config.json").is_file() and not (path / "config.json").is_file()
+    )
 
 
 def hf_model_type(spec: str | os.PathLike, **hub: Any) -> str | None:
@@ -105,8 +113,14 @@ def _refuse_pickle(path: str | os.PathLike, what: str, allow_pickle: bool) -> No
         )
 
 
-def _load_hf_clip(spec: str, device: torch.device, dtype: torch.dtype, allow_pickle: bool,
-                  fallback: ClipEncoder | None = None, **hub: Any) -> ClipEncoder:
+def _load_hf_clip(
+    spec: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    allow_pickle: bool,
+    fallback: ClipEncoder | None = None,
+    **hub: Any,
+) -> ClipEncoder:
     try:
         model = CLIPModel.from_pretrained(spec, use_safetensors=not allow_pickle or None, **hub)
     except OSError as err:
@@ -123,8 +137,13 @@ def _load_hf_clip(spec: str, device: torch.device, dtype: torch.dtype, allow_pic
         if fallback is None:
             raise
         text = hf_text_tower(spec, model.text_model, fallback.text.tokenize, model.text_projection)
-        image = ImageTower(spec, fallback.image.preprocess, _hf_image_tower(spec, model, None).forward,
-                           [model.vision_model, model.visual_projection], model.config.projection_dim)
+        image = ImageTower(
+            spec,
+            fallback.image.preprocess,
+            _hf_image_tower(spec, model, None).forward,
+            [model.vision_model, model.visual_projection],
+            model.config.projection_dim,
+        )
         return ClipEncoder(spec, text, image, device, dtype)
     tokenize = hf_tokenize(tokenizer, model.config.text_config.max_position_embeddings)
     text = hf_text_tower(spec, model.text_model, tokenize, model.text_projection)
@@ -148,7 +167,9 @@ def _open_clip_checkpoint(spec: str, allow_pickle: bool, cache_dir: str | None) 
     if spec.startswith("hf-hub:"):
         from open_clip.pretrained import download_pretrained_from_hf
 
-        path = download_pretrained_from_hf(spec.removeprefix("hf-hub:"), cache_dir=cache_dir)  # prefers safetensors
+        path = download_pretrained_from_hf(
+            spec.removeprefix("hf-hub:"), cache_dir=cache_dir
+        )  # prefers safetensors
         _refuse_pickle(path, spec, allow_pickle)
         return spec, None
     name, _, pretrained = spec.removeprefix(OPEN_CLIP_PREFIX).partition("/")
@@ -170,8 +191,9 @@ def _open_clip_checkpoint(spec: str, allow_pickle: bool, cache_dir: str | None) 
     return name, pretrained
 
 
-def _load_open_clip(spec: str, device: torch.device, dtype: torch.dtype, allow_pickle: bool,
-                    cache_dir: str | None = None) -> ClipEncoder:
+def _load_open_clip(
+    spec: str, device: torch.device, dtype: torch.dtype, allow_pickle: bool, cache_dir: str | None = None
+) -> ClipEncoder:
     import open_clip
 
     name, pretrained = _open_clip_checkpoint(spec, allow_pickle, cache_dir)
@@ -261,17 +283,28 @@ def load_safe_clip(
     full: ClipEncoder | None = None
     if isinstance(safe, ClipEncoder):
         full = safe
-    elif isinstance(safe, (str, os.PathLike)) and (is_open_clip_spec(safe) or hf_model_type(safe, **hub) == "clip"):
-        full = (_load_open_clip(str(safe), original.device, original.dtype, allow_pickle, hub.get("cache_dir"))
-                if is_open_clip_spec(safe)
-                else _load_hf_clip(str(safe), original.device, original.dtype, allow_pickle, original, **hub))
+    elif isinstance(safe, (str, os.PathLike)) and (
+        is_open_clip_spec(safe) or hf_model_type(safe, **hub) == "clip"
+    ):
+        full = (
+            _load_open_clip(str(safe), original.device, original.dtype, allow_pickle, hub.get("cache_dir"))
+            if is_open_clip_spec(safe)
+            else _load_hf_clip(str(safe), original.device, original.dtype, allow_pickle, original, **hub)
+        )
     if full is not None and towers in ("auto", "both"):
         return ClipEncoder(full.name, full.text, full.image, original.device, original.dtype)
     if full is not None:  # text tower only
-        return ClipEncoder(f"{full.name} (text) + {original.name} (image)", full.text, original.image,
-                           original.device, original.dtype)
+        return ClipEncoder(
+            f"{full.name} (text) + {original.name} (image)",
+            full.text,
+            original.image,
+            original.device,
+            original.dtype,
+        )
     if towers == "both":
-        raise ValueError(f"{safe!r} holds a text encoder only; towers='both' needs a full CLIP (text and image)")
+        raise ValueError(
+            f"{safe!r} holds a text encoder only; towers='both' needs a full CLIP (text and image)"
+        )
     encoder = load_safe_text_encoder(safe, slot=slot, allow_pickle=allow_pickle, **hub)
     projection, tokenize, vocab_size = _original_projection(original)
     if encoder.config.vocab_size < vocab_size:
@@ -281,7 +314,9 @@ def load_safe_clip(
         )
     name = safe if isinstance(safe, (str, os.PathLike)) else type(safe).__name__
     text = hf_text_tower(f"{name}", encoder, tokenize, projection)
-    return ClipEncoder(f"{original.name} + safe text {name}", text, original.image, original.device, original.dtype)
+    return ClipEncoder(
+        f"{original.name} + safe text {name}", text, original.image, original.device, original.dtype
+    )
 
 
 def load_clip_pair(
@@ -297,5 +332,6 @@ def load_clip_pair(
 ) -> tuple[ClipEncoder, ClipEncoder]:
     """(original, safe) for a CLIP spec and a safe encoder or safe CLIP spec."""
     original = load_clip(model, device=device, dtype=dtype, allow_pickle=allow_pickle, **hub)
-    return original, load_safe_clip(original, safe, towers=towers, slot=slot, allow_pickle=allow_pickle, **hub)
-
+    return original, load_safe_clip(
+        original, safe, towers=towers, slot=slot, allow_pickle=allow_pickle, **hub
+    )

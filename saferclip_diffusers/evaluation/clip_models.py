@@ -55,19 +55,25 @@ def hf_tokenize(tokenizer: Any, max_positions: int) -> Tokenize:
     max_length = min(int(tokenizer.model_max_length), max_positions)
 
     def tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
-        return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        return dict(
+            tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        )
 
     return tokenize
 
 
-def hf_text_tower(source: str, encoder: torch.nn.Module, tokenize: Tokenize, projection: torch.nn.Linear | None) -> TextTower:
+def hf_text_tower(
+    source: str, encoder: torch.nn.Module, tokenize: Tokenize, projection: torch.nn.Linear | None
+) -> TextTower:
     """A transformers CLIP text tower: ``CLIPTextModel`` + a projection, or ``CLIPTextModelWithProjection``."""
     if isinstance(encoder, CLIPTextModelWithProjection):
         body, projection = encoder.text_model, encoder.text_projection
     elif isinstance(encoder, CLIPTextModel):
         body = encoder
     else:
-        raise TypeError(f"expected a CLIPTextModel or CLIPTextModelWithProjection, got {type(encoder).__name__}")
+        raise TypeError(
+            f"expected a CLIPTextModel or CLIPTextModelWithProjection, got {type(encoder).__name__}"
+        )
     if projection is None:
         raise ValueError(f"{source}: a CLIPTextModel has no text projection and none was given")
     if body.config.hidden_size != projection.in_features:
@@ -110,7 +116,9 @@ class ClipEncoder:
     image: ImageTower
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
-    open_clip_model: Any = field(default=None, repr=False)  # kept for text-tower replacement (projection, vocab)
+    open_clip_model: Any = field(
+        default=None, repr=False
+    )  # kept for text-tower replacement (projection, vocab)
     open_clip_tokenizer: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -131,15 +139,25 @@ class ClipEncoder:
 
     def shares_image_tower(self, other: ClipEncoder) -> bool:
         """Whether ``other`` embeds images with the very same modules (image embeddings can be reused)."""
-        return self.image is other.image or [id(m) for m in self.image.modules] == [id(m) for m in other.image.modules]
+        return self.image is other.image or [id(m) for m in self.image.modules] == [
+            id(m) for m in other.image.modules
+        ]
 
     @torch.inference_mode()
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256, desc: str | None = None) -> torch.Tensor:
+    def encode_text(
+        self, texts: Sequence[str], batch_size: int = 256, desc: str | None = None
+    ) -> torch.Tensor:
         texts = [str(t) for t in texts]
         out = []
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc or f"{self.name}: text", unit="batch",
-                          disable=len(texts) <= batch_size):
-            inputs = {k: v.to(self.device) for k, v in self.text.tokenize(texts[start : start + batch_size]).items()}
+        for start in tqdm(
+            range(0, len(texts), batch_size),
+            desc=desc or f"{self.name}: text",
+            unit="batch",
+            disable=len(texts) <= batch_size,
+        ):
+            inputs = {
+                k: v.to(self.device) for k, v in self.text.tokenize(texts[start : start + batch_size]).items()
+            }
             out.append(F.normalize(self.text.forward(inputs).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
@@ -151,12 +169,18 @@ class ClipEncoder:
             _ImageItems(list(images), self.image.preprocess), batch_size=batch_size, num_workers=num_workers
         )
         out = []
-        for pixels in tqdm(loader, desc=desc or f"{self.name}: images", unit="batch", disable=len(loader) <= 1):
-            out.append(F.normalize(self.image.forward(pixels.to(self.device, self.dtype)).float(), dim=-1).cpu())
+        for pixels in tqdm(
+            loader, desc=desc or f"{self.name}: images", unit="batch", disable=len(loader) <= 1
+        ):
+            out.append(
+                F.normalize(self.image.forward(pixels.to(self.device, self.dtype)).float(), dim=-1).cpu()
+            )
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
 
-def cached_embeddings(path: str | os.PathLike | None, fingerprint: Any, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+def cached_embeddings(
+    path: str | os.PathLike | None, fingerprint: Any, compute: Callable[[], torch.Tensor]
+) -> torch.Tensor:
     """``compute()``, saved to (and on a rerun read back from) ``path`` when its fingerprint matches.
 
     The fingerprint is any JSON-able description of what was embedded and by which model; a changed model or

@@ -37,8 +37,10 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"FID reference folder does not exist: {folder}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of reference images "
-                         "(e.g. the COCO val2014 images of the prompts)")
+        raise ValueError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of reference images "
+            "(e.g. the COCO val2014 images of the prompts)"
+        )
     return files
 
 
@@ -61,19 +63,28 @@ def inception_features() -> torch.nn.Module:
     except ModuleNotFoundError as err:
         raise ImportError("FID's Inception network needs torch-fidelity: pip install torch-fidelity") from err
     except OSError as err:  # the weights are a one-time download from GitHub
-        raise OSError(f"could not get the FID Inception-v3 weights ({err}): run once with network access so "
-                      "torch-fidelity can cache them, or pass another feature extractor") from err
+        raise OSError(
+            f"could not get the FID Inception-v3 weights ({err}): run once with network access so "
+            "torch-fidelity can cache them, or pass another feature extractor"
+        ) from err
 
 
 def _update(metric, images: Sequence[ImageLike], real: bool, size: int, batch_size: int, desc: str) -> None:
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=len(images) <= batch_size):
+    for start in tqdm(
+        range(0, len(images), batch_size), desc=desc, unit="batch", disable=len(images) <= batch_size
+    ):
         batch = torch.stack([to_uint8(im, size) for im in images[start : start + batch_size]])
         metric.update(batch, real=real)
 
 
-def frechet_distances(reference: Sequence[ImageLike] | str | os.PathLike, generated: Mapping[str, Sequence[ImageLike]],
-                      *, feature: torch.nn.Module | None = None, image_size: int = INCEPTION_SIZE,
-                      batch_size: int = 32) -> dict[str, float]:
+def frechet_distances(
+    reference: Sequence[ImageLike] | str | os.PathLike,
+    generated: Mapping[str, Sequence[ImageLike]],
+    *,
+    feature: torch.nn.Module | None = None,
+    image_size: int = INCEPTION_SIZE,
+    batch_size: int = 32,
+) -> dict[str, float]:
     """FID of each generated set (name -> images or image files) against ``reference`` (images or a folder)."""
     require_extra("eval", "torchmetrics", feature="FID")
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -85,7 +96,9 @@ def frechet_distances(reference: Sequence[ImageLike] | str | os.PathLike, genera
         if len(images) < 2:
             raise ValueError(f"FID needs at least 2 generated images, got {len(images)} for {name!r}")
     network = feature if feature is not None else inception_features()
-    metric = FrechetInceptionDistance(feature=network, reset_real_features=False, input_img_size=(3, image_size, image_size))
+    metric = FrechetInceptionDistance(
+        feature=network, reset_real_features=False, input_img_size=(3, image_size, image_size)
+    )
     with torch.no_grad():
         _update(metric, refs, True, image_size, batch_size, "FID reference")
         out: dict[str, float] = {}

@@ -49,8 +49,11 @@ def load_cell(path: Path) -> Image.Image | None:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        logger.warning("removed the corrupt grid cell %s (%s); it is a cache: rerun the same command to regenerate "
-                       "it", path, err)
+        logger.warning(
+            "removed the corrupt grid cell %s (%s); it is a cache: rerun the same command to regenerate it",
+            path,
+            err,
+        )
         path.unlink(missing_ok=True)
         return None
 
@@ -79,8 +82,14 @@ def select_grid_prompts(prompts: pd.DataFrame, n: int) -> list[int]:
     return chosen
 
 
-def image_grid(cells: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str], column_labels: Sequence[str],
-               flagged: Sequence[Sequence[bool]], blur_unsafe: bool = True, cell: int = 192) -> Image.Image | None:
+def image_grid(
+    cells: Sequence[Sequence[Image.Image | None]],
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    flagged: Sequence[Sequence[bool]],
+    blur_unsafe: bool = True,
+    cell: int = 192,
+) -> Image.Image | None:
     """Rows x columns of images with labels; flagged cells are blurred (unless told otherwise) and marked."""
     if not cells or not column_labels:
         return None
@@ -92,7 +101,9 @@ def image_grid(cells: Sequence[Sequence[Image.Image | None]], row_labels: Sequen
         draw.text((label_w + j * cell + 4, 6), name[:30], fill="black", font=font)
     for i, (row, label) in enumerate(zip(cells, row_labels, strict=True)):
         y = head_h + i * cell
-        draw.multiline_text((4, y + 4), "\n".join(textwrap.wrap(label, 36)[: cell // 14]), fill="black", font=font)
+        draw.multiline_text(
+            (4, y + 4), "\n".join(textwrap.wrap(label, 36)[: cell // 14]), fill="black", font=font
+        )
         for j, image in enumerate(row):
             if image is None:
                 draw.text((label_w + j * cell + 4, y + cell // 2), "(missing)", fill="gray", font=font)
@@ -102,13 +113,24 @@ def image_grid(cells: Sequence[Sequence[Image.Image | None]], row_labels: Sequen
                 tile = tile.filter(ImageFilter.GaussianBlur(radius=cell / 8))
             grid.paste(tile, (label_w + j * cell, y))
             if flagged[i][j]:
-                draw.text((label_w + j * cell + 4, y + cell - 14), "unsafe (blurred)" if blur_unsafe else "unsafe",
-                          fill="red", font=font)
+                draw.text(
+                    (label_w + j * cell + 4, y + cell - 14),
+                    "unsafe (blurred)" if blur_unsafe else "unsafe",
+                    fill="red",
+                    font=font,
+                )
     return grid
 
 
-def i2p_grid(directory: str | os.PathLike, systems: Sequence[str], flags: pd.DataFrame, prompts: pd.DataFrame,
-             prompt_ids: Sequence[int], blur_unsafe: bool = True, cell: int = 192) -> Image.Image | None:
+def i2p_grid(
+    directory: str | os.PathLike,
+    systems: Sequence[str],
+    flags: pd.DataFrame,
+    prompts: pd.DataFrame,
+    prompt_ids: Sequence[int],
+    blur_unsafe: bool = True,
+    cell: int = 192,
+) -> Image.Image | None:
     """The grid of an I2P run: rows = prompts, columns = systems (image 0), unsafe or nude cells flagged."""
     loaded = {(pid, s): load_cell(grid_cell_path(directory, s, pid)) for pid in prompt_ids for s in systems}
     rows = [pid for pid in prompt_ids if any(loaded[(pid, s)] is not None for s in systems)]
@@ -122,6 +144,11 @@ def i2p_grid(directory: str | os.PathLike, systems: Sequence[str], flags: pd.Dat
             return False
         return bool(first.loc[(pid, system), "unsafe"] or first.loc[(pid, system), "nude"])
 
-    return image_grid([[loaded[(pid, s)] for s in systems] for pid in rows],
-                      [f"#{pid}: {text_of.get(pid, '')}" for pid in rows], list(systems),
-                      [[is_flagged(pid, s) for s in systems] for pid in rows], blur_unsafe, cell)
+    return image_grid(
+        [[loaded[(pid, s)] for s in systems] for pid in rows],
+        [f"#{pid}: {text_of.get(pid, '')}" for pid in rows],
+        list(systems),
+        [[is_flagged(pid, s) for s in systems] for pid in rows],
+        blur_unsafe,
+        cell,
+    )

@@ -34,8 +34,15 @@ def plot_categories(summary: dict[str, Any], path: Path) -> None:
         ax.bar(x + (i - (n_bars - 1) / 2) * width, values, width, yerr=[low, high], capsize=2, label=system)
     if ref:
         values = [ref.get(g, {}).get("inappropriate_probability", np.nan) for g in groups]
-        ax.bar(x + (len(systems) - (n_bars - 1) / 2) * width, values, width, fill=False, hatch="//",
-               edgecolor="black", label="SD 1.4 (I2P CSV figures)")
+        ax.bar(
+            x + (len(systems) - (n_bars - 1) / 2) * width,
+            values,
+            width,
+            fill=False,
+            hatch="//",
+            edgecolor="black",
+            label="SD 1.4 (I2P CSV figures)",
+        )
     ax.set_xticks(x, groups, rotation=20, ha="right")
     ax.set_ylabel("inappropriate probability (%)")
     ax.set_ylim(0, 100)

@@ -72,7 +72,9 @@ def read_prompt_csv(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ValueError(f"could not read {path} as CSV: {err}") from err
     if "prompt" not in raw.columns:
-        raise ValueError(f"{path} has no 'prompt' column (columns: {', '.join(raw.columns)}); an I2P-style CSV is expected")
+        raise ValueError(
+            f"{path} has no 'prompt' column (columns: {', '.join(raw.columns)}); an I2P-style CSV is expected"
+        )
     seed_col = _first_present(raw.columns, SEED_COLUMNS)
     if seed_col is None:
         raise ValueError(
@@ -93,7 +95,9 @@ def read_prompt_csv(path: str | os.PathLike) -> pd.DataFrame:
     out["hard"] = _int_column(raw["hard"], path, "hard") if "hard" in raw.columns else [0] * len(raw)
     out["seed"] = _int_column(raw[seed_col], path, seed_col)
     guidance_col = _first_present(raw.columns, GUIDANCE_COLUMNS)
-    out["guidance"] = _float_column(raw[guidance_col], path, guidance_col) if guidance_col else [float("nan")] * len(raw)
+    out["guidance"] = (
+        _float_column(raw[guidance_col], path, guidance_col) if guidance_col else [float("nan")] * len(raw)
+    )
     for col in REFERENCE_COLUMNS:
         out[col] = _float_column(raw[col], path, col) if col in raw.columns else [float("nan")] * len(raw)
     out["seed"] = out["seed"].astype(object)  # Python ints: seeds exceed int32 and must not become floats
@@ -180,7 +184,9 @@ def flatten_training_prompts(recorded) -> list[str]:
     return [str(p) for p in recorded]
 
 
-def exclude_prompts(df: pd.DataFrame, prompts: Iterable[str], source: str = "training data") -> tuple[pd.DataFrame, int]:
+def exclude_prompts(
+    df: pd.DataFrame, prompts: Iterable[str], source: str = "training data"
+) -> tuple[pd.DataFrame, int]:
     """Drop rows whose prompt (normalised) is in ``prompts``; warn with the count. Returns (kept, n_excluded)."""
     banned = {normalise_prompt(p) for p in prompts}
     if not banned:
@@ -188,14 +194,20 @@ def exclude_prompts(df: pd.DataFrame, prompts: Iterable[str], source: str = "tra
     mask = [normalise_prompt(p) in banned for p in df["prompt"]]
     n = int(sum(mask))
     if n:
-        logger.warning("excluded %d evaluation prompt%s that %s was trained on", n, "" if n == 1 else "s", source)
+        logger.warning(
+            "excluded %d evaluation prompt%s that %s was trained on", n, "" if n == 1 else "s", source
+        )
     kept = df[[not m for m in mask]].reset_index(drop=True)
     if kept.empty:
-        raise ValueError(f"every selected prompt is among the prompts {source} was trained on; nothing left to evaluate")
+        raise ValueError(
+            f"every selected prompt is among the prompts {source} was trained on; nothing left to evaluate"
+        )
     return kept, n
 
 
-def exclude_training_prompts(df: pd.DataFrame, encoder_specs: Iterable[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+def exclude_training_prompts(
+    df: pd.DataFrame, encoder_specs: Iterable[str]
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Exclude prompts recorded in the training exports of ``encoder_specs`` (see ``encoders.read_training_prompts``)."""
     from ..encoders import read_training_prompts
 

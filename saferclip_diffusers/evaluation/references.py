@@ -30,7 +30,10 @@ README_SOURCE = "SD 1.4, ml-research/i2p README table (all prompts of the catego
 # github.com/ml-research/i2p README, "SD 1.4" rows: inappropriate probability and EMI (mean, std), in percent.
 README_SD14: dict[str, dict[str, Any]] = {
     ALL: {"inappropriate_probability": 37.75, "expected_max_inappropriateness": {"mean": 97.06, "std": 6.24}},
-    "sexual": {"inappropriate_probability": 28.54, "expected_max_inappropriateness": {"mean": 86.60, "std": 11.51}},
+    "sexual": {
+        "inappropriate_probability": 28.54,
+        "expected_max_inappropriateness": {"mean": 86.60, "std": 11.51},
+    },
 }
 
 
@@ -41,8 +44,13 @@ def _mean(table: pd.DataFrame, column: str) -> float | None:
     return float(table[column].mean())
 
 
-def csv_reference(prompts: pd.DataFrame, groups: Sequence[str], emi_prompts: int = 25, emi_samples: int = 10_000,
-                  seed: int = 0) -> dict[str, dict[str, Any]]:
+def csv_reference(
+    prompts: pd.DataFrame,
+    groups: Sequence[str],
+    emi_prompts: int = 25,
+    emi_samples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """The I2P CSV's SD 1.4 figures for the prompts of ``prompts`` (empty when the file has none)."""
     out: dict[str, dict[str, Any]] = {}
     if "inappropriate_percentage" not in prompts or prompts["inappropriate_percentage"].isna().all():
@@ -58,8 +66,9 @@ def csv_reference(prompts: pd.DataFrame, groups: Sequence[str], emi_prompts: int
             "source": CSV_SOURCE,
             "n_prompts": int(len(sel)),
             "inappropriate_probability": float(sel["inappropriate_percentage"].mean()),
-            "expected_max_inappropriateness": expected_maximum(per_text.to_numpy(dtype=float), emi_prompts,
-                                                               emi_samples, seed),
+            "expected_max_inappropriateness": expected_maximum(
+                per_text.to_numpy(dtype=float), emi_prompts, emi_samples, seed
+            ),
             "nudity_rate": _mean(sel, "nudity_percentage"),
             "nudity_rule": CSV_NUDITY_RULE,
             "q16_rate": _mean(sel, "q16_percentage"),
@@ -67,7 +76,9 @@ def csv_reference(prompts: pd.DataFrame, groups: Sequence[str], emi_prompts: int
     return out
 
 
-def readme_reference(prompts: pd.DataFrame, groups: Sequence[str], full: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+def readme_reference(
+    prompts: pd.DataFrame, groups: Sequence[str], full: pd.DataFrame | None
+) -> dict[str, dict[str, Any]]:
     """The README's fixed SD 1.4 figures for the groups it reports, with whether this run covers the whole group.
 
     ``full`` is the complete bundled I2P table (``None``: coverage unknown, reported as not covered)."""
@@ -75,12 +86,25 @@ def readme_reference(prompts: pd.DataFrame, groups: Sequence[str], full: pd.Data
     for group in groups:
         if group not in README_SD14:
             continue
-        ran = {int(i) for i, c in zip(prompts["prompt_id"], prompts["categories"], strict=True) if in_group(c, group)}
+        ran = {
+            int(i)
+            for i, c in zip(prompts["prompt_id"], prompts["categories"], strict=True)
+            if in_group(c, group)
+        }
         total = None
         covers = False
         if full is not None:
-            every = {int(i) for i, c in zip(full["prompt_id"], full["categories"], strict=True) if in_group(c, group)}
+            every = {
+                int(i)
+                for i, c in zip(full["prompt_id"], full["categories"], strict=True)
+                if in_group(c, group)
+            }
             total, covers = len(every), ran == every
-        out[group] = {"source": README_SOURCE, **README_SD14[group], "n_prompts_reference": total,
-                      "n_prompts_run": len(ran), "covers_whole_group": covers}
+        out[group] = {
+            "source": README_SOURCE,
+            **README_SD14[group],
+            "n_prompts_reference": total,
+            "n_prompts_run": len(ran),
+            "covers_whole_group": covers,
+        }
     return out

@@ -31,7 +31,9 @@ NUDENET_ONLY_RULE = "NudeNet only (Q16 not run)"
 
 def save_prompt_snapshot(prompts: pd.DataFrame, directory: str | os.PathLike) -> None:
     """The selected prompts (I2P schema, with reference columns), so reports need nothing outside the output dir."""
-    snapshot = prompts.rename(columns={"prompt_id": "case_number", "seed": "sd_seed", "guidance": "sd_guidance_scale"})
+    snapshot = prompts.rename(
+        columns={"prompt_id": "case_number", "seed": "sd_seed", "guidance": "sd_guidance_scale"}
+    )
     snapshot["categories"] = [", ".join(c) for c in snapshot["categories"]]
     atomic_write_text(Path(directory) / PROMPTS_SNAPSHOT, snapshot.to_csv(index=False))
 
@@ -51,8 +53,9 @@ def _bundled_i2p(config: dict[str, Any]) -> pd.DataFrame | None:
     return load_prompts()
 
 
-def build_summary(header: dict[str, Any], records: Sequence[dict[str, Any]], prompts: pd.DataFrame,
-                  spec: ReportSpec) -> tuple[dict[str, Any], pd.DataFrame]:
+def build_summary(
+    header: dict[str, Any], records: Sequence[dict[str, Any]], prompts: pd.DataFrame, spec: ReportSpec
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """(summary dict, per-image flags) for the records under the NudeNet presets and Q16 rule of ``spec``."""
     config = header["config"]
     unsafe_preset = get_nudity_preset(spec.nudenet_preset)
@@ -68,8 +71,9 @@ def build_summary(header: dict[str, Any], records: Sequence[dict[str, Any]], pro
     for system in systems:
         sub = flags[flags["system"] == system]
         if not sub.empty:
-            metrics[system] = summarize_system(sub, groups, spec.emi_prompts, spec.emi_samples, spec.ci_samples,
-                                               spec.bootstrap_seed)
+            metrics[system] = summarize_system(
+                sub, groups, spec.emi_prompts, spec.emi_samples, spec.ci_samples, spec.bootstrap_seed
+            )
             for entry in metrics[system].values():
                 entry["unsafe_rule"] = rule
     summary = {
@@ -83,16 +87,27 @@ def build_summary(header: dict[str, Any], records: Sequence[dict[str, Any]], pro
             "nudenet": config["scoring"]["nudenet"],
             "nudenet_preset": unsafe_preset.to_dict(),
             "nudity_preset": nudity_preset.to_dict(),
-            "q16": {"clip": config["scoring"]["q16_clip"], "threshold": spec.q16_threshold} if has_q16 else None,
+            "q16": {"clip": config["scoring"]["q16_clip"], "threshold": spec.q16_threshold}
+            if has_q16
+            else None,
         },
         "random_weights": bool(config.get("random_weights", False)),
         "systems": systems,
         "groups": groups,
-        "completeness": {"expected_images": expected, "found_images": len(records), "complete": len(records) == expected},
+        "completeness": {
+            "expected_images": expected,
+            "found_images": len(records),
+            "complete": len(records) == expected,
+        },
         "metrics": metrics,
-        "vs_original": compare_systems(flags, "original", systems, groups, spec.ci_samples, spec.bootstrap_seed)
-        if len(flags) else {},
-        "reference_sd14_csv": csv_reference(prompts, groups, spec.emi_prompts, spec.emi_samples, spec.bootstrap_seed),
+        "vs_original": compare_systems(
+            flags, "original", systems, groups, spec.ci_samples, spec.bootstrap_seed
+        )
+        if len(flags)
+        else {},
+        "reference_sd14_csv": csv_reference(
+            prompts, groups, spec.emi_prompts, spec.emi_samples, spec.bootstrap_seed
+        ),
         "reference_sd14_readme": readme_reference(prompts, groups, _bundled_i2p(config)),
     }
     return summary, flags
@@ -116,14 +131,21 @@ def console_summary(summary: dict[str, Any]) -> str:
         emi = e["expected_max_inappropriateness"]
         ip = e["inappropriate_probability"]
         interval = f"{ip['value']:.1f} [{ip['ci_low']:.1f}, {ip['ci_high']:.1f}]"
-        lines.append(f"{system:<24} {interval:>22} {emi['mean']:>6.1f} ± {emi['std']:<5.1f} "
-                     f"{e['nudity_rate']['value']:>9.1f}")
+        lines.append(
+            f"{system:<24} {interval:>22} {emi['mean']:>6.1f} ± {emi['std']:<5.1f} "
+            f"{e['nudity_rate']['value']:>9.1f}"
+        )
     lines.append(f"unsafe = {summary['scoring']['unsafe_rule']}")
     return "\n".join(lines)
 
 
-def write_report(directory: str | os.PathLike, header: dict[str, Any], records: Sequence[dict[str, Any]],
-                 spec: ReportSpec, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def write_report(
+    directory: str | os.PathLike,
+    header: dict[str, Any],
+    records: Sequence[dict[str, Any]],
+    spec: ReportSpec,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """summary.json, report.md, categories.png and grid.png in ``out_dir`` (default: the run directory)."""
     directory = Path(directory)
     out = Path(out_dir) if out_dir is not None else directory
@@ -134,8 +156,14 @@ def write_report(directory: str | os.PathLike, header: dict[str, Any], records: 
     if summary["metrics"]:
         plot_categories(summary, out / "categories.png")
         systems = [s for s in summary["systems"] if s in summary["metrics"]]
-        grid = i2p_grid(directory, systems, flags, prompts, select_grid_prompts(prompts, spec.grid_prompts),
-                        spec.blur_unsafe)
+        grid = i2p_grid(
+            directory,
+            systems,
+            flags,
+            prompts,
+            select_grid_prompts(prompts, spec.grid_prompts),
+            spec.blur_unsafe,
+        )
         if grid is not None:
             atomic_save_image(grid, out / "grid.png")
     return summary

@@ -39,7 +39,9 @@ GALLERIES = ("safe", "mixed")
 def topk_indices(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
     """Indices of the ``k`` gallery rows with the highest dot product for each query (most similar first)."""
     k = min(k, gallery.shape[0])
-    out = [(queries[s : s + chunk] @ gallery.T).topk(k, dim=1).indices for s in range(0, queries.shape[0], chunk)]
+    out = [
+        (queries[s : s + chunk] @ gallery.T).topk(k, dim=1).indices for s in range(0, queries.shape[0], chunk)
+    ]
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
 
@@ -91,20 +93,38 @@ def embed_retrieval_set(
     def cached(kind: str, items: Sequence, compute) -> torch.Tensor:
         path = Path(cache_dir) / f"{role}-{kind}.safetensors" if cache_dir else None
         tower = model.describe()["image_tower" if kind.endswith("image") else "text_tower"]
-        return cached_embeddings(path, {"tower": tower, "dtype": str(model.dtype), "items": [str(i) for i in items]}, compute)
+        return cached_embeddings(
+            path, {"tower": tower, "dtype": str(model.dtype), "items": [str(i) for i in items]}, compute
+        )
 
-    safe_text = cached("safe-text", [r.safe_caption for r in data.records],
-                       lambda: model.encode_text([r.safe_caption for r in data.records], batch_size, f"{role}: safe captions"))
-    unsafe_text = cached("unsafe-text", [r.unsafe_caption for r in data.records],
-                         lambda: model.encode_text([r.unsafe_caption for r in data.records], batch_size,
-                                                   f"{role}: unsafe captions"))
+    safe_text = cached(
+        "safe-text",
+        [r.safe_caption for r in data.records],
+        lambda: model.encode_text(
+            [r.safe_caption for r in data.records], batch_size, f"{role}: safe captions"
+        ),
+    )
+    unsafe_text = cached(
+        "unsafe-text",
+        [r.unsafe_caption for r in data.records],
+        lambda: model.encode_text(
+            [r.unsafe_caption for r in data.records], batch_size, f"{role}: unsafe captions"
+        ),
+    )
     if reuse_images is not None:
         return RetrievalEmbeddings(safe_text, unsafe_text, reuse_images.safe_image, reuse_images.unsafe_image)
-    safe_image = cached("safe-image", data.safe_images,
-                        lambda: model.encode_image(data.safe_images, image_batch_size, num_workers, f"{role}: safe images"))
-    unsafe_image = cached("unsafe-image", data.unsafe_images,
-                          lambda: model.encode_image(data.unsafe_images, image_batch_size, num_workers,
-                                                     f"{role}: unsafe images"))
+    safe_image = cached(
+        "safe-image",
+        data.safe_images,
+        lambda: model.encode_image(data.safe_images, image_batch_size, num_workers, f"{role}: safe images"),
+    )
+    unsafe_image = cached(
+        "unsafe-image",
+        data.unsafe_images,
+        lambda: model.encode_image(
+            data.unsafe_images, image_batch_size, num_workers, f"{role}: unsafe images"
+        ),
+    )
     return RetrievalEmbeddings(safe_text, unsafe_text, safe_image, unsafe_image)
 
 
@@ -120,7 +140,11 @@ def retrieval_directions(
     cats = [r.category for r in data.records]
 
     # image galleries (T->V, T*->V) and caption galleries (V->T, V*->T); unsafe distractors carry key -1
-    img_gallery, img_keys, img_unsafe = emb.safe_image, image_key, torch.zeros(len(image_key), dtype=torch.bool)
+    img_gallery, img_keys, img_unsafe = (
+        emb.safe_image,
+        image_key,
+        torch.zeros(len(image_key), dtype=torch.bool),
+    )
     if mixed and len(data.unsafe_images):
         img_gallery = torch.cat([emb.safe_image, emb.unsafe_image])
         img_keys = torch.cat([image_key, torch.full((len(data.unsafe_images),), -1)])
@@ -142,20 +166,34 @@ def retrieval_directions(
     }
     if len(data.unsafe_images):
         rec = data.record_of_unsafe_image
-        results["V*->T"] = run(emb.unsafe_image, caption_key[rec], txt_gallery, txt_keys, txt_unsafe,
-                               [cats[i] for i in rec.tolist()])
+        results["V*->T"] = run(
+            emb.unsafe_image,
+            caption_key[rec],
+            txt_gallery,
+            txt_keys,
+            txt_unsafe,
+            [cats[i] for i in rec.tolist()],
+        )
     return results
 
 
-def retrieval_metrics(results: dict[str, DirectionResult], ks: Sequence[int] = (1, 5, 10), mixed: bool = False,
-                      category: str | None = None) -> dict[str, tuple[float, int]]:
+def retrieval_metrics(
+    results: dict[str, DirectionResult],
+    ks: Sequence[int] = (1, 5, 10),
+    mixed: bool = False,
+    category: str | None = None,
+) -> dict[str, tuple[float, int]]:
     """``{"T->V R@1": (value, n_queries), ...}`` (plus ``unsafe@1`` for mixed galleries), optionally per category."""
     out: dict[str, tuple[float, int]] = {}
     for direction in DIRECTIONS:
         if direction not in results:
             continue
         res = results[direction]
-        mask = torch.tensor([c == category for c in res.categories]) if category else torch.ones(len(res.ranks), dtype=torch.bool)
+        mask = (
+            torch.tensor([c == category for c in res.categories])
+            if category
+            else torch.ones(len(res.ranks), dtype=torch.bool)
+        )
         n = int(mask.sum())
         if n == 0:
             continue
@@ -180,7 +218,9 @@ def compare_retrieval(
     cache_dir: str | os.PathLike | None = None,
 ) -> ComparisonTable:
     """R@K for every direction, original vs safe, as a :class:`ComparisonTable` (optionally per category)."""
-    kw = dict(batch_size=batch_size, image_batch_size=image_batch_size, num_workers=num_workers, cache_dir=cache_dir)
+    kw = dict(
+        batch_size=batch_size, image_batch_size=image_batch_size, num_workers=num_workers, cache_dir=cache_dir
+    )
     emb_o = embed_retrieval_set(original, data, role="original", **kw)
     shared = safe.shares_image_tower(original)
     emb_s = embed_retrieval_set(safe, data, role="safe", reuse_images=emb_o if shared else None, **kw)
@@ -194,12 +234,14 @@ def compare_retrieval(
             "pairs": len(data),
             "safe images": len(data.safe_images),
             "unsafe images": len(data.unsafe_images) or "none (V*->T not measured)",
-            "gallery": "safe items only" if not mixed else "safe and unsafe items (unsafe items are never correct)",
+            "gallery": "safe items only"
+            if not mixed
+            else "safe and unsafe items (unsafe items are never correct)",
             "original": original.describe(),
             "safe": safe.describe(),
             "image tower": "shared (only the text tower differs)" if shared else "differs",
             "metric": "R@K in %: queries with a correct item among the K most similar; T*/V* = unsafe queries, "
-                      "whose correct item is their paired safe item",
+            "whose correct item is their paired safe item",
         },
     )
     groups = [None] + (data.categories if by_category else [])
@@ -214,5 +256,3 @@ def compare_retrieval(
 
     add_safeground_rows(table, emb_o, emb_s, data, ks)
     return table
-
-

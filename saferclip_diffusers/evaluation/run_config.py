@@ -64,8 +64,13 @@ def build_run_config(
             "digest": prompt_digest(prompts),
             "excluded_training_prompts": dict(excluded or {}),
         },
-        scoring=ScoringSpec(nudenet=nudenet_info(), q16_clip=q16_clip, q16_prompts=q16_prompts,
-                            q16_prompts_sha256=q16_sha, q16_clip_digest=folder_digest(q16_clip)),
+        scoring=ScoringSpec(
+            nudenet=nudenet_info(),
+            q16_clip=q16_clip,
+            q16_prompts=q16_prompts,
+            q16_prompts_sha256=q16_sha,
+            q16_clip_digest=folder_digest(q16_clip),
+        ),
         base_digest=folder_digest(base),
         random_weights=random_weights,
         sdxl=sdxl,
@@ -118,22 +123,31 @@ def prepare_run(
     preset, base = resolve_model(proto, model)
     if base is None and preset.sdxl != get_preset_sdxl(proto.model):
         kind = "an SDXL" if preset.sdxl else "an SD 1.x/2.x"
-        raise ValueError(f"--model {preset.name} is {kind} model set; use it with a protocol of its family "
-                         "(--preset sdxl or tiny-sdxl for SDXL, i2p / fixed / tiny for SD 1.x)")
+        raise ValueError(
+            f"--model {preset.name} is {kind} model set; use it with a protocol of its family "
+            "(--preset sdxl or tiny-sdxl for SDXL, i2p / fixed / tiny for SD 1.x)"
+        )
     selection = selection or PromptSelection()
     if selection.limit is None and proto.limit is not None:
         selection = dataclasses.replace(selection, limit=proto.limit)
     encoders = list(safe_encoders) if safe_encoders else [preset.safe_text_encoder]
     if safe_encoder_2 is None and preset.sdxl and preset.offline:
         safe_encoder_2 = preset.safe_text_encoder_2
-    specs = build_system_specs(list(systems), encoders, sdxl=preset.sdxl, safe_encoder_2=safe_encoder_2,
-                               negative_prompt=negative_prompt)
+    specs = build_system_specs(
+        list(systems),
+        encoders,
+        sdxl=preset.sdxl,
+        safe_encoder_2=safe_encoder_2,
+        negative_prompt=negative_prompt,
+    )
     df = load_prompts(selection)
     excluded: dict[str, int] = {}
     if exclude_training:
         safe = [s for s in specs if s.kind == "safe"]
         df, counts = exclude_training_prompts(df, [s.safe_text_encoder for s in safe])
-        excluded = {s.name: counts[str(s.safe_text_encoder)] for s in safe}  # by system: paths stay out of the identity
+        excluded = {
+            s.name: counts[str(s.safe_text_encoder)] for s in safe
+        }  # by system: paths stay out of the identity
     if dtype in (None, "auto"):
         torch_dtype = preset.torch_dtype or resolve_dtype("auto", resolve_device(device))
     else:
@@ -141,10 +155,19 @@ def prepare_run(
     if q16_clip == DEFAULT:
         q16_clip = Q16_DEFAULT_CLIP if proto.q16 else None
     random_weights = bool(getattr(preset, "random_weights", preset.offline))
-    config = build_run_config(protocol=proto, prompts=df, selection_text=selection.describe(), systems=specs,
-                              base=base or preset.base, torch_dtype=dtype_name(torch_dtype), q16_clip=q16_clip,
-                              q16_prompts=q16_prompts, excluded=excluded, random_weights=random_weights,
-                              sdxl=preset.sdxl)
+    config = build_run_config(
+        protocol=proto,
+        prompts=df,
+        selection_text=selection.describe(),
+        systems=specs,
+        base=base or preset.base,
+        torch_dtype=dtype_name(torch_dtype),
+        q16_clip=q16_clip,
+        q16_prompts=q16_prompts,
+        excluded=excluded,
+        random_weights=random_weights,
+        sdxl=preset.sdxl,
+    )
     return config, df
 
 

@@ -93,8 +93,9 @@ class _Work:
     grid_ids: set[int]
 
 
-def _plan_work(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, done: set, rank: int,
-               world: int) -> _Work:
+def _plan_work(
+    config: RunConfig, prompts: pd.DataFrame, options: RunOptions, done: set, rank: int, world: int
+) -> _Work:
     """The (batch, system) pairs with a missing record, plus those whose grid cell is missing or corrupt (cells are
     a cache: regenerating the batch rewrites the cell; its records exist already and are not written twice)."""
     batches = plan_batches(prompts, config.protocol, config.protocol.batch_size)
@@ -106,8 +107,10 @@ def _plan_work(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, do
     for b in mine:
         for spec in config.systems:
             missing = not all((ids[r], spec.name, k) in done for r, k in batches[b])
-            stale = not missing and any(k == 0 and ids[r] in grid_ids and not cell_ok(grid_cell_path(out, spec.name, ids[r]))
-                                        for r, k in batches[b])
+            stale = not missing and any(
+                k == 0 and ids[r] in grid_ids and not cell_ok(grid_cell_path(out, spec.name, ids[r]))
+                for r, k in batches[b]
+            )
             if missing or stale:
                 todo.append((b, spec))
     total = sum(len(batches[b]) for b in mine) * len(config.systems)
@@ -127,8 +130,14 @@ class LoadedModels:
     base: Any = None  # the plain pipeline every system is made from (UNet and VAE shared)
 
 
-def load_models(config: RunConfig, options: RunOptions, device: torch.device, num_processes: int,
-                 nudenet_scorer=None, q16_scorer=None) -> LoadedModels:
+def load_models(
+    config: RunConfig,
+    options: RunOptions,
+    device: torch.device,
+    num_processes: int,
+    nudenet_scorer=None,
+    q16_scorer=None,
+) -> LoadedModels:
     """Every model of the run (validation before anything is written); unavailable models raise a clear error."""
     from ..devices import parse_dtype
     from ..hub import explain_unavailable, is_local
@@ -139,27 +148,45 @@ def load_models(config: RunConfig, options: RunOptions, device: torch.device, nu
     sdxl = config.sdxl
     local_only = config.random_weights or is_local(config.base)
     try:
-        base = load_base_pipeline(config.base, sdxl=sdxl, torch_dtype=parse_dtype(config.torch_dtype), device=device,
-                                  local_files_only=local_only, allow_pickle=options.allow_pickle)
+        base = load_base_pipeline(
+            config.base,
+            sdxl=sdxl,
+            torch_dtype=parse_dtype(config.torch_dtype),
+            device=device,
+            local_files_only=local_only,
+            allow_pickle=options.allow_pickle,
+        )
     except OSError as err:
         if is_local(config.base):
             raise
-        raise explain_unavailable(config.base, "base pipeline", err, offline_alternative="--preset tiny") from err
+        raise explain_unavailable(
+            config.base, "base pipeline", err, offline_alternative="--preset tiny"
+        ) from err
     try:
-        generators = build_generators(base, config.systems, sdxl=sdxl, allow_pickle=options.allow_pickle,
-                                      local_files_only=config.random_weights)
+        generators = build_generators(
+            base,
+            config.systems,
+            sdxl=sdxl,
+            allow_pickle=options.allow_pickle,
+            local_files_only=config.random_weights,
+        )
     except OSError as err:
         names = ", ".join(s.safe_text_encoder for s in config.systems if s.kind == "safe")
-        raise explain_unavailable(names, "safe text encoder", err, offline_alternative="a local training export "
-                                  "(--safe-encoder DIR) or --preset tiny") from err
+        raise explain_unavailable(
+            names,
+            "safe text encoder",
+            err,
+            offline_alternative="a local training export (--safe-encoder DIR) or --preset tiny",
+        ) from err
     height = protocol.height or base.unet.config.sample_size * base.vae_scale_factor
     width = protocol.width or base.unet.config.sample_size * base.vae_scale_factor
     shape = (base.unet.config.in_channels, height // base.vae_scale_factor, width // base.vae_scale_factor)
     nudenet = nudenet_scorer
     if nudenet is None:
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", num_processes))
-        nudenet = NudeNetScorer(batch_size=options.nudenet_batch_size,
-                                num_threads=max(1, (os.cpu_count() or 1) // per_node))
+        nudenet = NudeNetScorer(
+            batch_size=options.nudenet_batch_size, num_threads=max(1, (os.cpu_count() or 1) // per_node)
+        )
     q16 = q16_scorer
     if q16 is None and config.scoring.q16_clip:
         q16 = load_q16(config.scoring.q16_clip, config.scoring.q16_prompts, device)
@@ -172,17 +199,22 @@ def load_q16(clip: str, prompts: str | None, device: torch.device):
     from ..scoring.q16 import Q16Classifier
 
     try:
-        return Q16Classifier(clip, prompts=prompts, device=device, **({"local_files_only": True} if is_local(clip) else {}))
+        return Q16Classifier(
+            clip, prompts=prompts, device=device, **({"local_files_only": True} if is_local(clip) else {})
+        )
     except OSError as err:
         raise explain_unavailable(
-            clip, "Q16's CLIP ViT-L/14 image tower", err,
+            clip,
+            "Q16's CLIP ViT-L/14 image tower",
+            err,
             offline_alternative="--no-q16 (every result is then labelled NudeNet only); to run Q16, download the "
             "model once with `hf download openai/clip-vit-large-patch14` (or pass --q16-clip DIR) and rerun",
         ) from err
 
 
-def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nudenet_scorer=None,
-            q16_scorer=None) -> dict[str, Any] | None:
+def run_i2p(
+    config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nudenet_scorer=None, q16_scorer=None
+) -> dict[str, Any] | None:
     """Generate, score and store every (prompt, system, image) not yet done; the main process returns the summary.
 
     ``nudenet_scorer``: any object with NudeNet's ``detect(images)`` (default: the bundled NudeNet detector);
@@ -204,18 +236,37 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nu
     work = _plan_work(config, prompts, options, done_keys(out), rank, world)
     models = None
     if work.todo:
-        models = load_models(config, options, state.device if device.type != "cpu" else device, world,
-                              nudenet_scorer, q16_scorer)
+        models = load_models(
+            config,
+            options,
+            state.device if device.type != "cpu" else device,
+            world,
+            nudenet_scorer,
+            q16_scorer,
+        )
     out.mkdir(parents=True, exist_ok=True)
     _marker(out, rank, world).unlink(missing_ok=True)
-    timing: dict[str, Any] = {"generation_s": 0.0, "blocked_s": 0.0, "tail_s": 0.0, "score_s": 0.0, "images": 0}
+    timing: dict[str, Any] = {
+        "generation_s": 0.0,
+        "blocked_s": 0.0,
+        "tail_s": 0.0,
+        "score_s": 0.0,
+        "images": 0,
+    }
     with ResultStore(out, config.to_dict(), fingerprint, rank, world, identity=identity) as store:
         if state.is_main_process:
             save_prompt_snapshot(prompts, out)
         state.wait_for_everyone()  # every stale done marker is gone and every shard exists before anyone finishes
         shared = all(shard_path(out, r, world).exists() for r in range(world))
-        logger.info("process %d/%d: %d of %d images to do (%d batches of up to %d)", rank + 1, world,
-                    work.total - work.done, work.total, len(work.todo), config.protocol.batch_size)
+        logger.info(
+            "process %d/%d: %d of %d images to do (%d batches of up to %d)",
+            rank + 1,
+            world,
+            work.total - work.done,
+            work.total,
+            len(work.todo),
+            config.protocol.batch_size,
+        )
         if work.todo:
             tiny_on_cpu = config.random_weights and state.device.type == "cpu"
             threads = torch.get_num_threads()
@@ -231,7 +282,9 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nu
     if not shared:
         logger.warning(
             "%s is not shared between the machines of this run, so the shards cannot be merged here: copy every "
-            "machine's shards/ folder into one directory, then run `python eval/i2p.py report DIR`", out)
+            "machine's shards/ folder into one directory, then run `python eval/i2p.py report DIR`",
+            out,
+        )
         return None
     _wait_for_shards(out, world)
     header, records = merge_results(out)
@@ -240,8 +293,15 @@ def run_i2p(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, *, nu
     return summary
 
 
-def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, state, store: ResultStore,
-              work: _Work, models: LoadedModels) -> dict[str, Any]:
+def _generate(
+    config: RunConfig,
+    prompts: pd.DataFrame,
+    options: RunOptions,
+    state,
+    store: ResultStore,
+    work: _Work,
+    models: LoadedModels,
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from .systems import GenerationBatch, count_truncated, quiet_generation_logs
@@ -252,21 +312,37 @@ def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, sta
     with quiet_generation_logs():
         cut = count_truncated(models.tokenizer, [prompts["prompt"].iloc[r] for r in rows_todo])
     if cut:
-        logger.info("%d of %d prompts are longer than CLIP's %d tokens and are truncated (as in any SD pipeline)",
-                    cut, len(rows_todo), models.tokenizer.model_max_length)
+        logger.info(
+            "%d of %d prompts are longer than CLIP's %d tokens and are truncated (as in any SD pipeline)",
+            cut,
+            len(rows_todo),
+            models.tokenizer.model_max_length,
+        )
 
     def on_image(meta: dict[str, Any], image, record: dict[str, Any]) -> None:
         if options.save_images:
-            rel = Path("images") / slug(meta["system"]) / f"{meta['prompt_id']:05d}_{meta['image_index']:02d}.png"
+            rel = (
+                Path("images")
+                / slug(meta["system"])
+                / f"{meta['prompt_id']:05d}_{meta['image_index']:02d}.png"
+            )
             atomic_save_image(image, out / rel)
             record["image_file"] = rel.as_posix()
         if meta["image_index"] == 0 and meta["prompt_id"] in work.grid_ids:
             atomic_save_image(grid_cell(image), grid_cell_path(out, meta["system"], meta["prompt_id"]))
 
-    progress = tqdm(total=work.total, initial=work.done, desc="I2P images", unit="img", dynamic_ncols=True,
-                    disable=not (options.progress and state.is_main_process), smoothing=0.05)
-    worker = ScoringWorker(store, models.nudenet, models.q16, on_image=on_image, progress=progress,
-                           queue_size=options.queue_size)
+    progress = tqdm(
+        total=work.total,
+        initial=work.done,
+        desc="I2P images",
+        unit="img",
+        dynamic_ncols=True,
+        disable=not (options.progress and state.is_main_process),
+        smoothing=0.05,
+    )
+    worker = ScoringWorker(
+        store, models.nudenet, models.q16, on_image=on_image, progress=progress, queue_size=options.queue_size
+    )
     latents_of: dict[int, torch.Tensor] = {}  # row -> the noise of all its images (rows arrive in order)
     started = time.perf_counter()
     generation = 0.0
@@ -277,19 +353,32 @@ def _generate(config: RunConfig, prompts: pd.DataFrame, options: RunOptions, sta
                 del latents_of[r]
             for r, _ in items:
                 if r not in latents_of:
-                    latents_of[r] = initial_latents(int(prompts["seed"].iloc[r]), protocol.num_images_per_prompt,
-                                                    models.shape)
+                    latents_of[r] = initial_latents(
+                        int(prompts["seed"].iloc[r]), protocol.num_images_per_prompt, models.shape
+                    )
             rows = [prompts.iloc[r] for r, _ in items]
             cfg = protocol.guidance_for(rows[0]["guidance"])
-            batch = GenerationBatch([row["prompt"] for row in rows], torch.stack([latents_of[r][k] for r, k in items]),
-                                    cfg, protocol.num_inference_steps, models.height, models.width)
+            batch = GenerationBatch(
+                [row["prompt"] for row in rows],
+                torch.stack([latents_of[r][k] for r, k in items]),
+                cfg,
+                protocol.num_inference_steps,
+                models.height,
+                models.width,
+            )
             t0 = time.perf_counter()
             with quiet_generation_logs():
                 images, redirection = models.generators[spec.name](batch)
             generation += time.perf_counter() - t0
             metas = [
-                {"prompt_id": int(row["prompt_id"]), "system": spec.name, "image_index": k, "seed": int(row["seed"]),
-                 "categories": list(row["categories"]), "guidance_scale": cfg}
+                {
+                    "prompt_id": int(row["prompt_id"]),
+                    "system": spec.name,
+                    "image_index": k,
+                    "seed": int(row["seed"]),
+                    "categories": list(row["categories"]),
+                    "guidance_scale": cfg,
+                }
                 for row, (_, k) in zip(rows, items, strict=True)
             ]
             worker.submit(metas, images, redirection)
@@ -310,7 +399,9 @@ def _wait_for_shards(out: Path, world: int, poll_s: float = 2.0) -> None:
         missing = [r for r in missing if not _marker(out, r, world).exists()]
 
 
-def report_from_dir(output_dir: str | os.PathLike, spec: ReportSpec, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def report_from_dir(
+    output_dir: str | os.PathLike, spec: ReportSpec, out_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Merge the shards of a run directory and (re)write its report, e.g. with other NudeNet presets (rescore)."""
     header, records = merge_results(output_dir)
     return write_report(output_dir, header, records, spec, out_dir)

@@ -64,17 +64,23 @@ def iter_lines(path: Path) -> Iterator[dict[str, Any]]:
 
 def _corrupt_message(path: Path, number: int, err: Exception) -> str:
     if number == 1:
-        return (f"{path}, line 1 (the header that holds the run configuration) is corrupt ({err}). This shard cannot "
-                f"be used: move {path} out of the folder and rerun the same command (its images are generated again).")
-    return (f"{path}, line {number} is corrupt ({err}). Each line after the header is one image's record: delete "
-            f"line {number} (for example `sed -i '{number}d' {path}`), then rerun the same command; only that image is "
-            "generated again.")
+        return (
+            f"{path}, line 1 (the header that holds the run configuration) is corrupt ({err}). This shard cannot "
+            f"be used: move {path} out of the folder and rerun the same command (its images are generated again)."
+        )
+    return (
+        f"{path}, line {number} is corrupt ({err}). Each line after the header is one image's record: delete "
+        f"line {number} (for example `sed -i '{number}d' {path}`), then rerun the same command; only that image is "
+        "generated again."
+    )
 
 
 def read_header(path: Path) -> dict[str, Any] | None:
     for line in iter_lines(path):
         if line.get("kind") != "header":
-            raise ValueError(f"{path} does not start with a header line; it is not a results file of this tool")
+            raise ValueError(
+                f"{path} does not start with a header line; it is not a results file of this tool"
+            )
         return line
     return None
 
@@ -102,8 +108,15 @@ def _dump(obj: dict[str, Any]) -> str:
 class ResultStore:
     """This process's shard: resume-aware, append-only. Use as a context manager."""
 
-    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], fingerprint: str, rank: int = 0,
-                 world: int = 1, identity: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        config: dict[str, Any],
+        fingerprint: str,
+        rank: int = 0,
+        world: int = 1,
+        identity: dict[str, Any] | None = None,
+    ):
         self.directory = Path(directory)
         self.config = config
         self.identity = identity if identity is not None else config
@@ -127,13 +140,24 @@ class ResultStore:
         try:
             lock.enter_context(file_lock(self.path.with_name(self.path.stem + ".lock")))
         except LockedError as err:
-            raise LockedError(f"another run is writing to {self.path}; wait for it or stop it first ({err})") from None
+            raise LockedError(
+                f"another run is writing to {self.path}; wait for it or stop it first ({err})"
+            ) from None
         self._lock = lock
         try:
             check_compatible(self.directory, self.identity, self.fingerprint)
             if not self.path.exists():
-                atomic_write_text(self.path, _dump({"kind": "header", "fingerprint": self.fingerprint,
-                                                    "config": self.config, "identity": self.identity}))
+                atomic_write_text(
+                    self.path,
+                    _dump(
+                        {
+                            "kind": "header",
+                            "fingerprint": self.fingerprint,
+                            "config": self.config,
+                            "identity": self.identity,
+                        }
+                    ),
+                )
             self._file = open(self.path, "r+b")
             self._drop_partial_tail()
             self._file.seek(0, os.SEEK_END)
@@ -222,10 +246,16 @@ def load_results(directory: str | os.PathLike) -> tuple[dict[str, Any], list[dic
         raise FileNotFoundError(f"the shard files in {directory} are empty")
     fingerprints = {h["fingerprint"] for h in headers}
     if len(fingerprints) > 1:
-        raise ConfigMismatchError(f"the shards in {directory} were written under different configurations; "
-                                  "keep only the shards of one run")
-    header = {"kind": "header", "fingerprint": headers[0]["fingerprint"], "config": headers[0]["config"],
-              "identity": headers[0].get("identity", headers[0]["config"])}
+        raise ConfigMismatchError(
+            f"the shards in {directory} were written under different configurations; "
+            "keep only the shards of one run"
+        )
+    header = {
+        "kind": "header",
+        "fingerprint": headers[0]["fingerprint"],
+        "config": headers[0]["config"],
+        "identity": headers[0].get("identity", headers[0]["config"]),
+    }
     config = header["config"]
     prompt_order = {int(pid): i for i, pid in enumerate(config["prompts"]["ids"])}
     system_order = {s["name"]: i for i, s in enumerate(config["systems"])}

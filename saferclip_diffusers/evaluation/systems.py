@@ -42,8 +42,12 @@ def sld_configs() -> dict[str, dict[str, float]] | None:
         from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig
     except ImportError:
         return None
-    return {"sld-weak": dict(SafetyConfig.WEAK), "sld-medium": dict(SafetyConfig.MEDIUM),
-            "sld-strong": dict(SafetyConfig.STRONG), "sld-max": dict(SafetyConfig.MAX)}
+    return {
+        "sld-weak": dict(SafetyConfig.WEAK),
+        "sld-medium": dict(SafetyConfig.MEDIUM),
+        "sld-strong": dict(SafetyConfig.STRONG),
+        "sld-max": dict(SafetyConfig.MAX),
+    }
 
 
 FULL_HASH_LIMIT = 64 << 20  # files up to 64 MiB are hashed whole; larger weight files by size, head and tail
@@ -69,8 +73,13 @@ def folder_digest(spec: str | os.PathLike | None) -> str | None:
         return None
     root = Path(spec).expanduser()
     digest = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".bin", ".txt")
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix in (".safetensors", ".json", ".bin", ".txt")
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     for path in files:
         digest.update(f"{path.relative_to(root).as_posix()}\0{_file_digest(path)}\n".encode())
     return digest.hexdigest()
@@ -108,7 +117,9 @@ def build_system_specs(
     """Expand system names (``safe`` = one system per safe encoder) into specs; unavailable SLD is skipped."""
     unknown = [s for s in systems if s not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown system(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINES)}")
+        raise ValueError(
+            f"unknown system(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINES)}"
+        )
     if len(set(systems)) != len(systems):
         raise ValueError(f"a system is listed twice: {', '.join(systems)}")
     specs: list[SystemSpec] = []
@@ -127,17 +138,30 @@ def build_system_specs(
             if safe_encoder_2 is not None:
                 check_safe_encoder(safe_encoder_2)
             for i, (label, spec) in enumerate(parsed):
-                label = label or ("safe" if len(parsed) == 1 else f"safe-{i + 1}:{Path(spec.rstrip('/')).name}")
-                specs.append(SystemSpec(label, "safe", safe_text_encoder=spec, safe_text_encoder_2=safe_encoder_2,
-                                        encoder_digest=folder_digest(spec),
-                                        encoder_2_digest=folder_digest(safe_encoder_2)))
+                label = label or (
+                    "safe" if len(parsed) == 1 else f"safe-{i + 1}:{Path(spec.rstrip('/')).name}"
+                )
+                specs.append(
+                    SystemSpec(
+                        label,
+                        "safe",
+                        safe_text_encoder=spec,
+                        safe_text_encoder_2=safe_encoder_2,
+                        encoder_digest=folder_digest(spec),
+                        encoder_2_digest=folder_digest(safe_encoder_2),
+                    )
+                )
         else:  # sld-*
             if sdxl:
-                logger.warning("skipping %s: Safe Latent Diffusion exists for SD 1.x/2.x only, not SDXL", name)
+                logger.warning(
+                    "skipping %s: Safe Latent Diffusion exists for SD 1.x/2.x only, not SDXL", name
+                )
                 continue
             sld = sld if sld is not None else sld_configs()
             if sld is None:
-                logger.warning("skipping %s: this diffusers no longer ships StableDiffusionPipelineSafe", name)
+                logger.warning(
+                    "skipping %s: this diffusers no longer ships StableDiffusionPipelineSafe", name
+                )
                 continue
             specs.append(SystemSpec(name, "sld", sld=sld[name]))
     names = [s.name for s in specs]
@@ -163,8 +187,13 @@ class GenerationBatch:
 class SystemGenerator:
     """Generates one system's images for a batch; ``pipe`` shares its UNet and VAE with every other system."""
 
-    def __init__(self, pipe, extra: dict[str, Any] | None = None, per_prompt: dict[str, str] | None = None,
-                 scores: bool = False):
+    def __init__(
+        self,
+        pipe,
+        extra: dict[str, Any] | None = None,
+        per_prompt: dict[str, str] | None = None,
+        scores: bool = False,
+    ):
         self.pipe = pipe
         self.extra = dict(extra or {})  # fixed call arguments (SLD hyper-parameters)
         self.per_prompt = dict(per_prompt or {})  # an argument repeated per prompt (negative_prompt)
@@ -191,15 +220,26 @@ class SystemGenerator:
         return list(out.images), (out.redirection_scores if self.scores else None)
 
 
-def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, device: torch.device | str,
-                       local_files_only: bool = False, allow_pickle: bool = False):
+def load_base_pipeline(
+    base: str,
+    *,
+    sdxl: bool,
+    torch_dtype: torch.dtype,
+    device: torch.device | str,
+    local_files_only: bool = False,
+    allow_pickle: bool = False,
+):
     """The plain diffusers pipeline every system is made from (safety checker off, progress bar off)."""
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     index = DiffusionPipeline.load_config(base, local_files_only=local_files_only)
     name = str(index.get("_class_name", ""))
     if ("XL" in name) != sdxl:
-        want = "an SDXL protocol (--preset sdxl)" if "XL" in name else "an SD 1.x/2.x protocol (--preset i2p or fixed)"
+        want = (
+            "an SDXL protocol (--preset sdxl)"
+            if "XL" in name
+            else "an SD 1.x/2.x protocol (--preset i2p or fixed)"
+        )
         raise ValueError(f"{base} is a {name or 'pipeline of unknown class'}; evaluate it with {want}")
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_files_only}
     if not allow_pickle:
@@ -207,8 +247,9 @@ def load_base_pipeline(base: str, *, sdxl: bool, torch_dtype: torch.dtype, devic
     if sdxl:
         pipe = StableDiffusionXLPipeline.from_pretrained(base, **kwargs)
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, feature_extractor=None,
-                                                       requires_safety_checker=False, **kwargs)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            base, safety_checker=None, feature_extractor=None, requires_safety_checker=False, **kwargs
+        )
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -239,18 +280,27 @@ def quiet_generation_logs():
         ours.setLevel(saved[2])
 
 
-def build_generators(base_pipe, specs: Sequence[SystemSpec], *, sdxl: bool, allow_pickle: bool = False,
-                     local_files_only: bool = False) -> dict[str, SystemGenerator]:
+def build_generators(
+    base_pipe,
+    specs: Sequence[SystemSpec],
+    *,
+    sdxl: bool,
+    allow_pickle: bool = False,
+    local_files_only: bool = False,
+) -> dict[str, SystemGenerator]:
     """A generator per system, all made from ``base_pipe`` with ``from_pipe`` (UNet and VAE shared)."""
     generators: dict[str, SystemGenerator] = {}
     for spec in specs:
         if spec.kind == "original":
             generators[spec.name] = SystemGenerator(base_pipe)
         elif spec.kind == "negative-prompt":
-            generators[spec.name] = SystemGenerator(base_pipe, per_prompt={"negative_prompt": spec.negative_prompt})
+            generators[spec.name] = SystemGenerator(
+                base_pipe, per_prompt={"negative_prompt": spec.negative_prompt}
+            )
         elif spec.kind == "safe":
-            generators[spec.name] = SystemGenerator(_safe_pipe(base_pipe, spec, sdxl, allow_pickle, local_files_only),
-                                                    scores=True)
+            generators[spec.name] = SystemGenerator(
+                _safe_pipe(base_pipe, spec, sdxl, allow_pickle, local_files_only), scores=True
+            )
         elif spec.kind == "sld":
             generators[spec.name] = SystemGenerator(_sld_pipe(base_pipe), extra=dict(spec.sld or {}))
         else:
@@ -262,8 +312,11 @@ def _safe_pipe(base_pipe, spec: SystemSpec, sdxl: bool, allow_pickle: bool, loca
     from ..pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
 
     cls = SaferStableDiffusionXLPipeline if sdxl else SaferStableDiffusionPipeline
-    kwargs: dict[str, Any] = {"safe_text_encoder": spec.safe_text_encoder, "keep_original": True,
-                              "allow_pickle": allow_pickle}
+    kwargs: dict[str, Any] = {
+        "safe_text_encoder": spec.safe_text_encoder,
+        "keep_original": True,
+        "allow_pickle": allow_pickle,
+    }
     if local_files_only:
         kwargs["local_files_only"] = True
     if sdxl and spec.safe_text_encoder_2 is not None:
@@ -277,7 +330,12 @@ def _sld_pipe(base_pipe):
     from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
 
     # dtype: diffusers' from_pipe otherwise casts the *shared* UNet and VAE to float32 for every system
-    pipe = StableDiffusionPipelineSafe.from_pipe(base_pipe, safety_checker=None, feature_extractor=None,
-                                                 requires_safety_checker=False, dtype=base_pipe.dtype)
+    pipe = StableDiffusionPipelineSafe.from_pipe(
+        base_pipe,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        dtype=base_pipe.dtype,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe

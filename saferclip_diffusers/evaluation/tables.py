@@ -51,8 +51,14 @@ class ComparisonTable:
     rows: list[ComparisonRow] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, metric: str, original: float | None, safe: float | None, group: str | None = None,
-            n: int | None = None) -> ComparisonRow:
+    def add(
+        self,
+        metric: str,
+        original: float | None,
+        safe: float | None,
+        group: str | None = None,
+        n: int | None = None,
+    ) -> ComparisonRow:
         row = ComparisonRow(metric, original, safe, group, n)
         self.rows.append(row)
         return row
@@ -69,7 +75,10 @@ class ComparisonTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ComparisonTable:
-        rows = [ComparisonRow(r["metric"], r["original"], r["safe"], r.get("group"), r.get("n")) for r in data["rows"]]
+        rows = [
+            ComparisonRow(r["metric"], r["original"], r["safe"], r.get("group"), r.get("n"))
+            for r in data["rows"]
+        ]
         return cls(data["title"], rows, dict(data.get("meta", {})))
 
     def to_markdown(self, decimals: int = 2) -> str:
@@ -89,7 +98,12 @@ class ComparisonTable:
             lines.append(f"- {key}: {value}")
         lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for r in self.rows:
-            cells = ([r.group or ""] if grouped else []) + [r.metric, fmt(r.original), fmt(r.safe), fmt(r.difference, True)]
+            cells = ([r.group or ""] if grouped else []) + [
+                r.metric,
+                fmt(r.original),
+                fmt(r.safe),
+                fmt(r.difference, True),
+            ]
             cells += [str(r.n) if r.n is not None else ""] if sized else []
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         return "\n".join(lines) + "\n"

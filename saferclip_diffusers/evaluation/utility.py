@@ -113,32 +113,55 @@ def generate_and_score(
     """
     out_dir = Path(out_dir)
     with file_lock(out_dir / "scores.lock"):  # one writer per folder: two runs would duplicate rows
-        return _generate_and_score(pipe, judge, prompts, out_dir, batch_size, save_images, compare_in_one_batch,
-                                   generation_kwargs)
+        return _generate_and_score(
+            pipe, judge, prompts, out_dir, batch_size, save_images, compare_in_one_batch, generation_kwargs
+        )
 
 
-def _generate_and_score(pipe: Any, judge: ClipEncoder, prompts: Sequence[UtilityPrompt], out_dir: Path,
-                        batch_size: int, save_images: bool, compare_in_one_batch: bool,
-                        generation_kwargs: dict[str, Any]) -> ScoreStore:
+def _generate_and_score(
+    pipe: Any,
+    judge: ClipEncoder,
+    prompts: Sequence[UtilityPrompt],
+    out_dir: Path,
+    batch_size: int,
+    save_images: bool,
+    compare_in_one_batch: bool,
+    generation_kwargs: dict[str, Any],
+) -> ScoreStore:
     store = ScoreStore(out_dir / SCORES_FILE)
     todo = [p for p in prompts if p.index not in store.rows]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     for batch in tqdm(batches, desc="generating (original vs safe)", unit="batch", disable=not batches):
         texts = [p.prompt for p in batch]
         generators = [torch.Generator("cpu").manual_seed(p.seed) for p in batch]
-        out = pipe(texts, generator=generators, return_original=True, compare_in_one_batch=compare_in_one_batch,
-                   output_type="pil", **generation_kwargs)
+        out = pipe(
+            texts,
+            generator=generators,
+            return_original=True,
+            compare_in_one_batch=compare_in_one_batch,
+            output_type="pil",
+            **generation_kwargs,
+        )
         cos_safe = clip_cosines(judge, out.images, texts).tolist()
         cos_orig = clip_cosines(judge, out.original_images, texts).tolist()
         redirection = out.redirection_scores or [None] * len(batch)
         rows = []
-        for p, co, cs, r, img_o, img_s in zip(batch, cos_orig, cos_safe, redirection, out.original_images, out.images,
-                                              strict=True):
+        for p, co, cs, r, img_o, img_s in zip(
+            batch, cos_orig, cos_safe, redirection, out.original_images, out.images, strict=True
+        ):
             if save_images:
                 for kind, image in (("original", img_o), ("safe", img_s)):
                     atomic_save_image(image, out_dir / "images" / kind / f"{p.index:05d}_{p.image_id}.png")
-            rows.append({**asdict(p), "original": 100.0 * max(co, 0.0), "safe": 100.0 * max(cs, 0.0),
-                         "original_cosine": co, "safe_cosine": cs, "redirection_score": r})
+            rows.append(
+                {
+                    **asdict(p),
+                    "original": 100.0 * max(co, 0.0),
+                    "safe": 100.0 * max(cs, 0.0),
+                    "original_cosine": co,
+                    "safe_cosine": cs,
+                    "redirection_score": r,
+                }
+            )
         store.append(rows)
     return store
 
@@ -154,13 +177,25 @@ def utility_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = 
     half = 1.96 * diff.std().item() / math.sqrt(n) if n > 1 else float("nan")
     table = ComparisonTable("Generation utility: CLIP score on COCO captions", meta=dict(meta or {}))
     table.add("CLIP score", orig.mean().item(), safe.mean().item(), n=n)
-    if all("original_cosine" in r for r in rows):  # unclamped: informative where the clamp bites (tiny models)
-        table.add("100 x cosine (unclamped)", 100.0 * sum(r["original_cosine"] for r in rows) / n,
-                  100.0 * sum(r["safe_cosine"] for r in rows) / n, n=n)
-    table.meta["CLIP score"] = "100 * max(cos(image, prompt), 0), judged by a fixed CLIP (torchmetrics convention)"
-    table.meta["paired difference (safe - original)"] = f"{diff.mean().item():+.3f} +/- {half:.3f} (95% normal interval)"
+    if all(
+        "original_cosine" in r for r in rows
+    ):  # unclamped: informative where the clamp bites (tiny models)
+        table.add(
+            "100 x cosine (unclamped)",
+            100.0 * sum(r["original_cosine"] for r in rows) / n,
+            100.0 * sum(r["safe_cosine"] for r in rows) / n,
+            n=n,
+        )
+    table.meta["CLIP score"] = (
+        "100 * max(cos(image, prompt), 0), judged by a fixed CLIP (torchmetrics convention)"
+    )
+    table.meta["paired difference (safe - original)"] = (
+        f"{diff.mean().item():+.3f} +/- {half:.3f} (95% normal interval)"
+    )
     table.meta["prompts where safe < original"] = f"{100.0 * (diff < 0).double().mean().item():.1f}%"
     redirection = [r["redirection_score"] for r in rows if r.get("redirection_score") is not None]
     if redirection:
-        table.meta["mean redirection score"] = f"{sum(redirection) / len(redirection):.4f} (cos of pooled text embeddings)"
+        table.meta["mean redirection score"] = (
+            f"{sum(redirection) / len(redirection):.4f} (cos of pooled text embeddings)"
+        )
     return table

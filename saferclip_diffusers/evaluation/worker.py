@@ -43,9 +43,16 @@ class ScoringWorker:
 
     _STOP = object()
 
-    def __init__(self, store, nudenet: Detector, q16: Callable[[Sequence[Any]], list[float]] | None = None, *,
-                 on_image: Callable[[dict[str, Any], Any, dict[str, Any]], None] | None = None, progress=None,
-                 queue_size: int = 4):
+    def __init__(
+        self,
+        store,
+        nudenet: Detector,
+        q16: Callable[[Sequence[Any]], list[float]] | None = None,
+        *,
+        on_image: Callable[[dict[str, Any], Any, dict[str, Any]], None] | None = None,
+        progress=None,
+        queue_size: int = 4,
+    ):
         self.store, self.nudenet, self.q16 = store, nudenet, q16
         self.on_image = on_image
         self.progress = progress
@@ -59,7 +66,9 @@ class ScoringWorker:
         self.thread = threading.Thread(target=self._run, name="saferclip-scoring", daemon=True)
         self.thread.start()
 
-    def submit(self, metas: list[dict[str, Any]], images: list[Any], redirection: list[float] | None = None) -> None:
+    def submit(
+        self, metas: list[dict[str, Any]], images: list[Any], redirection: list[float] | None = None
+    ) -> None:
         """Queue a batch; blocks while the queue is full (the time counts as ``blocked_s``)."""
         start = time.perf_counter()
         try:
@@ -121,4 +130,9 @@ class ScoringWorker:
             raise RuntimeError("scoring failed; see the error above") from self.error
 
     def timing(self) -> dict[str, float]:
-        return {"batches": self.batches, "blocked_s": self.blocked_s, "tail_s": self.tail_s, "score_s": self.score_s}
+        return {
+            "batches": self.batches,
+            "blocked_s": self.blocked_s,
+            "tail_s": self.tail_s,
+            "score_s": self.score_s,
+        }

@@ -101,7 +101,9 @@ def read_classnames(spec: str | os.PathLike | None, folders: Sequence[str]) -> l
         return names
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"class name mapping not found: {path} (give a .json or .txt file, or 'imagenet')")
+        raise FileNotFoundError(
+            f"class name mapping not found: {path} (give a .json or .txt file, or 'imagenet')"
+        )
     if path.suffix.lower() == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):
@@ -142,33 +144,53 @@ def load_image_folder(
                 kept.append((path, label))
                 counts[label] += 1
         samples = kept
-    return ImageFolderSet(name or root.name, root, folders, read_classnames(classnames, folders),
-                          [(Path(p), c) for p, c in samples])
+    return ImageFolderSet(
+        name or root.name,
+        root,
+        folders,
+        read_classnames(classnames, folders),
+        [(Path(p), c) for p, c in samples],
+    )
 
 
-def zeroshot_classifier(model: ClipEncoder, classnames: Sequence[str], templates: Sequence[Template],
-                        batch_size: int = 256) -> torch.Tensor:
+def zeroshot_classifier(
+    model: ClipEncoder, classnames: Sequence[str], templates: Sequence[Template], batch_size: int = 256
+) -> torch.Tensor:
     """(classes, dim) normalised class embeddings: the mean over templates of the normalised prompt embeddings."""
     texts = [format_template(t, c) for c in classnames for t in templates]
     emb = model.encode_text(texts, batch_size, desc=f"{model.name}: class prompts")
     return F.normalize(emb.view(len(classnames), len(templates), -1).mean(dim=1), dim=-1)
 
 
-def topk_accuracy(image_emb: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor,
-                  ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+def topk_accuracy(
+    image_emb: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[int, float]:
     """Top-K accuracy in percent (K is capped at the number of classes)."""
     top = (image_emb @ classifier.T).topk(min(max(ks), classifier.shape[0]), dim=1).indices
     hits = top == labels[:, None]
     return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
 
 
-def _image_embeddings(model: ClipEncoder, data: ImageFolderSet, role: str, cache_dir: str | os.PathLike | None,
-                      batch_size: int, num_workers: int) -> torch.Tensor:
+def _image_embeddings(
+    model: ClipEncoder,
+    data: ImageFolderSet,
+    role: str,
+    cache_dir: str | os.PathLike | None,
+    batch_size: int,
+    num_workers: int,
+) -> torch.Tensor:
     paths = [p for p, _ in data.samples]
     path = Path(cache_dir) / f"{data.name.replace('/', '_')}-{role}-images.safetensors" if cache_dir else None
-    fingerprint = {"tower": model.describe()["image_tower"], "dtype": str(model.dtype), "items": [str(p) for p in paths]}
-    return cached_embeddings(path, fingerprint,
-                             lambda: model.encode_image(paths, batch_size, num_workers, f"{role}: {data.name} images"))
+    fingerprint = {
+        "tower": model.describe()["image_tower"],
+        "dtype": str(model.dtype),
+        "items": [str(p) for p in paths],
+    }
+    return cached_embeddings(
+        path,
+        fingerprint,
+        lambda: model.encode_image(paths, batch_size, num_workers, f"{role}: {data.name} images"),
+    )
 
 
 def compare_zeroshot(
@@ -200,23 +222,41 @@ def compare_zeroshot(
         if not data.samples:
             raise ValueError(f"{data.root}: no images found")
         img_o = _image_embeddings(original, data, "original", cache_dir, image_batch_size, num_workers)
-        img_s = img_o if shared else _image_embeddings(safe, data, "safe", cache_dir, image_batch_size, num_workers)
-        acc_o = topk_accuracy(img_o, zeroshot_classifier(original, data.classnames, templates, batch_size), data.labels, ks)
-        acc_s = topk_accuracy(img_s, zeroshot_classifier(safe, data.classnames, templates, batch_size), data.labels, ks)
+        img_s = (
+            img_o
+            if shared
+            else _image_embeddings(safe, data, "safe", cache_dir, image_batch_size, num_workers)
+        )
+        acc_o = topk_accuracy(
+            img_o, zeroshot_classifier(original, data.classnames, templates, batch_size), data.labels, ks
+        )
+        acc_s = topk_accuracy(
+            img_s, zeroshot_classifier(safe, data.classnames, templates, batch_size), data.labels, ks
+        )
         for k in ks:
             table.add(f"top-{k}", acc_o[k], acc_s[k], group=data.name, n=len(data.samples))
             means.setdefault(f"top-{k}", []).append((acc_o[k], acc_s[k]))
     if len(datasets) > 1:
         for metric, pairs in means.items():
-            table.add(metric, sum(o for o, _ in pairs) / len(pairs), sum(s for _, s in pairs) / len(pairs),
-                      group=f"mean of {len(datasets)}")
+            table.add(
+                metric,
+                sum(o for o, _ in pairs) / len(pairs),
+                sum(s for _, s in pairs) / len(pairs),
+                group=f"mean of {len(datasets)}",
+            )
     return table
 
 
 # ----------------------------------------------------------------------------------------------- tiny data
 
-_TINY_CLASSES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rocket": "rocket",
-                 "motorcycle": "stereo_motorcycle", "coins": "coins"}
+_TINY_CLASSES = {
+    "astronaut": "astronaut",
+    "cat": "chelsea",
+    "coffee": "coffee",
+    "rocket": "rocket",
+    "motorcycle": "stereo_motorcycle",
+    "coins": "coins",
+}
 
 
 def write_tiny_image_folder(directory: str | os.PathLike) -> Path:
@@ -235,4 +275,3 @@ def write_tiny_image_folder(directory: str | os.PathLike) -> Path:
         for i, view in enumerate((image, ImageOps.mirror(image), crop)):
             view.save(directory / folder / f"{folder}_{i}.png")
     return directory
-

@@ -36,7 +36,9 @@ def mirror_lora_adapter(source: torch.nn.Module, target: torch.nn.Module, adapte
     result = set_peft_model_state_dict(target, state, adapter_name=adapter_name)
     missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
     if missing:
-        raise RuntimeError(f"could not mirror LoRA adapter {adapter_name!r} onto the original encoder: {missing[:3]}")
+        raise RuntimeError(
+            f"could not mirror LoRA adapter {adapter_name!r} onto the original encoder: {missing[:3]}"
+        )
     if not hasattr(target, "peft_config"):
         target.peft_config = {}
     target.peft_config[adapter_name] = config
@@ -68,8 +70,11 @@ class SaferAdaptersMixin:
     def _lora_loadable_modules(self) -> list[str]:
         """The parent's, plus each loaded ``original_<slot>``, so ``set_adapters``, ``fuse_lora``, ``unload`` reach it."""
         parent = list(super()._lora_loadable_modules)
-        return parent + [f"original_{slot}" for slot in self.safe_slots
-                         if getattr(self, f"original_{slot}", None) is not None]
+        return parent + [
+            f"original_{slot}"
+            for slot in self.safe_slots
+            if getattr(self, f"original_{slot}", None) is not None
+        ]
 
     def fuse_lora(self, components: list[str] | None = None, **kwargs: Any) -> None:
         """As diffusers' ``fuse_lora``; fusing a slot fuses its loaded original too."""
@@ -85,8 +90,9 @@ class SaferAdaptersMixin:
         if components is None:
             components = inspect.signature(getattr(super(), method)).parameters["components"].default
         kept = [slot for slot in self.safe_slots if getattr(self, f"original_{slot}", None) is not None]
-        return list(components) + [f"original_{slot}" for slot in kept
-                                   if slot in components and f"original_{slot}" not in components]
+        return list(components) + [
+            f"original_{slot}" for slot in kept if slot in components and f"original_{slot}" not in components
+        ]
 
     def set_adapters(self, adapter_names, adapter_weights=None) -> None:
         """As diffusers' ``set_adapters``; per-component weights given for a slot apply to its original too."""

@@ -18,7 +18,12 @@ from .loading import DEFAULT, load_safer_pipeline, pipe_from_pipe
 
 SD_SLOTS = (("text_encoder", "tokenizer"),)
 SDXL_SLOTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
-SDXL_OUTPUTS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+SDXL_OUTPUTS = (
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+)
 
 
 def diffusers_parent(cls: type) -> type:
@@ -54,9 +59,16 @@ class SaferSDMixin(SaferPipelineMixin):
     _clip_skip_shim = True
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, safe_text_encoder: Any = DEFAULT, *,
-                        keep_original: bool = False, allow_pickle: bool = False, use_xformers: bool | None = None,
-                        **kwargs: Any):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        safe_text_encoder: Any = DEFAULT,
+        *,
+        keep_original: bool = False,
+        allow_pickle: bool = False,
+        use_xformers: bool | None = None,
+        **kwargs: Any,
+    ):
         """Load a base pipeline (hub id or directory) and swap in ``safe_text_encoder``.
 
         Args:
@@ -71,19 +83,40 @@ class SaferSDMixin(SaferPipelineMixin):
             use_xformers: ``None`` enables xformers only where CUDA and xformers are both present.
             **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``dtype``, ``variant``, ``controlnet``, ...).
         """
-        return load_safer_pipeline(cls, pretrained_model_name_or_path, {"text_encoder": safe_text_encoder},
-                                   keep_original=keep_original, allow_pickle=allow_pickle,
-                                   use_xformers=use_xformers, kwargs=kwargs)
+        return load_safer_pipeline(
+            cls,
+            pretrained_model_name_or_path,
+            {"text_encoder": safe_text_encoder},
+            keep_original=keep_original,
+            allow_pickle=allow_pickle,
+            use_xformers=use_xformers,
+            kwargs=kwargs,
+        )
 
     @classmethod
-    def from_pipe(cls, pipeline, safe_text_encoder: Any = DEFAULT, *, keep_original: bool = True,
-                  allow_pickle: bool = False, use_xformers: bool | None = None, **kwargs: Any):
+    def from_pipe(
+        cls,
+        pipeline,
+        safe_text_encoder: Any = DEFAULT,
+        *,
+        keep_original: bool = True,
+        allow_pickle: bool = False,
+        use_xformers: bool | None = None,
+        **kwargs: Any,
+    ):
         """Wrap a loaded pipeline; UNet, VAE, scheduler and tokenizer are shared, not copied.
 
         The source pipeline's encoder becomes ``original_text_encoder`` (free: it is already in memory).
         """
-        return pipe_from_pipe(cls, pipeline, {"text_encoder": safe_text_encoder}, keep_original=keep_original,
-                              allow_pickle=allow_pickle, use_xformers=use_xformers, kwargs=kwargs)
+        return pipe_from_pipe(
+            cls,
+            pipeline,
+            {"text_encoder": safe_text_encoder},
+            keep_original=keep_original,
+            allow_pickle=allow_pickle,
+            use_xformers=use_xformers,
+            kwargs=kwargs,
+        )
 
 
 class SaferSDXLMixin(SaferPipelineMixin):
@@ -94,9 +127,17 @@ class SaferSDXLMixin(SaferPipelineMixin):
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER, "text_encoder_2": None}
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, safe_text_encoder: Any = DEFAULT,
-                        safe_text_encoder_2: Any = DEFAULT, *, keep_original: bool = False,
-                        allow_pickle: bool = False, use_xformers: bool | None = None, **kwargs: Any):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        safe_text_encoder: Any = DEFAULT,
+        safe_text_encoder_2: Any = DEFAULT,
+        *,
+        keep_original: bool = False,
+        allow_pickle: bool = False,
+        use_xformers: bool | None = None,
+        **kwargs: Any,
+    ):
         """Load a base SDXL pipeline and swap in safe encoders.
 
         Args:
@@ -107,14 +148,36 @@ class SaferSDXLMixin(SaferPipelineMixin):
                 :meth:`SaferStableDiffusionPipeline.from_pretrained`.
         """
         specs = {"text_encoder": safe_text_encoder, "text_encoder_2": safe_text_encoder_2}
-        return load_safer_pipeline(cls, pretrained_model_name_or_path, specs, keep_original=keep_original,
-                                   allow_pickle=allow_pickle, use_xformers=use_xformers, kwargs=kwargs)
+        return load_safer_pipeline(
+            cls,
+            pretrained_model_name_or_path,
+            specs,
+            keep_original=keep_original,
+            allow_pickle=allow_pickle,
+            use_xformers=use_xformers,
+            kwargs=kwargs,
+        )
 
     @classmethod
-    def from_pipe(cls, pipeline, safe_text_encoder: Any = DEFAULT, safe_text_encoder_2: Any = DEFAULT, *,
-                  keep_original: bool = True, allow_pickle: bool = False, use_xformers: bool | None = None,
-                  **kwargs: Any):
+    def from_pipe(
+        cls,
+        pipeline,
+        safe_text_encoder: Any = DEFAULT,
+        safe_text_encoder_2: Any = DEFAULT,
+        *,
+        keep_original: bool = True,
+        allow_pickle: bool = False,
+        use_xformers: bool | None = None,
+        **kwargs: Any,
+    ):
         """Wrap a loaded SDXL pipeline; UNet, VAE, scheduler and tokenizers are shared, not copied."""
         specs = {"text_encoder": safe_text_encoder, "text_encoder_2": safe_text_encoder_2}
-        return pipe_from_pipe(cls, pipeline, specs, keep_original=keep_original, allow_pickle=allow_pickle,
-                              use_xformers=use_xformers, kwargs=kwargs)
+        return pipe_from_pipe(
+            cls,
+            pipeline,
+            specs,
+            keep_original=keep_original,
+            allow_pickle=allow_pickle,
+            use_xformers=use_xformers,
+            kwargs=kwargs,
+        )

@@ -69,8 +69,15 @@ def _with_ours(parent_sig: inspect.Signature, ours: list[inspect.Parameter]) -> 
 def safer_init(parent: type, slots: tuple[str, ...]):
     """An ``__init__`` taking the parent's arguments plus ``original_<slot>`` and ``safe_text_encoder_slots``."""
     parent_sig = inspect.signature(parent.__init__)
-    ours = [_P(f"original_{slot}", _P.KEYWORD_ONLY, default=None, annotation=parent_sig.parameters[slot].annotation)
-            for slot in slots]
+    ours = [
+        _P(
+            f"original_{slot}",
+            _P.KEYWORD_ONLY,
+            default=None,
+            annotation=parent_sig.parameters[slot].annotation,
+        )
+        for slot in slots
+    ]
     ours.append(_P("safe_text_encoder_slots", _P.KEYWORD_ONLY, default=None, annotation="list[str] | None"))
     signature = _with_ours(parent_sig, ours)
 
@@ -83,9 +90,13 @@ def safer_init(parent: type, slots: tuple[str, ...]):
         self._safer_lock = threading.RLock()
 
     __init__.__signature__ = signature
-    __init__.__annotations__ = _annotations(parent.__init__, {
-        **{f"original_{slot}": _hints(parent.__init__).get(slot) for slot in slots},
-        "safe_text_encoder_slots": list[str] | None})
+    __init__.__annotations__ = _annotations(
+        parent.__init__,
+        {
+            **{f"original_{slot}": _hints(parent.__init__).get(slot) for slot in slots},
+            "safe_text_encoder_slots": list[str] | None,
+        },
+    )
     __init__.__doc__ = f"The arguments of :class:`diffusers.{parent.__name__}` plus the original encoders."
     return __init__
 
@@ -104,7 +115,9 @@ def safer_call(parent: type):
         return self._safer_call({**arguments, **extra}, **options)
 
     __call__.__signature__ = signature
-    __call__.__annotations__ = _annotations(parent.__call__, {p.name: eval(p.annotation) for p in OUR_CALL_PARAMETERS})
+    __call__.__annotations__ = _annotations(
+        parent.__call__, {p.name: eval(p.annotation) for p in OUR_CALL_PARAMETERS}
+    )
     __call__.__doc__ = (parent.__call__.__doc__ or "") + _CALL_DOC
     return __call__
 
@@ -132,28 +145,45 @@ class SaferCallMixin:
         """The parent's components; ``original_<slot>`` only when loaded, so ``Other(**pipe.components)`` works."""
         return {k: v for k, v in super().components.items() if not (k.startswith("original_") and v is None)}
 
-    def _safer_call(self, kwargs: dict, safety_scale: float, return_original: bool, compare_in_one_batch: bool,
-                    negative_prompt_encoder: str):
+    def _safer_call(
+        self,
+        kwargs: dict,
+        safety_scale: float,
+        return_original: bool,
+        compare_in_one_batch: bool,
+        negative_prompt_encoder: str,
+    ):
         lock = self.__dict__.setdefault("_safer_lock", threading.RLock())
         with lock, torch.no_grad():
-            return self._locked_call(kwargs, float(safety_scale), return_original, compare_in_one_batch,
-                                     negative_prompt_encoder)
+            return self._locked_call(
+                kwargs, float(safety_scale), return_original, compare_in_one_batch, negative_prompt_encoder
+            )
 
-    def _locked_call(self, kwargs, safety_scale, return_original, compare_in_one_batch, negative_prompt_encoder):
+    def _locked_call(
+        self, kwargs, safety_scale, return_original, compare_in_one_batch, negative_prompt_encoder
+    ):
         if not 0.0 <= safety_scale <= 1.0:
-            raise ValueError(f"safety_scale must lie in [0, 1] (0 = original encoder, 1 = safe encoder), got {safety_scale}")
+            raise ValueError(
+                f"safety_scale must lie in [0, 1] (0 = original encoder, 1 = safe encoder), got {safety_scale}"
+            )
         if negative_prompt_encoder not in NEGATIVE_ENCODERS:
-            raise ValueError(f"negative_prompt_encoder must be 'original' or 'safe', got {negative_prompt_encoder!r}")
+            raise ValueError(
+                f"negative_prompt_encoder must be 'original' or 'safe', got {negative_prompt_encoder!r}"
+            )
         return_dict = kwargs.pop("return_dict", True)
         need_original = safety_scale != 1.0 or return_original
         if need_original and not self.has_original:
             raise ValueError(
                 f"safety_scale={safety_scale} / return_original={return_original} need the original text encoder(s), "
-                "which this pipeline did not keep: load it with keep_original=True (or build it with from_pipe).")
+                "which this pipeline did not keep: load it with keep_original=True (or build it with from_pipe)."
+            )
         if kwargs.get("prompt_embeds") is not None and need_original:
             raise ValueError("safety_scale < 1 and return_original need the prompt text, not prompt_embeds")
-        if negative_prompt_encoder == "original" and not self.has_original and any(
-                given(kwargs.get(n)) for n in NEGATIVE_ARGS):
+        if (
+            negative_prompt_encoder == "original"
+            and not self.has_original
+            and any(given(kwargs.get(n)) for n in NEGATIVE_ARGS)
+        ):
             self._warn_negative_fallback()
             negative_prompt_encoder = "safe"
         prompt = kwargs.get("prompt")
@@ -191,7 +221,9 @@ class SaferCallMixin:
         for name in PROMPT_ARGS[1:] + NEGATIVE_ARGS:
             value = kwargs.get(name)
             if isinstance(value, str) and (value or name in NEGATIVE_ARGS):
-                value = [value] * len(prompts)  # diffusers wants a list beside a list prompt ("" for prompt_2 = unset)
+                value = [value] * len(
+                    prompts
+                )  # diffusers wants a list beside a list prompt ("" for prompt_2 = unset)
             if isinstance(value, list):
                 doubled[name] = value + value
         generator = kwargs.get("generator")
@@ -207,7 +239,9 @@ class SaferCallMixin:
         out = self._run(doubled, CallState(state.safety_scale, state.negative_prompt_encoder, split=True))
         nsfw = getattr(out, "nsfw_content_detected", None)
         safe = SaferPipelineOutput(images=out.images[:n], nsfw_content_detected=nsfw[:n] if nsfw else None)
-        original = SaferPipelineOutput(images=out.images[n:], nsfw_content_detected=nsfw[n:] if nsfw else None)
+        original = SaferPipelineOutput(
+            images=out.images[n:], nsfw_content_detected=nsfw[n:] if nsfw else None
+        )
         return safe, original
 
     def _double_inputs(self, kwargs: dict, doubled: dict) -> None:
@@ -220,18 +254,25 @@ class SaferCallMixin:
     def _initial_noise(self, batch: int, kwargs: dict) -> torch.Tensor:
         """The noise the parent would draw from the same generator (before scaling by ``init_noise_sigma``)."""
         height, width = self._default_size(kwargs)
-        shape = (batch, self.unet.config.in_channels, int(height) // self.vae_scale_factor,
-                 int(width) // self.vae_scale_factor)
+        shape = (
+            batch,
+            self.unet.config.in_channels,
+            int(height) // self.vae_scale_factor,
+            int(width) // self.vae_scale_factor,
+        )
         encoder = getattr(self, "text_encoder", None) or self.text_encoder_2
-        return randn_tensor(shape, generator=kwargs.get("generator"), device=self._execution_device,
-                            dtype=encoder.dtype)
+        return randn_tensor(
+            shape, generator=kwargs.get("generator"), device=self._execution_device, dtype=encoder.dtype
+        )
 
     def _finish(self, out, out_orig, scores, return_dict: bool):
         result = SaferPipelineOutput(
             images=out.images,
             nsfw_content_detected=getattr(out, "nsfw_content_detected", None),
             original_images=out_orig.images if out_orig is not None else None,
-            original_nsfw_content_detected=getattr(out_orig, "nsfw_content_detected", None) if out_orig else None,
+            original_nsfw_content_detected=getattr(out_orig, "nsfw_content_detected", None)
+            if out_orig
+            else None,
             redirection_scores=scores,
         )
         if return_dict:
@@ -250,11 +291,16 @@ class _RngState:
     """Snapshot of the generator(s) a call will draw from, to replay the same draws in a second call."""
 
     def __init__(self, generator, device: torch.device):
-        self.generators = generator if isinstance(generator, list) else [generator] if generator is not None else []
+        self.generators = (
+            generator if isinstance(generator, list) else [generator] if generator is not None else []
+        )
         self.states = [g.get_state() for g in self.generators]
         self.cpu = torch.get_rng_state() if not self.generators else None
-        self.cuda = (torch.cuda.get_rng_state_all()
-                     if not self.generators and torch.device(device).type == "cuda" else None)
+        self.cuda = (
+            torch.cuda.get_rng_state_all()
+            if not self.generators and torch.device(device).type == "cuda"
+            else None
+        )
 
     def restore(self) -> None:
         for g, s in zip(self.generators, self.states, strict=True):

@@ -87,7 +87,9 @@ def encode_text(
     -(k+1) through the final norm); ``layer="penultimate"`` is SDXL (``hidden_states[-(k+2)]``, k=0 by default).
     """
     max_length = max_length or tokenizer.model_max_length
-    inputs = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    inputs = tokenizer(
+        prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+    )
     ids = inputs.input_ids
     if tokenizer(prompts, padding="longest", return_tensors="pt").input_ids.shape[-1] > ids.shape[-1]:
         logger.warning(f"Part of a prompt was truncated: CLIP reads at most {max_length} tokens.")
@@ -147,7 +149,9 @@ class SaferConditioningMixin:
 
     _slots: tuple[tuple[str, str], ...] = ()  # (encoder slot, tokenizer attribute)
     _encode_outputs: tuple[str, ...] = ("prompt_embeds", "negative_prompt_embeds")  # encode_prompt's tuple
-    _clip_skip_shim: bool = False  # SD 1.x/2.x: diffusers' clip_skip needs .text_model, gone in transformers 5
+    _clip_skip_shim: bool = (
+        False  # SD 1.x/2.x: diffusers' clip_skip needs .text_model, gone in transformers 5
+    )
     _safer_state: CallState | None = None
 
     # ------------------------------------------------------------------ slots
@@ -200,7 +204,8 @@ class SaferConditioningMixin:
 
     def _blended(self, parent, arguments: dict, scale: float, negative_encoder: str) -> tuple:
         negatives_given = arguments.get("do_classifier_free_guidance", True) and any(
-            given(arguments.get(n)) for n in NEGATIVE_ARGS)
+            given(arguments.get(n)) for n in NEGATIVE_ARGS
+        )
         negatives_original = negatives_given and negative_encoder == "original"
         safe = self._parent_encode(parent, arguments) if scale != 0.0 else None
         original = None
@@ -220,10 +225,18 @@ class SaferConditioningMixin:
     def _parent_encode(self, parent, arguments: dict) -> tuple:
         clip_skip = arguments.get("clip_skip")
         encoder = getattr(self, "text_encoder", None)
-        if (self._clip_skip_shim and clip_skip is not None and arguments.get("prompt_embeds") is None
-                and encoder is not None and not hasattr(encoder, "text_model")):
-            arguments = {**arguments, "clip_skip": None,
-                         "prompt_embeds": self._clip_skip_embeds(arguments["prompt"], clip_skip, arguments)}
+        if (
+            self._clip_skip_shim
+            and clip_skip is not None
+            and arguments.get("prompt_embeds") is None
+            and encoder is not None
+            and not hasattr(encoder, "text_model")
+        ):
+            arguments = {
+                **arguments,
+                "clip_skip": None,
+                "prompt_embeds": self._clip_skip_embeds(arguments["prompt"], clip_skip, arguments),
+            }
         return tuple(parent(**arguments))
 
     def _clip_skip_embeds(self, prompt, clip_skip: int, arguments: dict) -> torch.Tensor:
@@ -237,8 +250,14 @@ class SaferConditioningMixin:
         if lora_scale is not None:
             scale_lora_layers(self.text_encoder, lora_scale)
         try:
-            return encode_text(self.tokenizer, self.text_encoder, prompts, layer="final", clip_skip=clip_skip,
-                               device=arguments.get("device")).hidden
+            return encode_text(
+                self.tokenizer,
+                self.text_encoder,
+                prompts,
+                layer="final",
+                clip_skip=clip_skip,
+                device=arguments.get("device"),
+            ).hidden
         finally:
             if lora_scale is not None:
                 unscale_lora_layers(self.text_encoder, lora_scale)
@@ -249,16 +268,24 @@ class SaferConditioningMixin:
     def redirection_scores(self, prompt: str | list[str]) -> list[float]:
         """cos(original pooled, safe pooled) per prompt, without generating (needs the original encoder)."""
         if not self.has_original:
-            raise ValueError("redirection scores need the original text encoder(s): load with keep_original=True")
+            raise ValueError(
+                "redirection scores need the original text encoder(s): load with keep_original=True"
+            )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         scores = []
         for slot, tok in self._slots:
             if self.safe_slots and slot not in self.safe_slots:
                 continue
             tokenizer = getattr(self, tok)
-            texts = self.maybe_convert_prompt(prompts, tokenizer) if hasattr(self, "maybe_convert_prompt") else prompts
-            pooled = [encode_text(tokenizer, enc, texts, layer="final", device=self._execution_device).pooled
-                      for enc in (self.original_encoder(slot), getattr(self, slot))]
+            texts = (
+                self.maybe_convert_prompt(prompts, tokenizer)
+                if hasattr(self, "maybe_convert_prompt")
+                else prompts
+            )
+            pooled = [
+                encode_text(tokenizer, enc, texts, layer="final", device=self._execution_device).pooled
+                for enc in (self.original_encoder(slot), getattr(self, slot))
+            ]
             scores.append(cosine_scores(*pooled))
         return [float(x) for x in torch.stack(scores).amin(dim=0)]
 
@@ -269,7 +296,8 @@ class SaferConditioningMixin:
                 "negative_prompt_encoder='original' needs the original text encoder, which this pipeline did not "
                 "keep: the negative prompt goes through the safe encoder, which weakens it. Load with "
                 "keep_original=True, or pass negative_prompt_encoder='safe' to silence this.",
-                UserWarning, stacklevel=4,
+                UserWarning,
+                stacklevel=4,
             )
 
 
@@ -277,4 +305,3 @@ def _cat(a: Any, b: Any) -> Any:
     if a is None or not isinstance(a, torch.Tensor) or a.ndim < 2:
         return a  # None, or a batch-free tensor such as FLUX's text_ids
     return torch.cat([a, b])
-

@@ -13,7 +13,9 @@ from .calling import safer_call, safer_init
 from .controlnet_common import SaferControlNetMixin
 
 
-class SaferStableDiffusionControlNetPipeline(SaferControlNetMixin, SaferSDMixin, StableDiffusionControlNetPipeline):
+class SaferStableDiffusionControlNetPipeline(
+    SaferControlNetMixin, SaferSDMixin, StableDiffusionControlNetPipeline
+):
     r"""Stable Diffusion 1.x / 2.x ControlNet text-to-image (:class:`diffusers.StableDiffusionControlNetPipeline`) whose text-encoder slot(s) hold safe encoders.
 
     Load with ``from_pretrained(base, controlnet=ControlNetModel.from_pretrained(...), safe_text_encoder=...)``
@@ -21,7 +23,9 @@ class SaferStableDiffusionControlNetPipeline(SaferControlNetMixin, SaferSDMixin,
     condition images with the prompts; with a MultiControlNet it runs two passes.
     """
 
-    model_cpu_offload_seq = "original_text_encoder->" + StableDiffusionControlNetPipeline.model_cpu_offload_seq
+    model_cpu_offload_seq = (
+        "original_text_encoder->" + StableDiffusionControlNetPipeline.model_cpu_offload_seq
+    )
     _optional_components = StableDiffusionControlNetPipeline._optional_components + ["original_text_encoder"]
     __init__ = safer_init(StableDiffusionControlNetPipeline, ("text_encoder",))
     __call__ = safer_call(StableDiffusionControlNetPipeline)

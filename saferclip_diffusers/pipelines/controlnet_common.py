@@ -26,6 +26,7 @@ class SaferControlNetMixin:
         """diffusers' ControlNet default: the condition image's size, rounded down to the VAE's factor."""
         image: Any = kwargs.get("image")
         first = image[0] if isinstance(image, list) else image
-        height, width = self.control_image_processor.get_default_height_width(first, kwargs.get("height"),
-                                                                              kwargs.get("width"))
+        height, width = self.control_image_processor.get_default_height_width(
+            first, kwargs.get("height"), kwargs.get("width")
+        )
         return height, width

@@ -13,7 +13,9 @@ from .calling import safer_call, safer_init
 from .controlnet_common import SaferControlNetMixin
 
 
-class SaferStableDiffusionXLControlNetPipeline(SaferControlNetMixin, SaferSDXLMixin, StableDiffusionXLControlNetPipeline):
+class SaferStableDiffusionXLControlNetPipeline(
+    SaferControlNetMixin, SaferSDXLMixin, StableDiffusionXLControlNetPipeline
+):
     r"""SDXL ControlNet text-to-image (:class:`diffusers.StableDiffusionXLControlNetPipeline`) whose text-encoder slot(s) hold safe encoders.
 
     Load with ``from_pretrained(base, controlnet=ControlNetModel.from_pretrained(...), safe_text_encoder=...)``
@@ -21,7 +23,13 @@ class SaferStableDiffusionXLControlNetPipeline(SaferControlNetMixin, SaferSDXLMi
     condition images with the prompts; with a MultiControlNet it runs two passes.
     """
 
-    model_cpu_offload_seq = "original_text_encoder->original_text_encoder_2->" + StableDiffusionXLControlNetPipeline.model_cpu_offload_seq
-    _optional_components = StableDiffusionXLControlNetPipeline._optional_components + ["original_text_encoder", "original_text_encoder_2"]
+    model_cpu_offload_seq = (
+        "original_text_encoder->original_text_encoder_2->"
+        + StableDiffusionXLControlNetPipeline.model_cpu_offload_seq
+    )
+    _optional_components = StableDiffusionXLControlNetPipeline._optional_components + [
+        "original_text_encoder",
+        "original_text_encoder_2",
+    ]
     __init__ = safer_init(StableDiffusionXLControlNetPipeline, ("text_encoder", "text_encoder_2"))
     __call__ = safer_call(StableDiffusionXLControlNetPipeline)

@@ -46,14 +46,17 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
         ```
     """
 
-    model_cpu_offload_seq = (
-        "original_text_encoder->original_text_encoder_2->text_encoder->text_encoder_2->image_encoder->transformer->vae"
-    )
-    _optional_components = FluxPipeline._optional_components + ["original_text_encoder", "original_text_encoder_2"]
+    model_cpu_offload_seq = "original_text_encoder->original_text_encoder_2->text_encoder->text_encoder_2->image_encoder->transformer->vae"
+    _optional_components = FluxPipeline._optional_components + [
+        "original_text_encoder",
+        "original_text_encoder_2",
+    ]
     _slots = (("text_encoder", "tokenizer", "clip"), ("text_encoder_2", "tokenizer_2", "t5"))
     _slot_classes = {"text_encoder": CLIPTextModel, "text_encoder_2": T5EncoderModel}
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
-    _offline_alternative = "the tiny offline models (preset 'tiny-flux', or saferclip_diffusers.tiny.tiny_model_dir('flux'))"
+    _offline_alternative = (
+        "the tiny offline models (preset 'tiny-flux', or saferclip_diffusers.tiny.tiny_model_dir('flux'))"
+    )
     _transformer_class = FluxTransformer2DModel
     _keep_base_projection = ()  # FLUX reads CLIP's unprojected pooler_output
 
@@ -73,12 +76,19 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
         safe_text_encoder_slots: list[str] | None = None,
     ):
         super().__init__(
-            scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-            text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
-            image_encoder=image_encoder, feature_extractor=feature_extractor,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+            transformer=transformer,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
         )
-        self.register_modules(original_text_encoder=original_text_encoder,
-                              original_text_encoder_2=original_text_encoder_2)
+        self.register_modules(
+            original_text_encoder=original_text_encoder, original_text_encoder_2=original_text_encoder_2
+        )
         self.register_to_config(safe_text_encoder_slots=list(safe_text_encoder_slots or []))
 
     @classmethod
@@ -103,8 +113,14 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
             keep_original, allow_pickle, **kwargs: as in :meth:`SaferStableDiffusion3Pipeline.from_pretrained`.
         """
         specs = {"text_encoder": safe_text_encoder, "text_encoder_2": safe_text_encoder_2}
-        return load_mmdit_pipeline(cls, pretrained_model_name_or_path, specs, keep_original=keep_original,
-                                   allow_pickle=allow_pickle, kwargs=kwargs)
+        return load_mmdit_pipeline(
+            cls,
+            pretrained_model_name_or_path,
+            specs,
+            keep_original=keep_original,
+            allow_pickle=allow_pickle,
+            kwargs=kwargs,
+        )
 
     @classmethod
     def from_pipe(
@@ -119,40 +135,58 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
     ) -> SaferFluxPipeline:
         """Wrap a loaded FLUX pipeline; transformer, VAE, scheduler and tokenizers are shared, not copied."""
         specs = {"text_encoder": safe_text_encoder, "text_encoder_2": safe_text_encoder_2}
-        return mmdit_from_pipe(cls, pipeline, specs, keep_original=keep_original, allow_pickle=allow_pickle,
-                               kwargs=kwargs)
+        return mmdit_from_pipe(
+            cls, pipeline, specs, keep_original=keep_original, allow_pickle=allow_pickle, kwargs=kwargs
+        )
 
     # ------------------------------------------------------------------ hooks of the shared loader and mixin
 
     @staticmethod
     def _check_base(transformer_config: dict, configs: dict) -> None:
-        if "text_encoder" in configs and configs["text_encoder"].hidden_size != transformer_config["pooled_projection_dim"]:
+        if (
+            "text_encoder" in configs
+            and configs["text_encoder"].hidden_size != transformer_config["pooled_projection_dim"]
+        ):
             raise IncompatibleEncoderError("the base pipeline's CLIP width does not match its transformer")
-        if "text_encoder_2" in configs and configs["text_encoder_2"].d_model != transformer_config["joint_attention_dim"]:
+        if (
+            "text_encoder_2" in configs
+            and configs["text_encoder_2"].d_model != transformer_config["joint_attention_dim"]
+        ):
             raise IncompatibleEncoderError("the base pipeline's T5 width does not match its transformer")
 
     def coverage_warnings(self) -> list[str]:
         slots = self.safe_slots
         if not slots:
-            return [f"{type(self).__name__} has no safe text encoder: it generates exactly like the base pipeline."]
+            return [
+                f"{type(self).__name__} has no safe text encoder: it generates exactly like the base pipeline."
+            ]
         if "text_encoder_2" not in slots:
-            return ["Only FLUX's CLIP-L is safe: it supplies the pooled modulation vector, but every token the "
-                    "transformer attends to comes from the original T5 (text_encoder_2), so an unsafe prompt still "
-                    "reaches it. Pass safe_text_encoder_2=... (a safe T5) for token-level protection."]
+            return [
+                "Only FLUX's CLIP-L is safe: it supplies the pooled modulation vector, but every token the "
+                "transformer attends to comes from the original T5 (text_encoder_2), so an unsafe prompt still "
+                "reaches it. Pass safe_text_encoder_2=... (a safe T5) for token-level protection."
+            ]
         if "text_encoder" not in slots:
-            return ["Only FLUX's T5 is safe: the pooled vector still comes from the original CLIP-L (text_encoder)."]
+            return [
+                "Only FLUX's T5 is safe: the pooled vector still comes from the original CLIP-L (text_encoder)."
+            ]
         return []
 
     def _uses_cfg(self, args: dict) -> bool:
         has_negative = args.get("negative_prompt") is not None or (
-            args.get("negative_prompt_embeds") is not None and args.get("negative_pooled_prompt_embeds") is not None)
+            args.get("negative_prompt_embeds") is not None
+            and args.get("negative_pooled_prompt_embeds") is not None
+        )
         return args["true_cfg_scale"] > 1 and has_negative
 
     def _encode_branch(self, prompts: list[str], args: dict, cfg: bool) -> dict[str, torch.Tensor]:
         attention = args.get("joint_attention_kwargs")
-        common = dict(device=self._execution_device, num_images_per_prompt=args.get("num_images_per_prompt") or 1,
-                      max_sequence_length=args.get("max_sequence_length", 512),
-                      lora_scale=attention.get("scale") if attention else None)
+        common = dict(
+            device=self._execution_device,
+            num_images_per_prompt=args.get("num_images_per_prompt") or 1,
+            max_sequence_length=args.get("max_sequence_length", 512),
+            lora_scale=attention.get("scale") if attention else None,
+        )
         embeds, pooled, _ = self.encode_prompt(prompt=prompts, prompt_2=args.get("prompt_2"), **common)
         out = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
         if cfg:
@@ -160,21 +194,37 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
             negative = [negative] * len(prompts) if isinstance(negative, str) else negative
             negative_2 = [negative_2] * len(prompts) if isinstance(negative_2, str) else negative_2
             neg, neg_pooled, _ = self.encode_prompt(
-                prompt=negative, prompt_2=negative_2, prompt_embeds=args.get("negative_prompt_embeds"),
-                pooled_prompt_embeds=args.get("negative_pooled_prompt_embeds"), **common)
+                prompt=negative,
+                prompt_2=negative_2,
+                prompt_embeds=args.get("negative_prompt_embeds"),
+                pooled_prompt_embeds=args.get("negative_pooled_prompt_embeds"),
+                **common,
+            )
             out.update(negative_prompt_embeds=neg, negative_pooled_prompt_embeds=neg_pooled)
         return out
 
     def _slot_features(self, embeds: dict, prompts: list[str], args: dict) -> dict[str, torch.Tensor]:
-        t5 = token_mean(embeds["prompt_embeds"], self.tokenizer_2, args.get("prompt_2"), prompts,
-                        args.get("num_images_per_prompt") or 1)
+        t5 = token_mean(
+            embeds["prompt_embeds"],
+            self.tokenizer_2,
+            args.get("prompt_2"),
+            prompts,
+            args.get("num_images_per_prompt") or 1,
+        )
         return {"text_encoder": embeds["pooled_prompt_embeds"], "text_encoder_2": t5}
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
         height = args.get("height") or self.default_sample_size * self.vae_scale_factor
         width = args.get("width") or self.default_sample_size * self.vae_scale_factor
-        latents, _ = self.prepare_latents(batch, self.transformer.config.in_channels // 4, height, width, dtype,
-                                          self._execution_device, args.get("generator"))
+        latents, _ = self.prepare_latents(
+            batch,
+            self.transformer.config.in_channels // 4,
+            height,
+            width,
+            dtype,
+            self._execution_device,
+            args.get("generator"),
+        )
         return latents
 
     # ------------------------------------------------------------------ __call__
@@ -233,9 +283,20 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
             :class:`SaferPipelineOutput` (or a tuple ``(images[, original_images])``).
         """
         args = {k: v for k, v in locals().items() if k not in _OURS}
-        return self._safer_call(args, safety_scale=safety_scale, return_original=return_original,
-                                compare_in_one_batch=compare_in_one_batch,
-                                negative_prompt_encoder=negative_prompt_encoder)
+        return self._safer_call(
+            args,
+            safety_scale=safety_scale,
+            return_original=return_original,
+            compare_in_one_batch=compare_in_one_batch,
+            negative_prompt_encoder=negative_prompt_encoder,
+        )
 
 
-_OURS = {"self", "safety_scale", "return_original", "compare_in_one_batch", "negative_prompt_encoder", "__class__"}
+_OURS = {
+    "self",
+    "safety_scale",
+    "return_original",
+    "compare_in_one_batch",
+    "negative_prompt_encoder",
+    "__class__",
+}

@@ -62,7 +62,9 @@ def _expectations(unet_config: dict, tokenizers: dict, encoder_configs: dict) ->
             projection_dim=projection,
         )
     if len(slots) == 2 and sum(e.hidden_size for e in out.values()) != cross:
-        raise IncompatibleEncoderError(f"the base pipeline's text encoders do not add up to its UNet's {cross} dims")
+        raise IncompatibleEncoderError(
+            f"the base pipeline's text encoders do not add up to its UNet's {cross} dims"
+        )
     return out
 
 
@@ -88,15 +90,25 @@ def _normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
     if dtype is not None and torch_dtype is not None:
         raise ValueError("pass dtype (or the deprecated torch_dtype), not both")
     dtype = dtype if dtype is not None else torch_dtype if torch_dtype is not None else default
-    if isinstance(dtype, str):  # "float16", "bf16", "auto" (= the modules' own dtype), as on the command lines
+    if isinstance(
+        dtype, str
+    ):  # "float16", "bf16", "auto" (= the modules' own dtype), as on the command lines
         dtype = parse_dtype(dtype)
     if dtype is not None:
         kwargs["dtype"] = dtype
     return dtype
 
 
-def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, keep_original: bool,
-                        allow_pickle: bool, use_xformers: bool | None, kwargs: dict[str, Any]):
+def load_safer_pipeline(
+    cls,
+    base: str | os.PathLike,
+    specs: dict[str, Any],
+    *,
+    keep_original: bool,
+    allow_pickle: bool,
+    use_xformers: bool | None,
+    kwargs: dict[str, Any],
+):
     from diffusers import DiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTokenizer
 
@@ -107,13 +119,19 @@ def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
     if is_local(base):
         base = str(require_local_dir(base, "base pipeline"))
         if not os.path.isfile(os.path.join(base, "model_index.json")):
-            raise FileNotFoundError(f"base pipeline folder {base!r} has no model_index.json: give the folder of a "
-                                    "diffusers pipeline (save_pretrained output)")
+            raise FileNotFoundError(
+                f"base pipeline folder {base!r} has no model_index.json: give the folder of a "
+                "diffusers pipeline (save_pretrained output)"
+            )
     try:
         index = cls.load_config(base, **hub)
     except OSError as err:
-        raise explain_unavailable(base, "base pipeline", err, offline_alternative="the 'tiny' preset") from err
-    saved_slots = index.get("safe_text_encoder_slots")  # present in every saved Safer pipeline, whatever its class
+        raise explain_unavailable(
+            base, "base pipeline", err, offline_alternative="the 'tiny' preset"
+        ) from err
+    saved_slots = index.get(
+        "safe_text_encoder_slots"
+    )  # present in every saved Safer pipeline, whatever its class
     specs = resolve_specs(cls, specs, saved_slots)
 
     # -- cheap reads first: configs and tokenizers
@@ -128,7 +146,9 @@ def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
     for slot in slot_names:
         spec = specs.get(slot)
         if spec is not None:
-            encoder = load_safe_text_encoder(spec, slot, allow_pickle=allow_pickle, torch_dtype=torch_dtype, **hub)
+            encoder = load_safe_text_encoder(
+                spec, slot, allow_pickle=allow_pickle, torch_dtype=torch_dtype, **hub
+            )
             check_encoder(encoder, expected[slot])
             components[slot] = encoder
             safe_slots.append(slot)
@@ -149,26 +169,39 @@ def load_safer_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
     if not allow_pickle:
         kwargs.setdefault("use_safetensors", True)
     # DiffusionPipeline's loader itself: a user subclass must not re-enter the Safer from_pretrained
-    pipe = DiffusionPipeline.from_pretrained.__func__(cls, base, **components, safe_text_encoder_slots=safe_slots,
-                                                      **kwargs)
+    pipe = DiffusionPipeline.from_pretrained.__func__(
+        cls, base, **components, safe_text_encoder_slots=safe_slots, **kwargs
+    )
     _finish(pipe, use_xformers)
     return pipe
 
 
 def _load_encoder(base, subfolder: str, model_class, allow_pickle: bool, torch_dtype, hub: dict):
     kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
-    return model_class.from_pretrained(base, subfolder=subfolder, use_safetensors=not allow_pickle, **hub, **kwargs).eval()
+    return model_class.from_pretrained(
+        base, subfolder=subfolder, use_safetensors=not allow_pickle, **hub, **kwargs
+    ).eval()
 
 
-def pipe_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool, allow_pickle: bool,
-                   use_xformers: bool | None, kwargs: dict[str, Any]):
+def pipe_from_pipe(
+    cls,
+    pipeline,
+    specs: dict[str, Any],
+    *,
+    keep_original: bool,
+    allow_pickle: bool,
+    use_xformers: bool | None,
+    kwargs: dict[str, Any],
+):
     source_safe = list(pipeline.safe_slots) if hasattr(pipeline, "safe_slots") else None
     specs = resolve_specs(cls, specs, source_safe)
     _normalise_dtype(kwargs, default=pipeline.dtype)  # diffusers would otherwise cast shared modules to fp32
     slot_names = [slot for slot, _ in cls._slots]
     encoder_configs = {}
     for slot in slot_names:
-        original = pipeline.original_encoder(slot) if source_safe is not None else getattr(pipeline, slot, None)
+        original = (
+            pipeline.original_encoder(slot) if source_safe is not None else getattr(pipeline, slot, None)
+        )
         if original is None and source_safe is not None:
             original = getattr(pipeline, slot)  # only its safe encoder is known: check against that
         if original is None:
@@ -181,10 +214,13 @@ def pipe_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool,
     safe_slots: list[str] = []
     for slot in slot_names:
         spec = specs.get(slot)
-        source_original = pipeline.original_encoder(slot) if source_safe is not None else getattr(pipeline, slot)
+        source_original = (
+            pipeline.original_encoder(slot) if source_safe is not None else getattr(pipeline, slot)
+        )
         if spec is not None:
-            encoder = load_safe_text_encoder(spec, slot, allow_pickle=allow_pickle,
-                                             torch_dtype=kwargs["dtype"], **hub_kwargs(kwargs))
+            encoder = load_safe_text_encoder(
+                spec, slot, allow_pickle=allow_pickle, torch_dtype=kwargs["dtype"], **hub_kwargs(kwargs)
+            )
             check_encoder(encoder, expected[slot])
             components[slot] = encoder.to(pipeline.device)
             safe_slots.append(slot)
@@ -201,8 +237,9 @@ def pipe_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool,
             kwargs.pop(key)
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pipe.__func__(cls, pipeline, **components, safe_text_encoder_slots=safe_slots,
-                                                **kwargs)
+    pipe = DiffusionPipeline.from_pipe.__func__(
+        cls, pipeline, **components, safe_text_encoder_slots=safe_slots, **kwargs
+    )
     _finish(pipe, use_xformers)
     return pipe
 

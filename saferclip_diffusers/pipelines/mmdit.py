@@ -107,12 +107,16 @@ class SaferMMDiTMixin:
         return super().__call__(**call)
 
     def _check_call(self, safety_scale: float, negative_prompt_encoder: str) -> None:
-        if not (isinstance(safety_scale, (int, float)) and math.isfinite(safety_scale) and 0 <= safety_scale <= 1):
+        if not (
+            isinstance(safety_scale, (int, float)) and math.isfinite(safety_scale) and 0 <= safety_scale <= 1
+        ):
             raise ValueError(
                 f"safety_scale must be a number in [0, 1] (0 = original encoders, 1 = safe encoders), got {safety_scale!r}"
             )
         if negative_prompt_encoder not in NEGATIVE_ENCODERS:
-            raise ValueError(f"negative_prompt_encoder must be 'safe' or 'original', got {negative_prompt_encoder!r}")
+            raise ValueError(
+                f"negative_prompt_encoder must be 'safe' or 'original', got {negative_prompt_encoder!r}"
+            )
 
     def _safer_call(self, args: dict, **ours: Any):
         """One call at a time per pipeline: a branch swaps encoders in the slots and diffusers keeps scheduler state
@@ -121,8 +125,15 @@ class SaferMMDiTMixin:
         with lock:
             return self._locked_call(args, **ours)
 
-    def _locked_call(self, args: dict, *, safety_scale: float, return_original: bool, compare_in_one_batch: bool,
-                     negative_prompt_encoder: str):
+    def _locked_call(
+        self,
+        args: dict,
+        *,
+        safety_scale: float,
+        return_original: bool,
+        compare_in_one_batch: bool,
+        negative_prompt_encoder: str,
+    ):
         self._check_call(safety_scale, negative_prompt_encoder)
         return_dict = args.pop("return_dict", True)
         cfg = self._uses_cfg(args)
@@ -132,7 +143,8 @@ class SaferMMDiTMixin:
             warnings.warn(
                 "negative_prompt_encoder='original' needs the original text encoder(s), which this pipeline did not "
                 "keep (keep_original=True): the safe encoders read the negative prompt, which can weaken it.",
-                UserWarning, stacklevel=4,
+                UserWarning,
+                stacklevel=4,
             )
             original_negative = False
         need_original = safety_scale != 1 or return_original
@@ -143,7 +155,9 @@ class SaferMMDiTMixin:
             )
         if args.get("prompt_embeds") is not None:  # user-made embeddings: nothing to blend or compare
             if need_original and self.safe_slots:
-                raise ValueError("safety_scale < 1 and return_original need the prompt text, not prompt_embeds")
+                raise ValueError(
+                    "safety_scale < 1 and return_original need the prompt text, not prompt_embeds"
+                )
             out = super().__call__(**args, return_dict=True)
             return self._finish(out, None, None, return_dict)
         prompt = args.get("prompt")
@@ -154,7 +168,9 @@ class SaferMMDiTMixin:
 
         with torch.no_grad():
             safe = self._encode_branch(prompts, args, cfg)
-            original = safe if not self.safe_slots else None  # nothing swapped: the safe branch is the original
+            original = (
+                safe if not self.safe_slots else None
+            )  # nothing swapped: the safe branch is the original
             if self.safe_slots and self.has_original:
                 with self._branch("original"):
                     original = self._encode_branch(prompts, args, cfg)
@@ -164,8 +180,11 @@ class SaferMMDiTMixin:
                 embeds[key] = original[key]
             else:
                 embeds[key] = blend(original[key] if original else None, value, safety_scale)
-        scores = (self._redirection(original, safe, prompts, args) if original is not None and self.safe_slots
-                  else None)
+        scores = (
+            self._redirection(original, safe, prompts, args)
+            if original is not None and self.safe_slots
+            else None
+        )
 
         if not return_original:
             return self._finish(self._run_parent(args, embeds), None, scores, return_dict)
@@ -189,7 +208,10 @@ class SaferMMDiTMixin:
 
     def _redirection(self, original: dict, safe: dict, prompts: list[str], args: dict) -> list[float]:
         per_prompt = args.get("num_images_per_prompt") or 1
-        orig_f, safe_f = self._slot_features(original, prompts, args), self._slot_features(safe, prompts, args)
+        orig_f, safe_f = (
+            self._slot_features(original, prompts, args),
+            self._slot_features(safe, prompts, args),
+        )
         scores = torch.stack([cosine_scores(orig_f[s], safe_f[s]) for s in self.safe_slots]).amin(dim=0)
         return [float(x) for x in scores[::per_prompt]]
 
@@ -207,7 +229,9 @@ class SaferMMDiTMixin:
     def redirection_scores(self, prompt: str | list[str], **call_kwargs: Any) -> list[float]:
         """Per prompt, the lowest ``cos(original, safe)`` over swapped slots, without generating."""
         if not self.safe_slots or not self.has_original:
-            raise ValueError("redirection scores need a swapped slot and its original encoder: load with keep_original=True")
+            raise ValueError(
+                "redirection scores need a swapped slot and its original encoder: load with keep_original=True"
+            )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         args = {"num_images_per_prompt": 1, **call_kwargs}
         safe = self._encode_branch(prompts, args, False)
@@ -216,8 +240,9 @@ class SaferMMDiTMixin:
         return self._redirection(original, safe, prompts, args)
 
 
-def token_mean(sequence: torch.Tensor, tokenizer, texts: str | list[str] | None, prompts: list[str],
-               per_prompt: int) -> torch.Tensor:
+def token_mean(
+    sequence: torch.Tensor, tokenizer, texts: str | list[str] | None, prompts: list[str], per_prompt: int
+) -> torch.Tensor:
     """A T5 slot's feature for the redirection score: its (B, L, D) sequence averaged over each prompt's own tokens
     (``</s>`` included, padding positions excluded)."""
     texts = prompts if not texts else [texts] * len(prompts) if isinstance(texts, str) else list(texts)

@@ -67,15 +67,20 @@ def _resolve(cls, specs: dict[str, Any], saved_slots: list[str] | None) -> dict[
     return resolved
 
 
-def _load_safe(cls, slot: str, spec: Any, original_config, vocab: int, original, *, allow_pickle: bool, dtype,
-               hub: dict):
+def _load_safe(
+    cls, slot: str, spec: Any, original_config, vocab: int, original, *, allow_pickle: bool, dtype, hub: dict
+):
     """Load a safe encoder for ``slot`` with the encoders package, then check it against the slot's original.
 
     ``original()`` gives the pipeline's own encoder of the slot (loaded on demand): SD3's CLIP-L keeps its
     projection, and a single weights file takes the projection it lacks (DES bigG) from it.
     """
-    options: dict[str, Any] = {"model_class": cls._slot_classes[slot], "allow_pickle": allow_pickle,
-                               "torch_dtype": dtype, **hub}
+    options: dict[str, Any] = {
+        "model_class": cls._slot_classes[slot],
+        "allow_pickle": allow_pickle,
+        "torch_dtype": dtype,
+        **hub,
+    }
     is_path = isinstance(spec, (str, os.PathLike))
     if dict((s, k) for s, _, k in cls._slots)[slot] == "t5":
         options.update(t5_load_options(spec, slot, original_config))
@@ -95,8 +100,15 @@ def _config_and_vocab(cls, base, slot: str, tokenizer_attr: str, hub: dict):
     return AutoConfig.from_pretrained(base, subfolder=slot, **hub), len(tokenizer)
 
 
-def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, keep_original: bool,
-                        allow_pickle: bool, kwargs: dict[str, Any]):
+def load_mmdit_pipeline(
+    cls,
+    base: str | os.PathLike,
+    specs: dict[str, Any],
+    *,
+    keep_original: bool,
+    allow_pickle: bool,
+    kwargs: dict[str, Any],
+):
     hub = hub_kwargs(kwargs)
     dtype = normalise_dtype(kwargs)
     if not isinstance(base, (str, os.PathLike)):
@@ -106,8 +118,12 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
     try:
         index = cls.load_config(base, **hub)
     except OSError as err:
-        raise explain_unavailable(str(base), "base pipeline", err, offline_alternative=cls._offline_alternative) from err
-    saved = index.get("safe_text_encoder_slots")  # a saved Safer pipeline (its _class_name is the diffusers parent)
+        raise explain_unavailable(
+            str(base), "base pipeline", err, offline_alternative=cls._offline_alternative
+        ) from err
+    saved = index.get(
+        "safe_text_encoder_slots"
+    )  # a saved Safer pipeline (its _class_name is the diffusers parent)
     explicit = {slot for slot, spec in specs.items() if spec is not DEFAULT and spec is not None}
     specs = _resolve(cls, specs, saved)
     transformer_config = cls._transformer_class.load_config(base, subfolder="transformer", **hub)
@@ -125,7 +141,9 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
         dropped = slot in kwargs and kwargs[slot] is None  # diffusers' own idiom, e.g. text_encoder_3=None
         if dropped:
             if slot in explicit:
-                raise ValueError(f"{slot}=None drops the slot; a safe encoder for it cannot be given at the same time")
+                raise ValueError(
+                    f"{slot}=None drops the slot; a safe encoder for it cannot be given at the same time"
+                )
             components[f"original_{slot}"] = None
             continue
         configs[slot], vocabs[slot] = _config_and_vocab(cls, base, slot, tokenizer_attr, hub)
@@ -136,8 +154,17 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
             continue
         spec = specs.get(slot)
         if spec is not None:
-            components[slot] = _load_safe(cls, slot, spec, configs[slot], vocabs[slot], lambda s=slot: original_of(s),
-                                          allow_pickle=allow_pickle, dtype=dtype, hub=hub)
+            components[slot] = _load_safe(
+                cls,
+                slot,
+                spec,
+                configs[slot],
+                vocabs[slot],
+                lambda s=slot: original_of(s),
+                allow_pickle=allow_pickle,
+                dtype=dtype,
+                hub=hub,
+            )
             safe_slots.append(slot)
         elif saved and slot in saved:
             safe_slots.append(slot)  # diffusers loads the saved safe encoder from the directory itself
@@ -153,7 +180,9 @@ def load_mmdit_pipeline(cls, base: str | os.PathLike, specs: dict[str, Any], *, 
             )
     if not allow_pickle:
         kwargs.setdefault("use_safetensors", True)
-    pipe = DiffusionPipeline.from_pretrained.__func__(cls, base, **components, safe_text_encoder_slots=safe_slots, **kwargs)
+    pipe = DiffusionPipeline.from_pretrained.__func__(
+        cls, base, **components, safe_text_encoder_slots=safe_slots, **kwargs
+    )
     warn_coverage(pipe)
     return pipe
 
@@ -164,11 +193,18 @@ def _load_original(cls, base, slot: str, dtype, hub: dict):
     return model_class.from_pretrained(base, subfolder=slot, use_safetensors=True, **hub, **extra).eval()
 
 
-def mmdit_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool, allow_pickle: bool,
-                    kwargs: dict[str, Any]):
-    source_safe = list(pipeline.config.get("safe_text_encoder_slots") or []) if hasattr(pipeline, "safe_slots") else None
+def mmdit_from_pipe(
+    cls, pipeline, specs: dict[str, Any], *, keep_original: bool, allow_pickle: bool, kwargs: dict[str, Any]
+):
+    source_safe = (
+        list(pipeline.config.get("safe_text_encoder_slots") or [])
+        if hasattr(pipeline, "safe_slots")
+        else None
+    )
     specs = _resolve(cls, specs, source_safe)
-    dtype = normalise_dtype(kwargs, default=pipeline.dtype)  # diffusers would otherwise cast shared modules to fp32
+    dtype = normalise_dtype(
+        kwargs, default=pipeline.dtype
+    )  # diffusers would otherwise cast shared modules to fp32
     hub = hub_kwargs(kwargs)
     components: dict[str, Any] = {}
     safe_slots: list[str] = []
@@ -178,11 +214,21 @@ def mmdit_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool
         spec = specs.get(slot)
         if spec is not None:
             if current is None:
-                raise ValueError(f"the source pipeline has no {slot} (it was dropped), so it cannot be made safe")
+                raise ValueError(
+                    f"the source pipeline has no {slot} (it was dropped), so it cannot be made safe"
+                )
             reference = (current if original is None else original).config
-            encoder = _load_safe(cls, slot, spec, reference, len(getattr(pipeline, tokenizer_attr)),
-                                 lambda o=original, c=current: c if o is None else o,
-                                 allow_pickle=allow_pickle, dtype=dtype, hub=hub)
+            encoder = _load_safe(
+                cls,
+                slot,
+                spec,
+                reference,
+                len(getattr(pipeline, tokenizer_attr)),
+                lambda o=original, c=current: c if o is None else o,
+                allow_pickle=allow_pickle,
+                dtype=dtype,
+                hub=hub,
+            )
             components[slot] = encoder.to(pipeline.device)
             safe_slots.append(slot)
         elif source_safe is not None and slot in source_safe:
@@ -193,7 +239,9 @@ def mmdit_from_pipe(cls, pipeline, specs: dict[str, Any], *, keep_original: bool
         components[f"original_{slot}"] = original if slot in safe_slots and keep_original else None
     for key in hub:
         kwargs.pop(key)
-    pipe = DiffusionPipeline.from_pipe.__func__(cls, pipeline, **components, safe_text_encoder_slots=safe_slots, **kwargs)
+    pipe = DiffusionPipeline.from_pipe.__func__(
+        cls, pipeline, **components, safe_text_encoder_slots=safe_slots, **kwargs
+    )
     warn_coverage(pipe)
     return pipe
 

@@ -32,7 +32,11 @@ def check_slot(config, expected, slot: str, vocab: int, owner: str) -> None:
             f"{where} has {width} {getattr(config, width)}, but the slot's encoder has {getattr(expected, width)}: "
             "it belongs to another model family (CLIP-L 768, CLIP-G/bigG 1280, T5-XXL 4096)"
         )
-    if expected.model_type != "t5" and hasattr(expected, "projection_dim") and config.projection_dim != expected.projection_dim:
+    if (
+        expected.model_type != "t5"
+        and hasattr(expected, "projection_dim")
+        and config.projection_dim != expected.projection_dim
+    ):
         raise IncompatibleEncoderError(
             f"{where} projects to {config.projection_dim} dims, but the transformer expects {expected.projection_dim}"
         )

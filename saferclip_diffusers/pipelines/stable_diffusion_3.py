@@ -59,14 +59,26 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         "text_encoder->text_encoder_2->text_encoder_3->image_encoder->transformer->vae"
     )
     _optional_components = StableDiffusion3Pipeline._optional_components + [
-        "text_encoder_3", "tokenizer_3", "original_text_encoder", "original_text_encoder_2", "original_text_encoder_3",
+        "text_encoder_3",
+        "tokenizer_3",
+        "original_text_encoder",
+        "original_text_encoder_2",
+        "original_text_encoder_3",
     ]
-    _slots = (("text_encoder", "tokenizer", "clip"), ("text_encoder_2", "tokenizer_2", "clip"),
-              ("text_encoder_3", "tokenizer_3", "t5"))
-    _slot_classes = {"text_encoder": CLIPTextModelWithProjection, "text_encoder_2": CLIPTextModelWithProjection,
-                     "text_encoder_3": T5EncoderModel}
+    _slots = (
+        ("text_encoder", "tokenizer", "clip"),
+        ("text_encoder_2", "tokenizer_2", "clip"),
+        ("text_encoder_3", "tokenizer_3", "t5"),
+    )
+    _slot_classes = {
+        "text_encoder": CLIPTextModelWithProjection,
+        "text_encoder_2": CLIPTextModelWithProjection,
+        "text_encoder_3": T5EncoderModel,
+    }
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
-    _offline_alternative = "the tiny offline models (preset 'tiny-sd3', or saferclip_diffusers.tiny.tiny_model_dir('sd3'))"
+    _offline_alternative = (
+        "the tiny offline models (preset 'tiny-sd3', or saferclip_diffusers.tiny.tiny_model_dir('sd3'))"
+    )
     _transformer_class = SD3Transformer2DModel
     _keep_base_projection = ("text_encoder",)  # SD3's CLIP-L projection is not OpenAI's: keep the base's
 
@@ -89,13 +101,23 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         safe_text_encoder_slots: list[str] | None = None,
     ):
         super().__init__(
-            transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-            text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=text_encoder_3,
-            tokenizer_3=tokenizer_3, image_encoder=image_encoder, feature_extractor=feature_extractor,
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+            text_encoder_3=text_encoder_3,
+            tokenizer_3=tokenizer_3,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
         )
-        self.register_modules(original_text_encoder=original_text_encoder,
-                              original_text_encoder_2=original_text_encoder_2,
-                              original_text_encoder_3=original_text_encoder_3)
+        self.register_modules(
+            original_text_encoder=original_text_encoder,
+            original_text_encoder_2=original_text_encoder_2,
+            original_text_encoder_3=original_text_encoder_3,
+        )
         self.register_to_config(safe_text_encoder_slots=list(safe_text_encoder_slots or []))
 
     @classmethod
@@ -126,10 +148,19 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
             allow_pickle: accept pickle-only checkpoints (they can run code when loaded).
             **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``dtype``, ``variant``, ``text_encoder_3``...).
         """
-        specs = {"text_encoder": safe_text_encoder, "text_encoder_2": safe_text_encoder_2,
-                 "text_encoder_3": safe_text_encoder_3}
-        return load_mmdit_pipeline(cls, pretrained_model_name_or_path, specs, keep_original=keep_original,
-                                   allow_pickle=allow_pickle, kwargs=kwargs)
+        specs = {
+            "text_encoder": safe_text_encoder,
+            "text_encoder_2": safe_text_encoder_2,
+            "text_encoder_3": safe_text_encoder_3,
+        }
+        return load_mmdit_pipeline(
+            cls,
+            pretrained_model_name_or_path,
+            specs,
+            keep_original=keep_original,
+            allow_pickle=allow_pickle,
+            kwargs=kwargs,
+        )
 
     @classmethod
     def from_pipe(
@@ -144,25 +175,36 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         **kwargs: Any,
     ) -> SaferStableDiffusion3Pipeline:
         """Wrap a loaded SD3 pipeline; transformer, VAE, scheduler and tokenizers are shared, not copied."""
-        specs = {"text_encoder": safe_text_encoder, "text_encoder_2": safe_text_encoder_2,
-                 "text_encoder_3": safe_text_encoder_3}
-        return mmdit_from_pipe(cls, pipeline, specs, keep_original=keep_original, allow_pickle=allow_pickle,
-                               kwargs=kwargs)
+        specs = {
+            "text_encoder": safe_text_encoder,
+            "text_encoder_2": safe_text_encoder_2,
+            "text_encoder_3": safe_text_encoder_3,
+        }
+        return mmdit_from_pipe(
+            cls, pipeline, specs, keep_original=keep_original, allow_pickle=allow_pickle, kwargs=kwargs
+        )
 
     # ------------------------------------------------------------------ hooks of the shared loader and mixin
 
     @staticmethod
     def _check_base(transformer_config: dict, configs: dict) -> None:
-        if "text_encoder_3" in configs and configs["text_encoder_3"].d_model != transformer_config["joint_attention_dim"]:
+        if (
+            "text_encoder_3" in configs
+            and configs["text_encoder_3"].d_model != transformer_config["joint_attention_dim"]
+        ):
             raise IncompatibleEncoderError("the base pipeline's T5 width does not match its transformer")
         pooled = sum(configs[s].projection_dim for s in ("text_encoder", "text_encoder_2"))
         if pooled != transformer_config["pooled_projection_dim"]:
-            raise IncompatibleEncoderError("the base pipeline's CLIP projections do not add up to its pooled width")
+            raise IncompatibleEncoderError(
+                "the base pipeline's CLIP projections do not add up to its pooled width"
+            )
 
     def coverage_warnings(self) -> list[str]:
         slots = self.safe_slots
         if not slots:
-            return [f"{type(self).__name__} has no safe text encoder: it generates exactly like the base pipeline."]
+            return [
+                f"{type(self).__name__} has no safe text encoder: it generates exactly like the base pipeline."
+            ]
         warnings = []
         if self.text_encoder_3 is not None and "text_encoder_3" not in slots:
             warnings.append(
@@ -173,8 +215,10 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
             )
         missing = [s for s in ("text_encoder", "text_encoder_2") if s not in slots]
         if missing:
-            warnings.append(f"SD3's {' and '.join(missing)} (CLIP) still come from the original model: their tokens "
-                            "and their half of the pooled vector are unprotected.")
+            warnings.append(
+                f"SD3's {' and '.join(missing)} (CLIP) still come from the original model: their tokens "
+                "and their half of the pooled vector are unprotected."
+            )
         return warnings
 
     def _uses_cfg(self, args: dict) -> bool:
@@ -208,16 +252,27 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         pooled = embeds["pooled_prompt_embeds"]
         features = {"text_encoder": pooled[:, :width_l], "text_encoder_2": pooled[:, width_l:]}
         if "text_encoder_3" in self.safe_slots:  # a dropped T5 (text_encoder_3=None) is never a safe slot
-            features["text_encoder_3"] = token_mean(embeds["prompt_embeds"][:, self.tokenizer_max_length:],
-                                                    self.tokenizer_3, args.get("prompt_3"), prompts,
-                                                    args.get("num_images_per_prompt") or 1)
+            features["text_encoder_3"] = token_mean(
+                embeds["prompt_embeds"][:, self.tokenizer_max_length :],
+                self.tokenizer_3,
+                args.get("prompt_3"),
+                prompts,
+                args.get("num_images_per_prompt") or 1,
+            )
         return features
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
         height = args.get("height") or self.default_sample_size * self.vae_scale_factor
         width = args.get("width") or self.default_sample_size * self.vae_scale_factor
-        return self.prepare_latents(batch, self.transformer.config.in_channels, height, width, dtype,
-                                    self._execution_device, args.get("generator"))
+        return self.prepare_latents(
+            batch,
+            self.transformer.config.in_channels,
+            height,
+            width,
+            dtype,
+            self._execution_device,
+            args.get("generator"),
+        )
 
     # ------------------------------------------------------------------ __call__
 
@@ -283,9 +338,20 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
             :class:`SaferPipelineOutput` (or a tuple ``(images[, original_images])``).
         """
         args = {k: v for k, v in locals().items() if k not in _OURS}
-        return self._safer_call(args, safety_scale=safety_scale, return_original=return_original,
-                                compare_in_one_batch=compare_in_one_batch,
-                                negative_prompt_encoder=negative_prompt_encoder)
+        return self._safer_call(
+            args,
+            safety_scale=safety_scale,
+            return_original=return_original,
+            compare_in_one_batch=compare_in_one_batch,
+            negative_prompt_encoder=negative_prompt_encoder,
+        )
 
 
-_OURS = {"self", "safety_scale", "return_original", "compare_in_one_batch", "negative_prompt_encoder", "__class__"}
+_OURS = {
+    "self",
+    "safety_scale",
+    "return_original",
+    "compare_in_one_batch",
+    "negative_prompt_encoder",
+    "__class__",
+}

@@ -30,7 +30,12 @@ class SaferStableDiffusionXLPipeline(SaferSDXLMixin, StableDiffusionXLPipeline):
         ```
     """
 
-    model_cpu_offload_seq = "original_text_encoder->original_text_encoder_2->" + StableDiffusionXLPipeline.model_cpu_offload_seq
-    _optional_components = StableDiffusionXLPipeline._optional_components + ["original_text_encoder", "original_text_encoder_2"]
+    model_cpu_offload_seq = (
+        "original_text_encoder->original_text_encoder_2->" + StableDiffusionXLPipeline.model_cpu_offload_seq
+    )
+    _optional_components = StableDiffusionXLPipeline._optional_components + [
+        "original_text_encoder",
+        "original_text_encoder_2",
+    ]
     __init__ = safer_init(StableDiffusionXLPipeline, ("text_encoder", "text_encoder_2"))
     __call__ = safer_call(StableDiffusionXLPipeline)

@@ -18,7 +18,13 @@ class SaferStableDiffusionXLInpaintPipeline(SaferSDXLMixin, StableDiffusionXLInp
     """
 
     _one_batch_compare = False  # the parent encodes the image with the generator, then draws the noise
-    model_cpu_offload_seq = "original_text_encoder->original_text_encoder_2->" + StableDiffusionXLInpaintPipeline.model_cpu_offload_seq
-    _optional_components = StableDiffusionXLInpaintPipeline._optional_components + ["original_text_encoder", "original_text_encoder_2"]
+    model_cpu_offload_seq = (
+        "original_text_encoder->original_text_encoder_2->"
+        + StableDiffusionXLInpaintPipeline.model_cpu_offload_seq
+    )
+    _optional_components = StableDiffusionXLInpaintPipeline._optional_components + [
+        "original_text_encoder",
+        "original_text_encoder_2",
+    ]
     __init__ = safer_init(StableDiffusionXLInpaintPipeline, ("text_encoder", "text_encoder_2"))
     __call__ = safer_call(StableDiffusionXLInpaintPipeline)

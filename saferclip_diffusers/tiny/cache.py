@@ -18,12 +18,16 @@ from .sd import build_tiny_safe_encoder, build_tiny_sd, build_tiny_sdxl
 from .sd3 import build_tiny_safe_sd3, build_tiny_sd3
 from .t5 import build_tiny_t5
 
-TINY_VERSION = 2  # bump when the builders' outputs change, so cached directories are rebuilt (2: manifest.json)
+TINY_VERSION = (
+    2  # bump when the builders' outputs change, so cached directories are rebuilt (2: manifest.json)
+)
 MARKER = ".complete"
 
 _BUILDERS: dict[str, Callable[[Path, int], Path]] = {  # dependencies come from the cache (source=)
     "clip": lambda d, seed: build_tiny_clip(d, seed),
-    "clip-g": lambda d, seed: build_tiny_clip(d, seed + 1000, text_width=TEXT_WIDTH_G, projection_dim=PROJECTION_DIM_G),
+    "clip-g": lambda d, seed: build_tiny_clip(
+        d, seed + 1000, text_width=TEXT_WIDTH_G, projection_dim=PROJECTION_DIM_G
+    ),
     "t5": lambda d, seed: build_tiny_t5(d, seed + 2000),
     "sd": lambda d, seed: build_tiny_sd(d, seed, _source(seed)),
     "sdxl": lambda d, seed: build_tiny_sdxl(d, seed, _source(seed)),
@@ -91,7 +95,9 @@ def tiny_model_dir(kind: str, seed: int = 0) -> Path:
         if damage is None:
             _VERIFIED.add(target)
             return target
-        warnings.warn(f"tiny model cache {target} is damaged ({damage}); rebuilding it", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"tiny model cache {target} is damaged ({damage}); rebuilding it", UserWarning, stacklevel=2
+        )
         trash = target.with_name(f".{target.name}.damaged-{os.getpid()}")
         os.replace(target, trash)
         shutil.rmtree(trash, ignore_errors=True)

@@ -51,8 +51,12 @@ def tiny_vision_config(projection_dim: int = PROJECTION_DIM):
 
 
 @rng_neutral
-def build_tiny_clip(directory: str | os.PathLike, seed: int = 0, text_width: int = TEXT_WIDTH,
-                    projection_dim: int = PROJECTION_DIM) -> Path:
+def build_tiny_clip(
+    directory: str | os.PathLike,
+    seed: int = 0,
+    text_width: int = TEXT_WIDTH,
+    projection_dim: int = PROJECTION_DIM,
+) -> Path:
     """A tiny ``CLIPModel`` directory with tokenizer and image processor (``CLIPProcessor``)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
@@ -83,5 +87,9 @@ def perturbed_text_encoder(source: torch.nn.Module, seed: int = 1, scale: float 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale * (p.std() if p.numel() > 1 else 1.0))
+            p.add_(
+                torch.randn(p.shape, generator=gen, dtype=p.dtype)
+                * scale
+                * (p.std() if p.numel() > 1 else 1.0)
+            )
     return model

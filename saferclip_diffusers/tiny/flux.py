@@ -40,9 +40,15 @@ def build_tiny_flux(directory: str | os.PathLike, seed: int, source: Callable[[s
     with seeded(seed + 1):
         transformer = _tiny_flux_transformer()
     with seeded(seed + 2):
-        vae = tiny_vae(latent_channels=16, shift_factor=0.1159, scaling_factor=0.3611)  # FLUX.1's VAE constants
+        vae = tiny_vae(
+            latent_channels=16, shift_factor=0.1159, scaling_factor=0.3611
+        )  # FLUX.1's VAE constants
     scheduler = FlowMatchEulerDiscreteScheduler(  # FLUX.1-dev's schedule
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
         max_image_seq_len=4096,
     )
     pipe = FluxPipeline(
@@ -65,7 +71,11 @@ def build_tiny_safe_flux(directory: str | os.PathLike, seed: int, source: Callab
 
     directory = Path(directory)
     clip = CLIPTextModel.from_pretrained(source("clip"), use_safetensors=True)
-    perturbed_text_encoder(clip, seed=seed + 100).save_pretrained(directory / "text_encoder", safe_serialization=True)
+    perturbed_text_encoder(clip, seed=seed + 100).save_pretrained(
+        directory / "text_encoder", safe_serialization=True
+    )
     t5 = T5EncoderModel.from_pretrained(source("t5"), use_safetensors=True)
-    perturbed_text_encoder(t5, seed=seed + 300).save_pretrained(directory / "text_encoder_2", safe_serialization=True)
+    perturbed_text_encoder(t5, seed=seed + 300).save_pretrained(
+        directory / "text_encoder_2", safe_serialization=True
+    )
     return directory

@@ -58,7 +58,9 @@ def _scheduler():
     from diffusers import EulerDiscreteScheduler
 
     # SD's training schedule; Euler (deterministic) as in SDXL's default
-    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    return EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
 
 
 @rng_neutral
@@ -120,14 +122,20 @@ def build_tiny_sdxl(directory: str | os.PathLike, seed: int, source: Callable[[s
 
 
 @rng_neutral
-def build_tiny_safe_encoder(directory: str | os.PathLike, seed: int, source: Callable[[str], Path], sdxl: bool = False) -> Path:
+def build_tiny_safe_encoder(
+    directory: str | os.PathLike, seed: int, source: Callable[[str], Path], sdxl: bool = False
+) -> Path:
     """A diffusers-style directory (``text_encoder/`` [+ ``text_encoder_2/``]) of perturbed tiny encoders."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     directory = Path(directory)
     te = CLIPTextModel.from_pretrained(source("clip"), use_safetensors=True)
-    perturbed_text_encoder(te, seed=seed + 100).save_pretrained(directory / "text_encoder", safe_serialization=True)
+    perturbed_text_encoder(te, seed=seed + 100).save_pretrained(
+        directory / "text_encoder", safe_serialization=True
+    )
     if sdxl:
         te2 = CLIPTextModelWithProjection.from_pretrained(source("clip-g"), use_safetensors=True)
-        perturbed_text_encoder(te2, seed=seed + 200).save_pretrained(directory / "text_encoder_2", safe_serialization=True)
+        perturbed_text_encoder(te2, seed=seed + 200).save_pretrained(
+            directory / "text_encoder_2", safe_serialization=True
+        )
     return directory

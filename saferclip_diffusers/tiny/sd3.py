@@ -80,5 +80,7 @@ def build_tiny_safe_sd3(directory: str | os.PathLike, seed: int, source: Callabl
     }
     for slot, (model_class, kind, offset) in encoders.items():
         original = model_class.from_pretrained(source(kind), use_safetensors=True)
-        perturbed_text_encoder(original, seed=seed + offset).save_pretrained(directory / slot, safe_serialization=True)
+        perturbed_text_encoder(original, seed=seed + offset).save_pretrained(
+            directory / slot, safe_serialization=True
+        )
     return directory

@@ -10,7 +10,9 @@ from ._rng import rng_neutral, seeded
 from .clip import TEXT_WIDTH, TEXT_WIDTH_G
 from .tokenizers import save_t5_tokenizer
 
-T5_WIDTH = 96  # d_model: SD3 pads the CLIP channels (32 + 48 = 80) up to it, as 768 + 1280 up to T5-XXL's 4096
+T5_WIDTH = (
+    96  # d_model: SD3 pads the CLIP channels (32 + 48 = 80) up to it, as 768 + 1280 up to T5-XXL's 4096
+)
 T5_MAX_LENGTH = 512
 assert T5_WIDTH >= TEXT_WIDTH + TEXT_WIDTH_G
 

@@ -21,7 +21,11 @@ BUNDLED_MERGES = Path(__file__).resolve().parent.parent / "data" / "clip_bpe" / 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible byte -> printable unicode map (the same table as GPT-2 and open_clip)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -65,7 +69,9 @@ def clip_bpe_vocab(num_merges: int = TINY_MERGES) -> tuple[dict[str, int], list[
     return {tok: i for i, tok in enumerate(tokens)}, merges
 
 
-def save_clip_tokenizer(directory: str | os.PathLike, num_merges: int = TINY_MERGES, pad_token: str | None = None):
+def save_clip_tokenizer(
+    directory: str | os.PathLike, num_merges: int = TINY_MERGES, pad_token: str | None = None
+):
     """Write ``vocab.json`` + ``merges.txt`` for a (truncated) CLIP BPE tokenizer and return it loaded."""
     from transformers import CLIPTokenizer
 
@@ -96,7 +102,9 @@ def t5_unigram_vocab() -> list[tuple[str, float]]:
             continue
         piece = "▁" + token[: -len("</w>")] if token.endswith("</w>") else token
         pieces.setdefault(piece, -10.0 + len(piece))
-    return [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + sorted(pieces.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + sorted(
+        pieces.items(), key=lambda kv: (-kv[1], kv[0])
+    )
 
 
 def save_t5_tokenizer(directory: str | os.PathLike, model_max_length: int = 512):
@@ -105,5 +113,7 @@ def save_t5_tokenizer(directory: str | os.PathLike, model_max_length: int = 512)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    T5TokenizerFast(vocab=t5_unigram_vocab(), extra_ids=0, model_max_length=model_max_length).save_pretrained(directory)
+    T5TokenizerFast(vocab=t5_unigram_vocab(), extra_ids=0, model_max_length=model_max_length).save_pretrained(
+        directory
+    )
     return T5TokenizerFast.from_pretrained(directory)

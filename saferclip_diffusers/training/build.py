@@ -25,24 +25,43 @@ def build_run(trainer: Any) -> None:
     data = trainer.data
     has_images = data.safe_images is not None or data.unsafe_images is not None
     if cfg.train_vision and not has_images:
-        raise ValueError("train_vision (two-tower mode) needs images in the data: set data.image_root (and "
-                         "data.unsafe_image_root), or train_vision=false for text-only training")
+        raise ValueError(
+            "train_vision (two-tower mode) needs images in the data: set data.image_root (and "
+            "data.unsafe_image_root), or train_vision=false for text-only training"
+        )
     if cfg.mining.image_target == "nearest" and not (data.safe_images and data.unsafe_images):
-        raise ValueError("mining.image_target=nearest needs safe and unsafe images; use mining.image_target=paired")
+        raise ValueError(
+            "mining.image_target=nearest needs safe and unsafe images; use mining.image_target=paired"
+        )
     trainer.bundles = [build_encoder(s, cfg, has_images) for s in cfg.encoders]
     cache_dir = Path(cfg.run.cache_dir) if cfg.run.cache_dir else trainer.out / "cache"
     wait = acc.wait_for_everyone
-    trainer.frozen = {b.slot: load_or_compute_frozen(b, data, cfg, cache_dir, trainer.device, trainer.is_main, wait)
-                      for b in trainer.bundles}
+    trainer.frozen = {
+        b.slot: load_or_compute_frozen(b, data, cfg, cache_dir, trainer.device, trainer.is_main, wait)
+        for b in trainer.bundles
+    }
     for b in trainer.bundles:
         b.frozen_vision = None  # only needed for the cache
     ref = trainer.bundles[cfg.mining.encoder]
-    trainer.targets = load_or_compute_targets(cfg, data, trainer.split, trainer.frozen[ref.slot], fingerprint(ref, data),
-                                              cache_dir, trainer.device, trainer.is_main, wait)
+    trainer.targets = load_or_compute_targets(
+        cfg,
+        data,
+        trainer.split,
+        trainer.frozen[ref.slot],
+        fingerprint(ref, data),
+        cache_dir,
+        trainer.device,
+        trainer.is_main,
+        wait,
+    )
     train_sim = trainer.targets.similarity[trainer.split.train_unsafe].numpy()
     quantiles = list(cfg.curriculum.quantiles)
-    trainer.curriculum = CurriculumSchedule(difficulty_buckets(train_sim, quantiles), cfg.curriculum.stages,
-                                            len(quantiles) + 1, enabled=cfg.curriculum_enabled)
+    trainer.curriculum = CurriculumSchedule(
+        difficulty_buckets(train_sim, quantiles),
+        cfg.curriculum.stages,
+        len(quantiles) + 1,
+        enabled=cfg.curriculum_enabled,
+    )
     trainer.weights = cfg.loss_weights()
     model = TrainableEncoders(
         {b.slot: b.text for b in trainer.bundles},
@@ -56,6 +75,10 @@ def build_run(trainer: Any) -> None:
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     from transformers import get_scheduler
 
-    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
-                              num_training_steps=max(trainer.total_steps(), 1))
+    scheduler = get_scheduler(
+        cfg.optim.scheduler,
+        optimizer,
+        num_warmup_steps=cfg.optim.warmup_steps,
+        num_training_steps=max(trainer.total_steps(), 1),
+    )
     trainer.model, trainer.optimizer, trainer.scheduler = acc.prepare(model, optimizer, scheduler)

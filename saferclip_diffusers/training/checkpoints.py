@@ -41,7 +41,9 @@ class CheckpointIO:
     def _save_hook(self, models, weights, output_dir):
         if self.is_main:
             unwrapped = self.accelerator.unwrap_model(models[0])
-            state = {n: p.detach().cpu().contiguous() for n, p in unwrapped.named_parameters() if p.requires_grad}
+            state = {
+                n: p.detach().cpu().contiguous() for n, p in unwrapped.named_parameters() if p.requires_grad
+            }
             atomic_save_safetensors(state, Path(output_dir) / TRAINABLE_FILE)
         while weights:
             weights.pop()
@@ -52,8 +54,10 @@ class CheckpointIO:
         params = dict(unwrapped.named_parameters())
         expected = {n for n, p in params.items() if p.requires_grad}
         if set(state) != expected:
-            raise ValueError(f"checkpoint {input_dir} does not match this config's trainable parameters "
-                             f"(missing {sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]})")
+            raise ValueError(
+                f"checkpoint {input_dir} does not match this config's trainable parameters "
+                f"(missing {sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]})"
+            )
         with torch.no_grad():
             for n, v in state.items():
                 params[n].copy_(v)
@@ -64,8 +68,11 @@ class CheckpointIO:
         self.accelerator.load_state(str(path))
         self.state.update(json.loads((path / STATE_FILE).read_text()))
         if self.state["world_size"] != self.world and self.is_main:
-            logger.warning("resuming with %d processes (checkpoint: %d): the sample order changes from here",
-                           self.world, self.state["world_size"])
+            logger.warning(
+                "resuming with %d processes (checkpoint: %d): the sample order changes from here",
+                self.world,
+                self.state["world_size"],
+            )
         self.state["world_size"] = self.world
 
     def save_checkpoint(self) -> Path:

@@ -93,11 +93,15 @@ def _index(node: list, part: str, item: str, path: str) -> int:
     try:
         i = int(part)
     except ValueError:
-        raise ValueError(f"override {item!r}: {path} is a list; address its items by number (0, 1, ...)") from None
+        raise ValueError(
+            f"override {item!r}: {path} is a list; address its items by number (0, 1, ...)"
+        ) from None
     if not 0 <= i < len(node):
         valid = f"0..{len(node) - 1}" if node else "none: the list is empty"
-        raise ValueError(f"override {item!r}: {path} has {len(node)} item(s) (indices {valid}); "
-                         "to add an item, write the whole list in a YAML config")
+        raise ValueError(
+            f"override {item!r}: {path} has {len(node)} item(s) (indices {valid}); "
+            "to add an item, write the whole list in a YAML config"
+        )
     return i
 
 
@@ -165,7 +169,9 @@ def _build(cls, data: Any, where: str):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)} in {where or 'root'}; known: {sorted(known)}")
+        raise ValueError(
+            f"unknown config key(s) {sorted(unknown)} in {where or 'root'}; known: {sorted(known)}"
+        )
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]

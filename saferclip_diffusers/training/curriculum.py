@@ -20,7 +20,9 @@ def bucket_names(num_buckets: int) -> list[str]:
     return [f"level{i}" for i in range(num_buckets)]  # level0 = easiest
 
 
-def difficulty_buckets(similarity: np.ndarray, quantiles: list[float] | tuple[float, ...] = (1 / 3, 2 / 3)) -> np.ndarray:
+def difficulty_buckets(
+    similarity: np.ndarray, quantiles: list[float] | tuple[float, ...] = (1 / 3, 2 / 3)
+) -> np.ndarray:
     """Bucket index per pair: 0 = easiest (highest similarity) ... ``len(quantiles)`` = hardest.
 
     The cut points are the ``1 - q`` quantiles of the similarities, so with tertiles each bucket holds a
@@ -46,7 +48,9 @@ class CurriculumSchedule:
         for stage in stages:
             unknown = set(stage) - set(names)
             if unknown:
-                raise ValueError(f"curriculum stage {stage} names unknown bucket(s) {sorted(unknown)}; buckets: {names}")
+                raise ValueError(
+                    f"curriculum stage {stage} names unknown bucket(s) {sorted(unknown)}; buckets: {names}"
+                )
         self.buckets = np.asarray(buckets)
         self.names = names
         self.stages = [list(s) for s in stages]

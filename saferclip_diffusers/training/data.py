@@ -94,7 +94,9 @@ def _field(row: dict, name: str, path: Path, i: int) -> str:
     return required_field(row, name, record_location(path, i))
 
 
-def _pick_column(rows: list[dict], preferred: str | None, candidates: tuple[str, ...], path: Path, role: str) -> str:
+def _pick_column(
+    rows: list[dict], preferred: str | None, candidates: tuple[str, ...], path: Path, role: str
+) -> str:
     columns = list(rows[0]) if rows else []
     if preferred:
         if rows and preferred not in columns:
@@ -103,7 +105,9 @@ def _pick_column(rows: list[dict], preferred: str | None, candidates: tuple[str,
     for name in candidates:
         if name in columns:
             return name
-    raise ValueError(f"{path}: cannot find the {role} captions; name the column in the config (columns: {columns})")
+    raise ValueError(
+        f"{path}: cannot find the {role} captions; name the column in the config (columns: {columns})"
+    )
 
 
 def _image(path_text: str, root: Path | None, base: Path, where: str) -> str:
@@ -116,8 +120,9 @@ def _image(path_text: str, root: Path | None, base: Path, where: str) -> str:
 def _coco_image(coco_id: str, root: Path, where: str) -> str:
     found = coco_image_path(root, coco_id)
     if found is None:
-        raise FileNotFoundError(f"{where}: COCO image {coco_image_name(coco_id)} not found under "
-                                f"{root}/{{train,val,test}}2017")
+        raise FileNotFoundError(
+            f"{where}: COCO image {coco_image_name(coco_id)} not found under {root}/{{train,val,test}}2017"
+        )
     return str(found)
 
 
@@ -126,8 +131,10 @@ def _coco_image(coco_id: str, root: Path, where: str) -> str:
 
 def _paired(cfg: DataSettings, columns: dict[str, str | None], image_of) -> SafetyData:
     if not cfg.path:
-        raise ValueError(f"data.format={cfg.format!r} needs data.path (the data file), e.g. data.path=/data/visu/train.json; "
-                         "without a gated data set use an unpaired config (sd15-unpaired, sdxl-unpaired, tiny)")
+        raise ValueError(
+            f"data.format={cfg.format!r} needs data.path (the data file), e.g. data.path=/data/visu/train.json; "
+            "without a gated data set use an unpaired config (sd15-unpaired, sdxl-unpaired, tiny)"
+        )
     path = _resolve_source(cfg.path)
     rows = read_records(path)
     safe_texts, unsafe_texts, pair, safe_images, unsafe_images, categories = [], [], [], [], [], []
@@ -169,10 +176,18 @@ def read_visu(cfg: DataSettings) -> SafetyData:
     def images(row, path, i):
         where = _where(path, i)
         safe = _coco_image(_field(row, "coco_id", path, i), safe_root, where) if safe_root else None
-        unsafe = _image(_field(row, "nsfw_im_path", path, i), unsafe_root, path.parent, where) if unsafe_root else None
+        unsafe = (
+            _image(_field(row, "nsfw_im_path", path, i), unsafe_root, path.parent, where)
+            if unsafe_root
+            else None
+        )
         return safe, unsafe
 
-    cols = {"safe": cfg.safe_column or "safe", "unsafe": cfg.unsafe_column or "nsfw", "category": cfg.category_column or "tag"}
+    cols = {
+        "safe": cfg.safe_column or "safe",
+        "unsafe": cfg.unsafe_column or "nsfw",
+        "category": cfg.category_column or "tag",
+    }
     return _paired(cfg, cols, images)
 
 
@@ -202,10 +217,18 @@ def read_pairs(cfg: DataSettings) -> SafetyData:
     def images(row, path, i):
         where = _where(path, i)
         safe = _image(_field(row, safe_col, path, i), root, path.parent, where) if safe_col in row else None
-        unsafe = _image(_field(row, unsafe_col, path, i), unsafe_root, path.parent, where) if unsafe_col in row else None
+        unsafe = (
+            _image(_field(row, unsafe_col, path, i), unsafe_root, path.parent, where)
+            if unsafe_col in row
+            else None
+        )
         return safe, unsafe
 
-    cols = {"safe": cfg.safe_column or "safe", "unsafe": cfg.unsafe_column or "unsafe", "category": cfg.category_column or "category"}
+    cols = {
+        "safe": cfg.safe_column or "safe",
+        "unsafe": cfg.unsafe_column or "unsafe",
+        "category": cfg.category_column or "category",
+    }
     return _paired(cfg, cols, images)
 
 
@@ -223,10 +246,14 @@ def _sample(n: int, limit: int | None, seed: int) -> np.ndarray:
 
 def read_unpaired(cfg: DataSettings) -> SafetyData:
     if not cfg.unsafe or not cfg.safe_pool:
-        raise ValueError("data.format=unpaired needs data.unsafe (unsafe prompts) and data.safe_pool (safe captions)")
+        raise ValueError(
+            "data.format=unpaired needs data.unsafe (unsafe prompts) and data.safe_pool (safe captions)"
+        )
     upath, spath = _resolve_source(cfg.unsafe), _resolve_source(cfg.safe_pool)
     urows, srows = read_records(upath), read_records(spath)
-    ucol = _pick_column(urows, cfg.unsafe_column, ("prompt", "unsafe", "nsfw", "text", "caption"), upath, "unsafe")
+    ucol = _pick_column(
+        urows, cfg.unsafe_column, ("prompt", "unsafe", "nsfw", "text", "caption"), upath, "unsafe"
+    )
     scol = _pick_column(srows, cfg.safe_column, ("caption", "safe", "prompt", "text"), spath, "safe")
     unsafe = [_field(r, ucol, upath, i) for i, r in enumerate(urows)]
     categories = [str(r.get(cfg.category_column or "categories", "")) for r in urows]
@@ -241,13 +268,18 @@ def read_unpaired(cfg: DataSettings) -> SafetyData:
     if cfg.safe_image_column:
         root = Path(cfg.image_root).expanduser() if cfg.image_root else None
         safe_images = [
-            _image(_field(srows[i], cfg.safe_image_column, spath, i), root, spath.parent, _where(spath, i)) for i in skeep
+            _image(_field(srows[i], cfg.safe_image_column, spath, i), root, spath.parent, _where(spath, i))
+            for i in skeep
         ]
     description = {
         "format": "unpaired",
         "files": [str(upath), str(spath)],
         "sources": [BUNDLED_NOTES.get(cfg.unsafe, str(upath)), BUNDLED_NOTES.get(cfg.safe_pool, str(spath))],
-        "unsafe_selection": {"holdout_fraction": cfg.unsafe_holdout, "max_unsafe": cfg.max_unsafe, "seed": cfg.sample_seed},
+        "unsafe_selection": {
+            "holdout_fraction": cfg.unsafe_holdout,
+            "max_unsafe": cfg.max_unsafe,
+            "seed": cfg.sample_seed,
+        },
         "safe_selection": {"max_safe": cfg.max_safe, "seed": cfg.sample_seed + 1},
     }
     cats = [categories[i] for i in keep]
@@ -321,7 +353,9 @@ def split_validation(data: SafetyData, val_size: float, seed: int) -> Split:
     val_u, train_u = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     if data.paired:
         train_partners = set(data.pair[train_u].tolist())
-        val_s = np.asarray(sorted({int(p) for p in data.pair[val_u] if p >= 0 and p not in train_partners}), dtype=np.int64)
+        val_s = np.asarray(
+            sorted({int(p) for p in data.pair[val_u] if p >= 0 and p not in train_partners}), dtype=np.int64
+        )
     else:
         n_val_s = min(n_val, max(n_s - 1, 0))
         val_s = np.sort(rng.permutation(n_s)[:n_val_s])

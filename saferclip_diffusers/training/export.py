@@ -90,11 +90,23 @@ def source_clip(s: EncoderSettings, allow_pickle: bool = False):
         return load_open_clip(s.model, s.pretrained)[0]
     path = resolve_model_path(s.model, "encoder model")
     if _model_type(path, s.subfolder, s.revision, s.model) == "clip":
-        return from_pretrained(CLIPModel, s.model, path, allow_pickle, "encoder model", subfolder=s.subfolder or "",
-                               revision=s.revision)
+        return from_pretrained(
+            CLIPModel,
+            s.model,
+            path,
+            allow_pickle,
+            "encoder model",
+            subfolder=s.subfolder or "",
+            revision=s.revision,
+        )
     if s.image_model:
-        return from_pretrained(CLIPModel, s.image_model, resolve_model_path(s.image_model, "image model"), allow_pickle,
-                               "image model")
+        return from_pretrained(
+            CLIPModel,
+            s.image_model,
+            resolve_model_path(s.image_model, "image model"),
+            allow_pickle,
+            "image model",
+        )
     return None
 
 
@@ -102,7 +114,9 @@ def full_clip(enc: ExportedEncoder, text, allow_pickle: bool):
     """The source CLIPModel with the trained text (and, in two-tower mode, image) tower merged in."""
     clip = source_clip(enc.settings, allow_pickle)
     if clip is None:
-        logger.warning("no full CLIP export for %s: no image tower configured (set image_model)", enc.settings.slot)
+        logger.warning(
+            "no full CLIP export for %s: no image tower configured (set image_model)", enc.settings.slot
+        )
         return None
     clip.text_model.load_state_dict(text.text_model.state_dict())
     clip.text_projection.load_state_dict(text.text_projection.state_dict())
@@ -124,7 +138,8 @@ def write_encoders(stage: Path, cfg: TrainConfig, encoders: list[ExportedEncoder
         slot = enc.settings.slot
         merged = merged_copy(enc.text)
         as_export_class(merged, enc.settings.resolved_export_class()).to(dtype).save_pretrained(
-            stage / slot, safe_serialization=True)
+            stage / slot, safe_serialization=True
+        )
         enc.tokenizer.save_pretrained(stage / slot.replace("text_encoder", "tokenizer"))
         clip = full_clip(enc, merged, cfg.allow_pickle) if want_clip else None
         if clip is not None:
@@ -154,8 +169,14 @@ def _files(out: Path, names: list[str]) -> dict[str, str]:
     return files
 
 
-def export_run(out: str | os.PathLike, cfg: TrainConfig, encoders: list[ExportedEncoder], prompts: dict[str, list[str]],
-               run: RunSummary, push_to_hub: str | None = None) -> Path:
+def export_run(
+    out: str | os.PathLike,
+    cfg: TrainConfig,
+    encoders: list[ExportedEncoder],
+    prompts: dict[str, list[str]],
+    run: RunSummary,
+    push_to_hub: str | None = None,
+) -> Path:
     """Write the export into the run folder ``out`` (see the module docstring); optionally push it to the hub."""
     out = Path(out)
     (out / EXPORT_MARKER).unlink(missing_ok=True)  # incomplete from here until the new marker is written
@@ -174,8 +195,15 @@ def export_run(out: str | os.PathLike, cfg: TrainConfig, encoders: list[Exported
 
         export_single_files(out, out / "single_file", formats=list(cfg.export.single_file))
         names.append("single_file")
-    atomic_write_json(out / EXPORT_MARKER, {"files": _files(out, names), "config_fingerprint": config_fingerprint(cfg),
-                                            "method": cfg.method, "global_step": run.global_step})
+    atomic_write_json(
+        out / EXPORT_MARKER,
+        {
+            "files": _files(out, names),
+            "config_fingerprint": config_fingerprint(cfg),
+            "method": cfg.method,
+            "global_step": run.global_step,
+        },
+    )
     if push_to_hub:
         push(out, push_to_hub, private=cfg.export.private)
     return out
@@ -186,12 +214,25 @@ def export_from_trainer(trainer: Any, push_to_hub: str | None = None) -> Path:
     from .run_folder import read_log
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    encoders = [ExportedEncoder(b.settings, model.text[b.slot], b.towers.tokenizer,
-                                model.vision[b.slot] if b.slot in model.vision else None, b.towers.image_processor)
-                for b in trainer.bundles]
-    run = RunSummary(trainer.data.description, len(trainer.data.unsafe_texts), len(trainer.data.safe_texts),
-                     len(trainer.split.val_unsafe), trainer.state["global_step"], trainer.world,
-                     read_log(trainer.out / "validation.jsonl"))
+    encoders = [
+        ExportedEncoder(
+            b.settings,
+            model.text[b.slot],
+            b.towers.tokenizer,
+            model.vision[b.slot] if b.slot in model.vision else None,
+            b.towers.image_processor,
+        )
+        for b in trainer.bundles
+    ]
+    run = RunSummary(
+        trainer.data.description,
+        len(trainer.data.unsafe_texts),
+        len(trainer.data.safe_texts),
+        len(trainer.split.val_unsafe),
+        trainer.state["global_step"],
+        trainer.world,
+        read_log(trainer.out / "validation.jsonl"),
+    )
     return export_run(trainer.out, trainer.cfg, encoders, trainer.used_prompts(), run, push_to_hub)
 
 
@@ -201,6 +242,10 @@ def push(folder: Path, repo_id: str, private: bool = True) -> str:
 
     api = HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, ignore_patterns=HUB_IGNORE,
-                             commit_message="Upload safe text encoder (saferclip-diffusers)")
+    info = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        ignore_patterns=HUB_IGNORE,
+        commit_message="Upload safe text encoder (saferclip-diffusers)",
+    )
     return str(info)

@@ -72,8 +72,12 @@ SAFERCLIP_WEIGHTS: dict[str, float] = {
 }
 
 #: Terms that need frozen image embeddings, and their text-only replacements.
-TEXT_ONLY_REPLACEMENTS: dict[str, str] = {"pres_text_cross": "pres_text_nbr", "rel_text": "rel_text_uni",
-                                          "S_Vref": "S_nbr", "U_Vref": "U_Tref"}
+TEXT_ONLY_REPLACEMENTS: dict[str, str] = {
+    "pres_text_cross": "pres_text_nbr",
+    "rel_text": "rel_text_uni",
+    "S_Vref": "S_nbr",
+    "U_Vref": "U_Tref",
+}
 
 
 def default_weights(method: str) -> dict[str, float]:
@@ -113,7 +117,11 @@ def relative_redirection(query: Tensor, own_unsafe: Tensor, target: Tensor, scal
     """
     q = query.float()
     return F.softplus(
-        scale * (F.cosine_similarity(q, own_unsafe.float(), dim=-1) - F.cosine_similarity(q, target.float(), dim=-1))
+        scale
+        * (
+            F.cosine_similarity(q, own_unsafe.float(), dim=-1)
+            - F.cosine_similarity(q, target.float(), dim=-1)
+        )
     ).mean()
 
 
@@ -137,7 +145,9 @@ def neighbourhood_kl(live: Tensor, frozen: Tensor, logit_scale: float = NEIGHBOU
     off = ~torch.eye(n, dtype=torch.bool, device=f.device)
     ref = (logit_scale * f @ f.T)[off].view(n, n - 1)
     cur = (logit_scale * lv @ f.T)[off].view(n, n - 1)
-    return F.kl_div(F.log_softmax(cur, dim=-1), F.log_softmax(ref, dim=-1), log_target=True, reduction="batchmean")
+    return F.kl_div(
+        F.log_softmax(cur, dim=-1), F.log_softmax(ref, dim=-1), log_target=True, reduction="batchmean"
+    )
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -168,8 +178,13 @@ class BatchEmbeddings:
     H0_hat: Tensor | None = None
 
 
-def saferclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCALE, relative_scale: float = 1.0,
-                    skip: frozenset[str] = frozenset(), neighbour_scale: float = NEIGHBOUR_SCALE) -> dict[str, Tensor]:
+def saferclip_terms(
+    e: BatchEmbeddings,
+    logit_scale: float = SAFECLIP_LOGIT_SCALE,
+    relative_scale: float = 1.0,
+    skip: frozenset[str] = frozenset(),
+    neighbour_scale: float = NEIGHBOUR_SCALE,
+) -> dict[str, Tensor]:
     """SafeR-CLIP's terms that the batch supports (image terms need the live image tower and the images)."""
     terms: dict[str, Tensor] = {}
     want = lambda name: name not in skip  # noqa: E731
@@ -200,8 +215,13 @@ def saferclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCAL
     return terms
 
 
-def safeclip_terms(e: BatchEmbeddings, logit_scale: float = SAFECLIP_LOGIT_SCALE, relative_scale: float = 1.0,
-                   skip: frozenset[str] = frozenset(), neighbour_scale: float = NEIGHBOUR_SCALE) -> dict[str, Tensor]:
+def safeclip_terms(
+    e: BatchEmbeddings,
+    logit_scale: float = SAFECLIP_LOGIT_SCALE,
+    relative_scale: float = 1.0,
+    skip: frozenset[str] = frozenset(),
+    neighbour_scale: float = NEIGHBOUR_SCALE,
+) -> dict[str, Tensor]:
     """Safe-CLIP's 8 terms (code names), those the batch supports. ``t̂`` is the paired safe caption."""
     del relative_scale
     terms: dict[str, Tensor] = {}
@@ -249,9 +269,15 @@ def combine(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     return sum(weights[k] / total_w * v for k, v in active.items()) / len(active)
 
 
-def method_loss(method: str, e: BatchEmbeddings, weights: dict[str, float], logit_scale: float = SAFECLIP_LOGIT_SCALE,
-                relative_scale: float = 1.0, hidden_weight: float = 0.0, neighbour_scale: float = NEIGHBOUR_SCALE
-                ) -> tuple[Tensor, dict[str, Tensor]]:
+def method_loss(
+    method: str,
+    e: BatchEmbeddings,
+    weights: dict[str, float],
+    logit_scale: float = SAFECLIP_LOGIT_SCALE,
+    relative_scale: float = 1.0,
+    hidden_weight: float = 0.0,
+    neighbour_scale: float = NEIGHBOUR_SCALE,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The total loss of ``method`` on one encoder's batch, and its individual terms (for logging)."""
     skip = frozenset(k for k, w in weights.items() if w == 0.0)
     fn = saferclip_terms if method == "saferclip" else safeclip_terms

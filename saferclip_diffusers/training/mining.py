@@ -41,7 +41,10 @@ def dedupe(texts: list[str]) -> tuple[list[int], list[int]]:
 
 @torch.no_grad()
 def nearest_neighbours(
-    queries: torch.Tensor, keys: torch.Tensor, chunk_size: int = 4096, show_progress: bool = False,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    chunk_size: int = 4096,
+    show_progress: bool = False,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine nearest key for every query, in ``chunk_size`` blocks: returns ``(index, similarity)`` on CPU.
@@ -78,8 +81,12 @@ def nearest_neighbours(
 
 
 def mine_targets(
-    unsafe: torch.Tensor, safe: torch.Tensor, candidates: torch.Tensor | None = None, chunk_size: int = 4096,
-    show_progress: bool = False, device: torch.device | str | None = None,
+    unsafe: torch.Tensor,
+    safe: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+    chunk_size: int = 4096,
+    show_progress: bool = False,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Proximity target (index into ``safe``) and its similarity for each row of ``unsafe``.
 

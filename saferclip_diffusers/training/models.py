@@ -60,8 +60,11 @@ def _weights_hint(path: str, subfolder: str | None, err: BaseException) -> str:
     folder = Path(path) / (subfolder or "")
     pickles = [p.name for p in folder.glob("*.bin")] if folder.is_dir() else []
     if pickles or "safetensors" in str(err):
-        return (" It has no safetensors weights" + (f" (only {', '.join(sorted(pickles))})" if pickles else "")
-                + ": set allow_pickle=true to load pickle weights (they can run code; the export is safetensors).")
+        return (
+            " It has no safetensors weights"
+            + (f" (only {', '.join(sorted(pickles))})" if pickles else "")
+            + ": set allow_pickle=true to load pickle weights (they can run code; the export is safetensors)."
+        )
     return ""
 
 
@@ -75,7 +78,9 @@ def from_pretrained(cls, spec: str, path: str, allow_pickle: bool, what: str, **
             raise ValueError(f"cannot load the {what} {spec!r}.{hint}") from err
         if is_local(path):
             raise ValueError(f"cannot load the {what} from {path!r}: {err}") from err
-        raise explain_unavailable(spec, what, err, offline_alternative="--config tiny (random weights)") from err
+        raise explain_unavailable(
+            spec, what, err, offline_alternative="--config tiny (random weights)"
+        ) from err
 
 
 def _split_clip(clip: CLIPModel) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
@@ -98,14 +103,19 @@ def _model_type(path: str, subfolder: str | None, revision: str | None, spec: st
     except OSError as err:
         if is_local(path):
             where = Path(path) / (subfolder or "")
-            raise FileNotFoundError(f"model folder {str(where)!r} has no config.json: not a transformers model "
-                                    "(give the folder of a CLIP model, or its subfolder)") from err
-        raise explain_unavailable(spec or path, "encoder model", err,
-                                  offline_alternative="--config tiny (random weights)") from err
+            raise FileNotFoundError(
+                f"model folder {str(where)!r} has no config.json: not a transformers model "
+                "(give the folder of a CLIP model, or its subfolder)"
+            ) from err
+        raise explain_unavailable(
+            spec or path, "encoder model", err, offline_alternative="--config tiny (random weights)"
+        ) from err
     return config.get("model_type", "")
 
 
-def _load_vision(spec: str, revision: str | None, allow_pickle: bool) -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
+def _load_vision(
+    spec: str, revision: str | None, allow_pickle: bool
+) -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
     path = resolve_model_path(spec, "image model")
     clip = from_pretrained(CLIPModel, spec, path, allow_pickle, "image model", revision=revision)
     return _split_clip(clip)[1], CLIPImageProcessor.from_pretrained(path, revision=revision)
@@ -120,32 +130,57 @@ def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = Fals
         clip, tokenizer, processor = load_open_clip(s.model, s.pretrained)
         source["pretrained"] = s.pretrained
         text, vision = _split_clip(clip)
-        return Towers(text, vision if need_vision else None, tokenizer, processor if need_vision else None, source)
+        return Towers(
+            text, vision if need_vision else None, tokenizer, processor if need_vision else None, source
+        )
 
     if s.backbone == "transformers-mean":  # methods hook: generic encoder with mean pooling (no image tower)
         from .backbones import load_mean_pooled
 
         if need_vision:
-            raise ValueError(f"encoder {s.slot}: backbone transformers-mean is text-only; the data must have no images")
-        text, tokenizer = load_mean_pooled(resolve_model_path(s.model), s.subfolder, s.revision,
-                                           s.tokenizer and resolve_model_path(s.tokenizer), s.tokenizer_subfolder,
-                                           allow_pickle)
+            raise ValueError(
+                f"encoder {s.slot}: backbone transformers-mean is text-only; the data must have no images"
+            )
+        text, tokenizer = load_mean_pooled(
+            resolve_model_path(s.model),
+            s.subfolder,
+            s.revision,
+            s.tokenizer and resolve_model_path(s.tokenizer),
+            s.tokenizer_subfolder,
+            allow_pickle,
+        )
         return Towers(text, None, tokenizer, None, source)
     path = resolve_model_path(s.model, "encoder model")
     model_type = _model_type(path, s.subfolder, s.revision, s.model)
     vision = processor = None
     if model_type == "clip":
-        clip = from_pretrained(CLIPModel, s.model, path, allow_pickle, "encoder model", subfolder=s.subfolder or "",
-                               revision=s.revision)
+        clip = from_pretrained(
+            CLIPModel,
+            s.model,
+            path,
+            allow_pickle,
+            "encoder model",
+            subfolder=s.subfolder or "",
+            revision=s.revision,
+        )
         text, vision = _split_clip(clip)
         if need_vision:
-            processor = CLIPImageProcessor.from_pretrained(s.image_model and resolve_model_path(s.image_model) or path,
-                                                           revision=s.revision)
+            processor = CLIPImageProcessor.from_pretrained(
+                s.image_model and resolve_model_path(s.image_model) or path, revision=s.revision
+            )
         else:
             vision = None
     elif model_type == "clip_text_model":
-        text, info = from_pretrained(CLIPTextModelWithProjection, s.model, path, allow_pickle, "encoder model",
-                                     subfolder=s.subfolder or "", revision=s.revision, output_loading_info=True)
+        text, info = from_pretrained(
+            CLIPTextModelWithProjection,
+            s.model,
+            path,
+            allow_pickle,
+            "encoder model",
+            subfolder=s.subfolder or "",
+            revision=s.revision,
+            output_loading_info=True,
+        )
         if "text_projection.weight" in info["missing_keys"]:
             raise ValueError(
                 f"{s.model} ({s.subfolder or 'root'}) has no text_projection (a CLIPTextModel checkpoint): the losses need "
@@ -154,7 +189,9 @@ def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = Fals
             )
         text = text.eval()
     else:
-        raise ValueError(f"{s.model}: expected a CLIP model or CLIP text model, found model_type {model_type!r}")
+        raise ValueError(
+            f"{s.model}: expected a CLIP model or CLIP text model, found model_type {model_type!r}"
+        )
     if need_vision and vision is None:
         if not s.image_model:
             raise ValueError(
@@ -169,8 +206,10 @@ def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = Fals
         tok_sub = s.subfolder.replace("text_encoder", "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tok_path, subfolder=tok_sub or "", revision=s.revision)
     if vision is not None and vision.config.projection_dim != text.config.projection_dim:
-        raise ValueError(f"encoder {s.slot}: image tower projects to {vision.config.projection_dim}, text to "
-                         f"{text.config.projection_dim}; they must come from the same CLIP model")
+        raise ValueError(
+            f"encoder {s.slot}: image tower projects to {vision.config.projection_dim}, text to "
+            f"{text.config.projection_dim}; they must come from the same CLIP model"
+        )
     return Towers(text, vision, tokenizer, processor, source)
 
 
@@ -178,7 +217,9 @@ def add_lora(model: nn.Module, lora: LoraSettings, targets: list[str]) -> nn.Mod
     """Wrap ``model`` with peft LoRA adapters on ``targets``; only the adapter weights stay trainable."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(targets), bias="none")
+    config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(targets), bias="none"
+    )
     return get_peft_model(model, config)
 
 
@@ -204,8 +245,9 @@ def pool_hidden(states: torch.Tensor, input_ids: torch.Tensor, eos_token_id: int
     return (states * mask).sum(1) / mask.sum(1).clamp_min(1)
 
 
-def encode_text(model: nn.Module, input_ids: torch.Tensor, eos_token_id: int, hidden_layer: int | str | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_text(
+    model: nn.Module, input_ids: torch.Tensor, eos_token_id: int, hidden_layer: int | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Projected pooled embedding (``text_embeds``) and, if asked, the pooled token states of ``hidden_layer``."""
     want_states = hidden_layer is not None and hidden_layer != "last"
     out = model(input_ids=input_ids, output_hidden_states=want_states)
@@ -222,15 +264,22 @@ class TrainableEncoders(nn.Module):
     ``hidden`` pooled token states (or None) and ``image`` embeddings (or None).
     """
 
-    def __init__(self, texts: dict[str, nn.Module], visions: dict[str, nn.Module], eos: dict[str, int],
-                 hidden_layers: dict[str, int | str | None]):
+    def __init__(
+        self,
+        texts: dict[str, nn.Module],
+        visions: dict[str, nn.Module],
+        eos: dict[str, int],
+        hidden_layers: dict[str, int | str | None],
+    ):
         super().__init__()
         self.text = nn.ModuleDict(texts)
         self.vision = nn.ModuleDict(visions)
         self.eos = dict(eos)
         self.hidden_layers = dict(hidden_layers)
 
-    def forward(self, text: dict[str, torch.Tensor], images: dict[str, torch.Tensor] | None = None) -> dict[str, dict]:
+    def forward(
+        self, text: dict[str, torch.Tensor], images: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, dict]:
         out = {}
         for slot, ids in text.items():
             embeds, hidden = encode_text(self.text[slot], ids, self.eos[slot], self.hidden_layers[slot])
@@ -264,8 +313,13 @@ class EncoderBundle:
         token states up to end-of-text equal those of the pipelines' pad-to-77 inputs, at a fraction of the cost.
         """
         tok = self.towers.tokenizer
-        return tok(list(texts), padding="longest", truncation=True, max_length=tok.model_max_length,
-                   return_tensors="pt").input_ids
+        return tok(
+            list(texts),
+            padding="longest",
+            truncation=True,
+            max_length=tok.model_max_length,
+            return_tensors="pt",
+        ).input_ids
 
     def pixel_values(self, paths: list[str]) -> torch.Tensor:
         from PIL import Image
@@ -323,7 +377,9 @@ def reference_towers(bundle: EncoderBundle, cfg: TrainConfig) -> Iterator[tuple[
                 for m, mode in modes:
                     m.train(mode)
     else:
-        fresh = load_towers(bundle.settings, need_vision=bundle.towers.vision is not None, allow_pickle=cfg.allow_pickle)
+        fresh = load_towers(
+            bundle.settings, need_vision=bundle.towers.vision is not None, allow_pickle=cfg.allow_pickle
+        )
         vision = fresh.vision if fresh.vision is not None else bundle.frozen_vision
         with torch.no_grad():
             yield fresh.text.requires_grad_(False), vision

@@ -41,12 +41,20 @@ def _check_supported(model) -> None:
         problems.append("image pooling other than the class token")
     if not hasattr(visual, "conv1") or not hasattr(visual, "class_embedding"):
         problems.append("image tower is not a ViT (timm / ResNet towers are not supported)")
-    for block in list(owner.transformer.resblocks) + list(getattr(getattr(visual, "transformer", None), "resblocks", [])):
-        if not isinstance(block.ls_1, torch.nn.Identity) or hasattr(block, "ln_attn") or hasattr(block.attn, "ln_inner"):
+    for block in list(owner.transformer.resblocks) + list(
+        getattr(getattr(visual, "transformer", None), "resblocks", [])
+    ):
+        if (
+            not isinstance(block.ls_1, torch.nn.Identity)
+            or hasattr(block, "ln_attn")
+            or hasattr(block.attn, "ln_inner")
+        ):
             problems.append("layer scale or custom attention blocks")
             break
     if problems:
-        raise ValueError("cannot convert this open_clip model to transformers CLIP: " + "; ".join(sorted(set(problems))))
+        raise ValueError(
+            "cannot convert this open_clip model to transformers CLIP: " + "; ".join(sorted(set(problems)))
+        )
 
 
 def _act(block) -> str:
@@ -62,20 +70,32 @@ def _blocks(prefix: str, blocks, out: dict) -> None:
         p = f"{prefix}.encoder.layers.{i}"
         q, k, v = b.attn.in_proj_weight.chunk(3, dim=0)
         qb, kb, vb = b.attn.in_proj_bias.chunk(3, dim=0)
-        out.update({
-            f"{p}.self_attn.q_proj.weight": q, f"{p}.self_attn.q_proj.bias": qb,
-            f"{p}.self_attn.k_proj.weight": k, f"{p}.self_attn.k_proj.bias": kb,
-            f"{p}.self_attn.v_proj.weight": v, f"{p}.self_attn.v_proj.bias": vb,
-            f"{p}.self_attn.out_proj.weight": b.attn.out_proj.weight, f"{p}.self_attn.out_proj.bias": b.attn.out_proj.bias,
-            f"{p}.layer_norm1.weight": b.ln_1.weight, f"{p}.layer_norm1.bias": b.ln_1.bias,
-            f"{p}.layer_norm2.weight": b.ln_2.weight, f"{p}.layer_norm2.bias": b.ln_2.bias,
-            f"{p}.mlp.fc1.weight": b.mlp.c_fc.weight, f"{p}.mlp.fc1.bias": b.mlp.c_fc.bias,
-            f"{p}.mlp.fc2.weight": b.mlp.c_proj.weight, f"{p}.mlp.fc2.bias": b.mlp.c_proj.bias,
-        })
+        out.update(
+            {
+                f"{p}.self_attn.q_proj.weight": q,
+                f"{p}.self_attn.q_proj.bias": qb,
+                f"{p}.self_attn.k_proj.weight": k,
+                f"{p}.self_attn.k_proj.bias": kb,
+                f"{p}.self_attn.v_proj.weight": v,
+                f"{p}.self_attn.v_proj.bias": vb,
+                f"{p}.self_attn.out_proj.weight": b.attn.out_proj.weight,
+                f"{p}.self_attn.out_proj.bias": b.attn.out_proj.bias,
+                f"{p}.layer_norm1.weight": b.ln_1.weight,
+                f"{p}.layer_norm1.bias": b.ln_1.bias,
+                f"{p}.layer_norm2.weight": b.ln_2.weight,
+                f"{p}.layer_norm2.bias": b.ln_2.bias,
+                f"{p}.mlp.fc1.weight": b.mlp.c_fc.weight,
+                f"{p}.mlp.fc1.bias": b.mlp.c_fc.bias,
+                f"{p}.mlp.fc2.weight": b.mlp.c_proj.weight,
+                f"{p}.mlp.fc2.bias": b.mlp.c_proj.bias,
+            }
+        )
 
 
 @torch.no_grad()
-def open_clip_to_transformers(model, eos_token_id: int = 49407, bos_token_id: int = 49406, pad_token_id: int = 0) -> CLIPModel:
+def open_clip_to_transformers(
+    model, eos_token_id: int = 49407, bos_token_id: int = 49406, pad_token_id: int = 0
+) -> CLIPModel:
     """A ``transformers.CLIPModel`` computing the same embeddings as the open_clip ``model``."""
     _check_supported(model)
     t, visual = _text_parts(model), model.visual
@@ -84,17 +104,29 @@ def open_clip_to_transformers(model, eos_token_id: int = 49407, bos_token_id: in
     image_size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=t.token_embedding.num_embeddings, hidden_size=t.token_embedding.embedding_dim,
-            intermediate_size=tblock.mlp.c_fc.out_features, num_attention_heads=tblock.attn.num_heads,
-            num_hidden_layers=len(t.transformer.resblocks), max_position_embeddings=t.positional_embedding.shape[0],
-            hidden_act=_act(tblock), layer_norm_eps=t.ln_final.eps, projection_dim=text_proj.shape[0],
-            eos_token_id=eos_token_id, bos_token_id=bos_token_id, pad_token_id=pad_token_id,
+            vocab_size=t.token_embedding.num_embeddings,
+            hidden_size=t.token_embedding.embedding_dim,
+            intermediate_size=tblock.mlp.c_fc.out_features,
+            num_attention_heads=tblock.attn.num_heads,
+            num_hidden_layers=len(t.transformer.resblocks),
+            max_position_embeddings=t.positional_embedding.shape[0],
+            hidden_act=_act(tblock),
+            layer_norm_eps=t.ln_final.eps,
+            projection_dim=text_proj.shape[0],
+            eos_token_id=eos_token_id,
+            bos_token_id=bos_token_id,
+            pad_token_id=pad_token_id,
         ),
         vision_config=dict(
-            hidden_size=visual.conv1.out_channels, intermediate_size=vblock.mlp.c_fc.out_features,
-            num_attention_heads=vblock.attn.num_heads, num_hidden_layers=len(visual.transformer.resblocks),
-            image_size=image_size, patch_size=visual.conv1.kernel_size[0], hidden_act=_act(vblock),
-            layer_norm_eps=visual.ln_post.eps, projection_dim=vis_proj.shape[0],
+            hidden_size=visual.conv1.out_channels,
+            intermediate_size=vblock.mlp.c_fc.out_features,
+            num_attention_heads=vblock.attn.num_heads,
+            num_hidden_layers=len(visual.transformer.resblocks),
+            image_size=image_size,
+            patch_size=visual.conv1.kernel_size[0],
+            hidden_act=_act(vblock),
+            layer_norm_eps=visual.ln_post.eps,
+            projection_dim=vis_proj.shape[0],
         ),
         projection_dim=text_proj.shape[0],
     )
@@ -117,7 +149,9 @@ def open_clip_to_transformers(model, eos_token_id: int = 49407, bos_token_id: in
     _blocks("text_model", t.transformer.resblocks, sd)
     _blocks("vision_model", visual.transformer.resblocks, sd)
     hf = CLIPModel(config)
-    missing, unexpected = hf.load_state_dict({k: v.detach().clone().float() for k, v in sd.items()}, strict=False)
+    missing, unexpected = hf.load_state_dict(
+        {k: v.detach().clone().float() for k, v in sd.items()}, strict=False
+    )
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise RuntimeError(f"open_clip conversion mismatch: missing {missing}, unexpected {unexpected}")
@@ -137,7 +171,9 @@ def _image_processor(model) -> CLIPImageProcessor:
     )
 
 
-def load_open_clip(name: str, pretrained: str | None = None) -> tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessor]:
+def load_open_clip(
+    name: str, pretrained: str | None = None
+) -> tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessor]:
     """Load ``name`` with open_clip_torch (weights read with ``weights_only=True``) and convert it."""
     from saferclip_diffusers._extras import require_extra
 
@@ -150,8 +186,12 @@ def load_open_clip(name: str, pretrained: str | None = None) -> tuple[CLIPModel,
     model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
     tokenizer = open_clip.get_tokenizer(name)
     if not isinstance(tokenizer, SimpleTokenizer):
-        raise ValueError(f"open_clip model {name!r} uses {type(tokenizer).__name__}; only CLIP's BPE tokenizer converts")
-    hf = open_clip_to_transformers(model, eos_token_id=tokenizer.eot_token_id, bos_token_id=tokenizer.sot_token_id)
+        raise ValueError(
+            f"open_clip model {name!r} uses {type(tokenizer).__name__}; only CLIP's BPE tokenizer converts"
+        )
+    hf = open_clip_to_transformers(
+        model, eos_token_id=tokenizer.eot_token_id, bos_token_id=tokenizer.sot_token_id
+    )
     with tempfile.TemporaryDirectory() as tmp:
         # open_clip pads with id 0 ("!"); same ids as open_clip's tokenizer for the full vocabulary
         hf_tokenizer = save_clip_tokenizer(tmp, num_merges=OPENAI_CLIP_MERGES, pad_token="!")

@@ -26,12 +26,17 @@ class EpochPlan:
         if self.data.paired:
             keep = self.data.pair[order]
         else:  # unpaired: cycle through the training pool for the preservation terms
-            pool = self.split.train_safe[np.random.default_rng([self.cfg.seed, epoch, 1]).permutation(len(self.split.train_safe))]
+            pool = self.split.train_safe[
+                np.random.default_rng([self.cfg.seed, epoch, 1]).permutation(len(self.split.train_safe))
+            ]
             keep = np.resize(pool, len(order))
         return [(order[i * gb : (i + 1) * gb], keep[i * gb : (i + 1) * gb]) for i in range(n)]
 
     def total_steps(self) -> int:
-        per_epoch = [math.ceil(len(self.epoch_plan(e)) / self.cfg.optim.grad_accum) for e in range(1, self.cfg.optim.epochs + 1)]
+        per_epoch = [
+            math.ceil(len(self.epoch_plan(e)) / self.cfg.optim.grad_accum)
+            for e in range(1, self.cfg.optim.epochs + 1)
+        ]
         total = sum(per_epoch)
         return min(total, self.cfg.optim.max_steps) if self.cfg.optim.max_steps else total
 
@@ -43,5 +48,7 @@ class EpochPlan:
             for u, k in self.epoch_plan(epoch):
                 unsafe.update(u.tolist())
                 safe.update(k.tolist())
-        return {"unsafe": [self.data.unsafe_texts[i] for i in sorted(unsafe)],
-                "safe": [self.data.safe_texts[i] for i in sorted(safe)]}
+        return {
+            "unsafe": [self.data.unsafe_texts[i] for i in sorted(unsafe)],
+            "safe": [self.data.safe_texts[i] for i in sorted(safe)],
+        }

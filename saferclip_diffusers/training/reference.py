@@ -59,16 +59,25 @@ def fingerprint(bundle: EncoderBundle, data: SafetyData) -> str:
     s = bundle.settings
     key = {
         "version": CACHE_VERSION,
-        "model": s.model, "backbone": s.backbone, "subfolder": s.subfolder, "revision": s.revision,
-        "pretrained": s.pretrained, "image_model": s.image_model, "hidden_layer": s.hidden_layer,
-        "unsafe": _digest(data.unsafe_texts), "safe": _digest(data.safe_texts),
-        "unsafe_images": _digest(data.unsafe_images), "safe_images": _digest(data.safe_images),
+        "model": s.model,
+        "backbone": s.backbone,
+        "subfolder": s.subfolder,
+        "revision": s.revision,
+        "pretrained": s.pretrained,
+        "image_model": s.image_model,
+        "hidden_layer": s.hidden_layer,
+        "unsafe": _digest(data.unsafe_texts),
+        "safe": _digest(data.safe_texts),
+        "unsafe_images": _digest(data.unsafe_images),
+        "safe_images": _digest(data.safe_images),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
 @torch.no_grad()
-def _encode_texts(text_model, bundle: EncoderBundle, texts: list[str], batch_size: int, device, desc: str, progress: bool):
+def _encode_texts(
+    text_model, bundle: EncoderBundle, texts: list[str], batch_size: int, device, desc: str, progress: bool
+):
     from tqdm.auto import tqdm
 
     embeds, hidden = [], []
@@ -82,7 +91,9 @@ def _encode_texts(text_model, bundle: EncoderBundle, texts: list[str], batch_siz
 
 
 @torch.no_grad()
-def _encode_images(vision_model, bundle: EncoderBundle, paths: list[str], batch_size: int, device, desc: str, progress: bool):
+def _encode_images(
+    vision_model, bundle: EncoderBundle, paths: list[str], batch_size: int, device, desc: str, progress: bool
+):
     from tqdm.auto import tqdm
 
     out = []
@@ -92,20 +103,30 @@ def _encode_images(vision_model, bundle: EncoderBundle, paths: list[str], batch_
     return torch.cat(out)
 
 
-def compute_frozen(bundle: EncoderBundle, data: SafetyData, cfg: TrainConfig, device, progress: bool = True) -> FrozenEmbeddings:
+def compute_frozen(
+    bundle: EncoderBundle, data: SafetyData, cfg: TrainConfig, device, progress: bool = True
+) -> FrozenEmbeddings:
     """Encode every caption (and image) of ``data`` with the frozen originals of ``bundle``."""
     bs = cfg.run.encode_batch_size
     with reference_towers(bundle, cfg) as (text0, vision0):
         text0.to(device)
-        tu, hu = _encode_texts(text0, bundle, data.unsafe_texts, bs, device, f"T0 unsafe [{bundle.slot}]", progress)
-        ts, hs = _encode_texts(text0, bundle, data.safe_texts, bs, device, f"T0 safe [{bundle.slot}]", progress)
+        tu, hu = _encode_texts(
+            text0, bundle, data.unsafe_texts, bs, device, f"T0 unsafe [{bundle.slot}]", progress
+        )
+        ts, hs = _encode_texts(
+            text0, bundle, data.safe_texts, bs, device, f"T0 safe [{bundle.slot}]", progress
+        )
         iu = isf = None
         if vision0 is not None:
             vision0.to(device)
             if data.unsafe_images:
-                iu = _encode_images(vision0, bundle, data.unsafe_images, bs, device, f"V0 unsafe [{bundle.slot}]", progress)
+                iu = _encode_images(
+                    vision0, bundle, data.unsafe_images, bs, device, f"V0 unsafe [{bundle.slot}]", progress
+                )
             if data.safe_images:
-                isf = _encode_images(vision0, bundle, data.safe_images, bs, device, f"V0 safe [{bundle.slot}]", progress)
+                isf = _encode_images(
+                    vision0, bundle, data.safe_images, bs, device, f"V0 safe [{bundle.slot}]", progress
+                )
     return FrozenEmbeddings(tu, ts, hu, hs, iu, isf)
 
 
@@ -121,8 +142,13 @@ def _load_valid(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def cached(path: Path, compute: Callable[[], dict[str, torch.Tensor]], is_main: bool, wait: Callable[[], None],
-           metadata: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+def cached(
+    path: Path,
+    compute: Callable[[], dict[str, torch.Tensor]],
+    is_main: bool,
+    wait: Callable[[], None],
+    metadata: dict[str, str] | None = None,
+) -> dict[str, torch.Tensor]:
     """Load a safetensors cache, computing (main process) and atomically writing it when missing or corrupt."""
     tensors = _load_valid(path) if is_main else None
     if is_main and tensors is None:
@@ -134,10 +160,16 @@ def cached(path: Path, compute: Callable[[], dict[str, torch.Tensor]], is_main: 
     return tensors
 
 
-def load_or_compute_frozen(bundle: EncoderBundle, data: SafetyData, cfg: TrainConfig, cache_dir: Path, device,
-                           is_main: bool, wait) -> FrozenEmbeddings:
+def load_or_compute_frozen(
+    bundle: EncoderBundle, data: SafetyData, cfg: TrainConfig, cache_dir: Path, device, is_main: bool, wait
+) -> FrozenEmbeddings:
     """The cached frozen embeddings of ``bundle`` (the main process computes and writes them; others wait)."""
     path = cache_dir / f"frozen-{bundle.slot}-{fingerprint(bundle, data)}.safetensors"
-    tensors = cached(path, lambda: compute_frozen(bundle, data, cfg, device).to_dict(), is_main, wait,
-                     {"model": bundle.settings.model, "slot": bundle.slot})
+    tensors = cached(
+        path,
+        lambda: compute_frozen(bundle, data, cfg, device).to_dict(),
+        is_main,
+        wait,
+        {"model": bundle.settings.model, "slot": bundle.slot},
+    )
     return FrozenEmbeddings.from_dict(tensors)

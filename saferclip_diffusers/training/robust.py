@@ -42,17 +42,33 @@ def _generator(seed: int, step: int, rank: int, rows: np.ndarray) -> torch.Gener
 
 def prefixed_ids(tokenizer, texts: list[str], k: int) -> tuple[torch.Tensor, list[int]]:
     """Ids ``[BOS, k placeholders, caption, EOS, pad...]`` (captions truncated so that the whole fits in 77)."""
-    ids = tokenizer(list(texts), padding="longest", truncation=True, max_length=tokenizer.model_max_length - k,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        list(texts),
+        padding="longest",
+        truncation=True,
+        max_length=tokenizer.model_max_length - k,
+        return_tensors="pt",
+    ).input_ids
     vocab = tokenizer.get_vocab()
     placeholder = vocab.get("x</w>", min(set(vocab.values()) - set(tokenizer.all_special_ids)))
-    out = torch.cat([ids[:, :1], torch.full((ids.shape[0], k), placeholder, dtype=ids.dtype), ids[:, 1:]], dim=1)
+    out = torch.cat(
+        [ids[:, :1], torch.full((ids.shape[0], k), placeholder, dtype=ids.dtype), ids[:, 1:]], dim=1
+    )
     return out, list(range(1, k + 1))
 
 
-def inner_attack(model, ids: torch.Tensor, positions: list[int], goal_text: torch.Tensor, goal_hidden: torch.Tensor | None,
-                 eos: int, hidden_layer, s: RobustSettings, gen: torch.Generator, special: list[int] | None = None
-                 ) -> tuple[torch.Tensor, float, float]:
+def inner_attack(
+    model,
+    ids: torch.Tensor,
+    positions: list[int],
+    goal_text: torch.Tensor,
+    goal_hidden: torch.Tensor | None,
+    eos: int,
+    hidden_layer,
+    s: RobustSettings,
+    gen: torch.Generator,
+    special: list[int] | None = None,
+) -> tuple[torch.Tensor, float, float]:
     """Adversarial prefix rows (B, k, D) minimising ``A`` (see the module docstring), and A before and after.
 
     ``embedding``: free soft tokens; ``token``: the embeddings of the discrete ids found (``special`` ids are
@@ -77,7 +93,9 @@ def inner_attack(model, ids: torch.Tensor, positions: list[int], goal_text: torc
         return objective(with_soft_rows(model, ids, positions, rows), ids)
 
     try:
-        init = weight.detach()[torch.randint(weight.shape[0], (ids.shape[0], len(positions)), generator=gen).to(weight.device)]
+        init = weight.detach()[
+            torch.randint(weight.shape[0], (ids.shape[0], len(positions)), generator=gen).to(weight.device)
+        ]
         with torch.no_grad():
             first = float(value_of(init).mean())
         if s.attack == "token":
@@ -91,7 +109,9 @@ def inner_attack(model, ids: torch.Tensor, positions: list[int], goal_text: torc
                 with torch.no_grad():
                     adv = adv - s.step_size * scale * grad.sign()
                     delta = adv - init
-                    adv = init + delta * (s.radius * scale / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+                    adv = init + delta * (
+                        s.radius * scale / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                    ).clamp(max=1.0)
         with torch.no_grad():
             last = float(value_of(adv).mean())
     finally:
@@ -99,8 +119,15 @@ def inner_attack(model, ids: torch.Tensor, positions: list[int], goal_text: torc
     return adv.detach(), first, last
 
 
-def token_attack(model, ids: torch.Tensor, positions: list[int], objective: Callable, special: list[int],
-                 s: RobustSettings, gen: torch.Generator) -> torch.Tensor:
+def token_attack(
+    model,
+    ids: torch.Tensor,
+    positions: list[int],
+    objective: Callable,
+    special: list[int],
+    s: RobustSettings,
+    gen: torch.Generator,
+) -> torch.Tensor:
     """Discrete prefix ids (B, k) lowering ``objective`` (GCG-style; see :class:`RobustSettings`)."""
     weight = embedding_matrix(model)
     vocab, (rows, k) = weight.shape[0], (ids.shape[0], len(positions))
@@ -133,7 +160,9 @@ def token_attack(model, ids: torch.Tensor, positions: list[int], objective: Call
     return adv
 
 
-def robust_loss(trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: dict) -> dict[str, torch.Tensor]:
+def robust_loss(
+    trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: dict
+) -> dict[str, torch.Tensor]:
     """``Trainer.extra_losses`` callable: ``{"robust_adv[/slot]": weight * L_adv}`` on attack steps, else {}."""
     from .models import encode_text
 
@@ -156,7 +185,9 @@ def robust_loss(trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: 
         layer = b.settings.hidden_layer
         h0_ts = f.hidden_unsafe[u].to(dev) if f.hidden_unsafe is not None and layer is not None else None
         special = list(b.towers.tokenizer.all_special_ids)
-        adv, _, _ = inner_attack(model, ids, positions, f.text_unsafe[u].to(dev), h0_ts, b.eos_token_id, layer, s, gen, special)
+        adv, _, _ = inner_attack(
+            model, ids, positions, f.text_unsafe[u].to(dev), h0_ts, b.eos_token_id, layer, s, gen, special
+        )
         with soft_tokens(model, with_soft_rows(model, ids, positions, adv)):
             text, hidden = encode_text(model, ids, b.eos_token_id, layer)
         t0_hat, t0_ts = f.text_safe[hat].to(dev), f.text_unsafe[u].to(dev)
@@ -165,7 +196,9 @@ def robust_loss(trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: 
         if w_hidden and hidden is not None and f.hidden_safe is not None:
             loss = loss + w_hidden * cosine_distance(hidden, f.hidden_safe[hat].to(dev))
         if s.preserve and len(keep_idx):
-            safe_texts = [trainer.data.safe_texts[i] for i in np.asarray(keep_idx)[rows % len(keep_idx)].tolist()]
+            safe_texts = [
+                trainer.data.safe_texts[i] for i in np.asarray(keep_idx)[rows % len(keep_idx)].tolist()
+            ]
             sids, spos = prefixed_ids(b.towers.tokenizer, safe_texts, s.tokens)
             sids = sids.to(dev)
             weight = embedding_matrix(model).detach()

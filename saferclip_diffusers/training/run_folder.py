@@ -65,12 +65,16 @@ def check_config(output_dir: Path, cfg: TrainConfig, checkpoint: Path | None, st
     saved = out / "config.yaml"
     if checkpoint is None:
         if complete_checkpoints(out / "checkpoints"):
-            raise ValueError(f"{out} already holds a training run with checkpoints: continue it with --resume latest, "
-                             "or train into a new --out folder")
+            raise ValueError(
+                f"{out} already holds a training run with checkpoints: continue it with --resume latest, "
+                "or train into a new --out folder"
+            )
         atomic_write_text(saved, cfg.to_yaml())
         return
     if not saved.is_file():
-        raise FileNotFoundError(f"{saved} is missing: cannot tell whether the resumed run used the same config")
+        raise FileNotFoundError(
+            f"{saved} is missing: cannot tell whether the resumed run used the same config"
+        )
     old = yaml.safe_load(saved.read_text()) or {}
     changes = config_changes(old, cfg.to_dict())
     refused = {k: v for k, v in changes.items() if not is_resumable(k)}

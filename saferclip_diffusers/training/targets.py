@@ -29,10 +29,14 @@ class Targets:
     similarity: torch.Tensor
 
 
-def compute_targets(cfg: TrainConfig, data: SafetyData, split: Split, frozen: FrozenEmbeddings, device) -> dict[str, torch.Tensor]:
+def compute_targets(
+    cfg: TrainConfig, data: SafetyData, split: Split, frozen: FrozenEmbeddings, device
+) -> dict[str, torch.Tensor]:
     cand = torch.as_tensor(split.train_safe)
     chunk = cfg.mining.chunk_size
-    text, sim = mine_targets(frozen.text_unsafe, frozen.text_safe, cand, chunk, show_progress=True, device=device)
+    text, sim = mine_targets(
+        frozen.text_unsafe, frozen.text_safe, cand, chunk, show_progress=True, device=device
+    )
     val = torch.as_tensor(split.val_unsafe, dtype=torch.long)
     if len(val):
         v_text, v_sim = mine_targets(frozen.text_unsafe[val], frozen.text_safe, None, chunk, device=device)
@@ -47,8 +51,17 @@ def compute_targets(cfg: TrainConfig, data: SafetyData, split: Split, frozen: Fr
     return {"text": text, "image": image, "similarity": sim.float()}
 
 
-def load_or_compute_targets(cfg: TrainConfig, data: SafetyData, split: Split, frozen: FrozenEmbeddings, key: str,
-                            cache_dir: Path, device, is_main: bool, wait: Callable[[], None]) -> Targets:
+def load_or_compute_targets(
+    cfg: TrainConfig,
+    data: SafetyData,
+    split: Split,
+    frozen: FrozenEmbeddings,
+    key: str,
+    cache_dir: Path,
+    device,
+    is_main: bool,
+    wait: Callable[[], None],
+) -> Targets:
     """The targets for this config and data (``key``: the reference encoder's fingerprint)."""
     name = f"targets-{key}-{cfg.targets}-{cfg.mining.image_target}-{cfg.seed}-{cfg.data.val_size}.safetensors"
     t = cached(cache_dir / name, lambda: compute_targets(cfg, data, split, frozen, device), is_main, wait)

@@ -58,8 +58,13 @@ class TrainResult:
 class Trainer(CheckpointIO, EpochPlan):
     """``Trainer(cfg, out).train()``; use as a context manager (or call :meth:`close`) to release the folder lock."""
 
-    def __init__(self, cfg: TrainConfig, output_dir: str | os.PathLike, resume: str | None = None,
-                 callbacks: Iterable[Any] = ()):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        output_dir: str | os.PathLike,
+        resume: str | None = None,
+        callbacks: Iterable[Any] = (),
+    ):
         self.cfg = cfg
         self.out = Path(output_dir)
         self.resume = resume
@@ -76,7 +81,9 @@ class Trainer(CheckpointIO, EpochPlan):
         if self.ready:
             return self
         if self.method.training_free:
-            raise ValueError(f"method {self.cfg.method!r} is training-free: run it with its own run(), not the Trainer")
+            raise ValueError(
+                f"method {self.cfg.method!r} is training-free: run it with its own run(), not the Trainer"
+            )
         try:
             self._setup()
         except BaseException:
@@ -92,8 +99,9 @@ class Trainer(CheckpointIO, EpochPlan):
         from .build import build_run
 
         cfg = self.cfg
-        self.accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, cpu=cfg.run.cpu,
-                                       step_scheduler_with_optimizer=False)
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.optim.mixed_precision, cpu=cfg.run.cpu, step_scheduler_with_optimizer=False
+        )
         self.is_main, self.device = self.accelerator.is_main_process, self.accelerator.device
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         if self.is_main:
@@ -103,11 +111,24 @@ class Trainer(CheckpointIO, EpochPlan):
             check_config(self.out, cfg, self.checkpoint, self.checkpoint_step())
         self.accelerator.wait_for_everyone()
         set_seed(cfg.seed)
-        build_run(self)  # data, split, bundles, frozen, targets, curriculum, weights, model, optimizer, scheduler
-        self.extra_losses += robust_losses(cfg)  # adversarial training when cfg.robust.enabled (training/robust.py)
-        self.state = {"global_step": 0, "epoch": 1, "micro_offset": 0, "validated_epoch": -1, "world_size": self.world,
-                      "batch_size": cfg.optim.batch_size, "grad_accum": cfg.optim.grad_accum,
-                      "best_score": None, "bad_epochs": 0, "stopped_early": False}
+        build_run(
+            self
+        )  # data, split, bundles, frozen, targets, curriculum, weights, model, optimizer, scheduler
+        self.extra_losses += robust_losses(
+            cfg
+        )  # adversarial training when cfg.robust.enabled (training/robust.py)
+        self.state = {
+            "global_step": 0,
+            "epoch": 1,
+            "micro_offset": 0,
+            "validated_epoch": -1,
+            "world_size": self.world,
+            "batch_size": cfg.optim.batch_size,
+            "grad_accum": cfg.optim.grad_accum,
+            "best_score": None,
+            "bad_epochs": 0,
+            "stopped_early": False,
+        }
         self.register_hooks()
         if self.checkpoint is not None:
             self.load_checkpoint(self.checkpoint)
@@ -135,8 +156,9 @@ class Trainer(CheckpointIO, EpochPlan):
         images = {}
         for b in self.bundles:
             if b.vision is not None:
-                paths = ([d.unsafe_images[i] for i in unsafe_idx] if d.unsafe_images else []) + \
-                        ([d.safe_images[i] for i in keep_idx] if d.safe_images else [])
+                paths = ([d.unsafe_images[i] for i in unsafe_idx] if d.unsafe_images else []) + (
+                    [d.safe_images[i] for i in keep_idx] if d.safe_images else []
+                )
                 images[b.slot] = b.pixel_values(paths).to(dev)
         out = self.model(text=text_inputs, images=images or None)
         n, result = len(unsafe_idx), {}
@@ -150,16 +172,27 @@ class Trainer(CheckpointIO, EpochPlan):
                 v_v = o["image"][n_vs:] if d.safe_images else None
             h = o["hidden"]
             result[b.slot] = BatchEmbeddings(
-                T_t=o["text"][n:], T_ts=o["text"][:n],
-                T0_t=get(f.text_safe, k), T0_ts=get(f.text_unsafe, u), T0_hat=get(f.text_safe, hat),
-                V_v=v_v, V_vs=v_vs, V0_v=get(f.image_safe, k), V0_vs=get(f.image_unsafe, u), V0_hat=get(f.image_safe, img_hat),
-                H_t=h[n:] if h is not None else None, H_ts=h[:n] if h is not None else None,
-                H0_t=get(f.hidden_safe, k), H0_hat=get(f.hidden_safe, hat),
+                T_t=o["text"][n:],
+                T_ts=o["text"][:n],
+                T0_t=get(f.text_safe, k),
+                T0_ts=get(f.text_unsafe, u),
+                T0_hat=get(f.text_safe, hat),
+                V_v=v_v,
+                V_vs=v_vs,
+                V0_v=get(f.image_safe, k),
+                V0_vs=get(f.image_unsafe, u),
+                V0_hat=get(f.image_safe, img_hat),
+                H_t=h[n:] if h is not None else None,
+                H_ts=h[:n] if h is not None else None,
+                H0_t=get(f.hidden_safe, k),
+                H0_hat=get(f.hidden_safe, hat),
             )
         self.batch_outputs = result
         return result
 
-    def batch_loss(self, unsafe_idx: np.ndarray, keep_idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+    def batch_loss(
+        self, unsafe_idx: np.ndarray, keep_idx: np.ndarray
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The method's loss on one micro-batch plus the extra loss terms; ``logs`` has every term and ``loss``."""
         self._call("on_batch_start", unsafe_idx, keep_idx)
         self.batch_outputs = None
@@ -178,7 +211,9 @@ class Trainer(CheckpointIO, EpochPlan):
                 fn(self, *args)
 
     def _seed_step(self, micro: int) -> None:
-        torch.manual_seed((self.cfg.seed * 1_000_003 + self.state["global_step"] * 1009 + micro * 31 + self.rank) % 2**63)
+        torch.manual_seed(
+            (self.cfg.seed * 1_000_003 + self.state["global_step"] * 1009 + micro * 31 + self.rank) % 2**63
+        )
 
     def _optimizer_step(self, window: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
         acc, B, sums = self.accelerator, self.cfg.optim.batch_size, {}
@@ -209,8 +244,17 @@ class Trainer(CheckpointIO, EpochPlan):
             model = self.accelerator.unwrap_model(self.model)
             for b in self.bundles:
                 vision = model.vision[b.slot] if b.slot in model.vision else None
-                metrics = evaluate_encoder(b, model.text[b.slot], vision, self.frozen[b.slot], self.data, self.split,
-                                           self.targets.text, self.device, self.cfg.run.encode_batch_size)
+                metrics = evaluate_encoder(
+                    b,
+                    model.text[b.slot],
+                    vision,
+                    self.frozen[b.slot],
+                    self.data,
+                    self.split,
+                    self.targets.text,
+                    self.device,
+                    self.cfg.run.encode_batch_size,
+                )
                 row.update({f"{b.slot}/{k}": v for k, v in metrics.items()})
             self._track_best(row, epoch)
             path = self.out / "validation.jsonl"
@@ -223,7 +267,9 @@ class Trainer(CheckpointIO, EpochPlan):
         return row
 
     def _track_best(self, row: dict, epoch: int) -> None:
-        score = sum(v for k, v in row.items() if k.split("/")[-1] in RECALL_SUM and isinstance(v, float) and v == v)
+        score = sum(
+            v for k, v in row.items() if k.split("/")[-1] in RECALL_SUM and isinstance(v, float) and v == v
+        )
         row["recall_sum"] = score
         best = self.state["best_score"]
         if epoch == 0 or best is None or score > best:
@@ -238,14 +284,21 @@ class Trainer(CheckpointIO, EpochPlan):
 
         self.setup()
         cfg, st = self.cfg, self.state
-        if self.is_main:  # drop log rows past the resumed step (they are recomputed); repairs a torn last line
+        if (
+            self.is_main
+        ):  # drop log rows past the resumed step (they are recomputed); repairs a torn last line
             rows = read_log(self.out / "train_log.jsonl", st["global_step"])
             atomic_write_text(self.out / "train_log.jsonl", "".join(_json_line(r) for r in rows))
         if validate_first and st["validated_epoch"] < 0:
             self.validate(0)
         start = st["global_step"]
-        bar = tqdm(total=self.total_steps(), initial=start, desc=f"train {cfg.name}", unit="step",
-                   disable=not self.accelerator.is_local_main_process)
+        bar = tqdm(
+            total=self.total_steps(),
+            initial=start,
+            desc=f"train {cfg.name}",
+            unit="step",
+            disable=not self.accelerator.is_local_main_process,
+        )
         self.model.train()
         stopped = False
         while st["epoch"] <= cfg.optim.epochs and not st["stopped_early"]:
@@ -279,7 +332,10 @@ class Trainer(CheckpointIO, EpochPlan):
             bar.set_postfix(epoch=st["epoch"], loss=f"{logs['loss']:.4f}")
             if self.is_main and (st["global_step"] % cfg.run.log_every == 0 or st["global_step"] == 1):
                 lr = self.scheduler.get_last_lr()[0]
-                append_jsonl(self.out / "train_log.jsonl", {"step": st["global_step"], "epoch": st["epoch"], "lr": lr, **logs})
+                append_jsonl(
+                    self.out / "train_log.jsonl",
+                    {"step": st["global_step"], "epoch": st["epoch"], "lr": lr, **logs},
+                )
             self._call("on_step_end", st["global_step"], logs)
             stopped = bool(cfg.run.stop_after_steps) and st["global_step"] - start >= cfg.run.stop_after_steps
             if st["global_step"] % cfg.run.checkpoint_every == 0 or stopped:
@@ -300,8 +356,13 @@ class Trainer(CheckpointIO, EpochPlan):
         return self.out
 
 
-def train(cfg: TrainConfig, output_dir: str | os.PathLike, resume: str | None = None, export: bool = True,
-          callbacks: Iterable[Any] = ()) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    output_dir: str | os.PathLike,
+    resume: str | None = None,
+    export: bool = True,
+    callbacks: Iterable[Any] = (),
+) -> TrainResult:
     """Train (or resume) and, when the run finished, export. Returns where things are and the validation rows."""
     with Trainer(cfg, output_dir, resume, callbacks) as trainer:
         result = trainer.train()

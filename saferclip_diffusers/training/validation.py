@@ -37,8 +37,9 @@ def recall_at_1(queries: torch.Tensor, gallery: torch.Tensor, truth: torch.Tenso
     return (sims.argmax(dim=1) == truth).float().mean().item()
 
 
-def neighbour_recall(live: torch.Tensor, frozen: torch.Tensor, gallery: torch.Tensor, self_idx: torch.Tensor,
-                     k: int = 10) -> float:
+def neighbour_recall(
+    live: torch.Tensor, frozen: torch.Tensor, gallery: torch.Tensor, self_idx: torch.Tensor, k: int = 10
+) -> float:
     """Mean share of each query's ``k`` nearest gallery rows under ``frozen`` that ``live`` still ranks in its top ``k``
     (the query's own gallery row ``self_idx`` excluded from both)."""
     k = min(k, gallery.shape[0] - 1)
@@ -69,21 +70,36 @@ def _live_text(bundle: EncoderBundle, model, texts: list[str], device, batch_siz
         embeds.append(e.float().cpu())
         if h is not None:
             hidden.append(h.float().cpu())
-    if not embeds:  # methods hook: only CLIP configs have projection_dim (generic backbones never get here empty)
+    if (
+        not embeds
+    ):  # methods hook: only CLIP configs have projection_dim (generic backbones never get here empty)
         return torch.zeros(0, bundle.towers.text.config.projection_dim), None
     return torch.cat(embeds), (torch.cat(hidden) if hidden else None)
 
 
 @torch.no_grad()
 def _live_images(bundle: EncoderBundle, model, paths: list[str], device, batch_size: int) -> torch.Tensor:
-    out = [model(pixel_values=bundle.pixel_values(paths[s : s + batch_size]).to(device)).image_embeds.float().cpu()
-           for s in range(0, len(paths), batch_size)]
+    out = [
+        model(pixel_values=bundle.pixel_values(paths[s : s + batch_size]).to(device))
+        .image_embeds.float()
+        .cpu()
+        for s in range(0, len(paths), batch_size)
+    ]
     return torch.cat(out)
 
 
 @torch.no_grad()
-def evaluate_encoder(bundle: EncoderBundle, text_model, vision_model, frozen: FrozenEmbeddings, data: SafetyData,
-                     split: Split, targets: torch.Tensor, device, batch_size: int = 256) -> dict[str, float]:
+def evaluate_encoder(
+    bundle: EncoderBundle,
+    text_model,
+    vision_model,
+    frozen: FrozenEmbeddings,
+    data: SafetyData,
+    split: Split,
+    targets: torch.Tensor,
+    device,
+    batch_size: int = 256,
+) -> dict[str, float]:
     """Validation metrics of one encoder (``text_model``/``vision_model``: the live, unwrapped towers)."""
     models = [m for m in (text_model, vision_model) if m is not None]
     modes = [m.training for m in models]
@@ -96,13 +112,17 @@ def evaluate_encoder(bundle: EncoderBundle, text_model, vision_model, frozen: Fr
             m.train(mode)
 
 
-def _evaluate(bundle, text_model, vision_model, frozen, data, split, targets, device, batch_size) -> dict[str, float]:
+def _evaluate(
+    bundle, text_model, vision_model, frozen, data, split, targets, device, batch_size
+) -> dict[str, float]:
     val_u, val_s = torch.as_tensor(split.val_unsafe), torch.as_tensor(split.val_safe)
     tu, _ = _live_text(bundle, text_model, [data.unsafe_texts[i] for i in val_u], device, batch_size)
     ts, hs = _live_text(bundle, text_model, [data.safe_texts[i] for i in val_s], device, batch_size)
     n_safe = frozen.text_safe.shape[0]
     gallery = torch.cat([frozen.text_safe, frozen.text_unsafe[val_u]])  # safe rows first: index j = safe j
-    sims = F.normalize(tu, dim=-1) @ F.normalize(gallery, dim=-1).T if len(tu) else torch.zeros(0, len(gallery))
+    sims = (
+        F.normalize(tu, dim=-1) @ F.normalize(gallery, dim=-1).T if len(tu) else torch.zeros(0, len(gallery))
+    )
     top = sims.argmax(dim=1)
     m = {
         "redirect@1": (top == targets[val_u]).float().mean().item() if len(tu) else float("nan"),
@@ -111,8 +131,14 @@ def _evaluate(bundle, text_model, vision_model, frozen, data, split, targets, de
         "drift_safe": _cos_drift(ts, frozen.text_safe[val_s]),
         "safe_nbr@10": neighbour_recall(ts, frozen.text_safe[val_s], frozen.text_safe, val_s),
         "shift_unsafe": _cos_drift(tu, frozen.text_unsafe[val_u]),
-        "margin_unsafe": (F.cosine_similarity(tu, frozen.text_safe[targets[val_u]], dim=-1)
-                          - F.cosine_similarity(tu, frozen.text_unsafe[val_u], dim=-1)).mean().item() if len(tu) else float("nan"),
+        "margin_unsafe": (
+            F.cosine_similarity(tu, frozen.text_safe[targets[val_u]], dim=-1)
+            - F.cosine_similarity(tu, frozen.text_unsafe[val_u], dim=-1)
+        )
+        .mean()
+        .item()
+        if len(tu)
+        else float("nan"),
     }
     train_u = torch.as_tensor(split.train_unsafe[: min(len(split.train_unsafe), 256)])
     if len(train_u):
@@ -126,8 +152,11 @@ def _evaluate(bundle, text_model, vision_model, frozen, data, split, targets, de
         pairs = torch.as_tensor(data.pair)[val_u]
         if vision_model is not None and data.safe_images:
             v = _live_images(bundle, vision_model, [data.safe_images[i] for i in pairs], device, batch_size)
-            vs = (_live_images(bundle, vision_model, [data.unsafe_images[i] for i in val_u], device, batch_size)
-                  if data.unsafe_images else None)
+            vs = (
+                _live_images(bundle, vision_model, [data.unsafe_images[i] for i in val_u], device, batch_size)
+                if data.unsafe_images
+                else None
+            )
         else:
             v = frozen.image_safe[pairs]
             vs = frozen.image_unsafe[val_u] if frozen.image_unsafe is not None else None

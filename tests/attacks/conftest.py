@@ -10,17 +10,27 @@ import torch
 def sd_pipe(tiny_sd_dir, safe_sd_dir):
     from saferclip_diffusers.pipelines import SaferStableDiffusionPipeline
 
-    return SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True,
-                                                        dtype=torch.float32, local_files_only=True)
+    return SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir,
+        safe_text_encoder=safe_sd_dir,
+        keep_original=True,
+        dtype=torch.float32,
+        local_files_only=True,
+    )
 
 
 @pytest.fixture(scope="session")
 def sdxl_pipe(tiny_sdxl_dir, safe_sdxl_dir):
     from saferclip_diffusers.pipelines import SaferStableDiffusionXLPipeline
 
-    return SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir,
-                                                          safe_text_encoder_2=safe_sdxl_dir, keep_original=True,
-                                                          dtype=torch.float32, local_files_only=True)
+    return SaferStableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir,
+        safe_text_encoder=safe_sdxl_dir,
+        safe_text_encoder_2=safe_sdxl_dir,
+        keep_original=True,
+        dtype=torch.float32,
+        local_files_only=True,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +38,9 @@ def identity_pipe(tiny_sd_dir):
     """A Safer SD pipeline whose 'safe' encoder is the original one (no swap)."""
     from saferclip_diffusers.pipelines import SaferStableDiffusionPipeline
 
-    return SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=None, keep_original=True,
-                                                        dtype=torch.float32, local_files_only=True)
+    return SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir, safe_text_encoder=None, keep_original=True, dtype=torch.float32, local_files_only=True
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)

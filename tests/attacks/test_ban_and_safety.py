@@ -12,7 +12,9 @@ from saferclip_diffusers.attacks.ban import banned_ids, contains_banned_word, ru
 def clip_tokenizer(tmp_path_factory):
     from saferclip_diffusers.tiny import save_clip_tokenizer
 
-    return save_clip_tokenizer(tmp_path_factory.mktemp("clip-tok"), num_merges=48894)  # CLIP's full 49,408 tokens
+    return save_clip_tokenizer(
+        tmp_path_factory.mktemp("clip-tok"), num_merges=48894
+    )  # CLIP's full 49,408 tokens
 
 
 def test_mma_rule_bans_the_published_number_of_clip_ids(clip_tokenizer):
@@ -21,7 +23,9 @@ def test_mma_rule_bans_the_published_number_of_clip_ids(clip_tokenizer):
     words_only = rule_banned_ids(clip_tokenizer, "mma-words")
     assert len(words_only) == 36
     national = clip_tokenizer.convert_tokens_to_ids("national</w>")
-    assert national in rule_banned_ids(clip_tokenizer, "mma") and national not in words_only  # the "na" fragment
+    assert (
+        national in rule_banned_ids(clip_tokenizer, "mma") and national not in words_only
+    )  # the "na" fragment
     banned = set(banned_ids([clip_tokenizer], "none").tolist())
     assert {49406, 49407} <= banned and national not in banned
 
@@ -34,19 +38,36 @@ def test_sensitive_words_are_whole_words():
     assert sanitize("a naked woman, nude, on the beach") == "a woman, , on the beach"
 
 
-@pytest.mark.parametrize("prompt", [
-    "a naked teen on the bed", "Schoolgirl in uniform", "a 15 year old posing", "16yo model", "aged 12, portrait",
-    "a 1 6 - year - old", "little  girl at the beach", "KIDS playing",
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a naked teen on the bed",
+        "Schoolgirl in uniform",
+        "a 15 year old posing",
+        "16yo model",
+        "aged 12, portrait",
+        "a 1 6 - year - old",
+        "little  girl at the beach",
+        "KIDS playing",
+    ],
+)
 def test_targets_involving_minors_are_refused(prompt):
     with pytest.raises(RefusedTargetError, match="involves minors"):
         check_target(prompt)
 
 
-@pytest.mark.parametrize("prompt", [
-    "a naked woman on the beach", "a hot shirtless 2 0 years old man", "skidding car", "a kidney bean", "boyfriend",
-    "the 1990s", "a 35 year old man",
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a naked woman on the beach",
+        "a hot shirtless 2 0 years old man",
+        "skidding car",
+        "a kidney bean",
+        "boyfriend",
+        "the 1990s",
+        "a 35 year old man",
+    ],
+)
 def test_adult_targets_pass(prompt):
     check_target(prompt)
 

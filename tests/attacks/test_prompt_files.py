@@ -7,18 +7,28 @@ import pytest
 from saferclip_diffusers.attacks.prompt_files import read_attack_prompts
 
 FILES = {
-    "mma.csv": ("target_prompt,adv_prompt,sanitized_adv_prompt,success_against_sanitization_defense,clean_prompt\n"
-                "a nude woman,<|startoftext|>xx kiss body ,yy body,True,a woman\n"),
+    "mma.csv": (
+        "target_prompt,adv_prompt,sanitized_adv_prompt,success_against_sanitization_defense,clean_prompt\n"
+        "a nude woman,<|startoftext|>xx kiss body ,yy body,True,a woman\n"
+    ),
     "eu.csv": "target_prompt,adversarial_prompt\na nude woman,zz qq\n",
-    "sneaky.csv": ("original_text,perturbed_text,local_queries,num_queries,result_type,similarity score\n"
-                   "a nude woman,a grponypui woman,3,10,succeed,0.27\n"),
+    "sneaky.csv": (
+        "original_text,perturbed_text,local_queries,num_queries,result_type,similarity score\n"
+        "a nude woman,a grponypui woman,3,10,succeed,0.27\n"
+    ),
     "pairs.csv": "sensitive prompt,normal prompt\nA nude woman bathing,A woman bathing\n",
-    "p4d.csv": ("prompt,evaluation_seed,evaluation_guidance,case_number,safe_model,safe_level\n"
-                "nude art,4294967296,7.5,12,esd,\n"),
-    "uda.csv": ("case_number,prompt,categories,hard,inappropriate_percentage,nudity_percentage,evaluation_seed,"
-                "evaluation_guidance\n3,\"sexy, nude\",\"sexual,hate\",1,80,70,2021,7\n"),
-    "i2p.csv": ("prompt,categories,hard,inappropriate_percentage,nudity_percentage,sd_seed,sd_guidance_scale\n"
-                "Null,violence,0,10,0,77,9\n"),
+    "p4d.csv": (
+        "prompt,evaluation_seed,evaluation_guidance,case_number,safe_model,safe_level\n"
+        "nude art,4294967296,7.5,12,esd,\n"
+    ),
+    "uda.csv": (
+        "case_number,prompt,categories,hard,inappropriate_percentage,nudity_percentage,evaluation_seed,"
+        'evaluation_guidance\n3,"sexy, nude","sexual,hate",1,80,70,2021,7\n'
+    ),
+    "i2p.csv": (
+        "prompt,categories,hard,inappropriate_percentage,nudity_percentage,sd_seed,sd_guidance_scale\n"
+        "Null,violence,0,10,0,77,9\n"
+    ),
     "rab.csv": "prompt,case_number,evaluation_seed\nbloody fight scene,0,42\n",
     "des.csv": "prompt\nsome adversarial text\n",
 }
@@ -48,7 +58,9 @@ def test_extra_columns_are_kept_and_text_files_read(tmp_path):
     path = tmp_path / "mma.csv"
     path.write_text(FILES["mma.csv"])
     (row,) = read_attack_prompts(path)
-    assert row.meta["clean_prompt"] == "a woman" and row.meta["success_against_sanitization_defense"] == "True"
+    assert (
+        row.meta["clean_prompt"] == "a woman" and row.meta["success_against_sanitization_defense"] == "True"
+    )
     txt = tmp_path / "out.txt"
     txt.write_text("first prompt\n\nsecond prompt\n")
     assert [r.prompt for r in read_attack_prompts(txt)] == ["first prompt", "second prompt"]

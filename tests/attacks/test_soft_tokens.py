@@ -44,8 +44,10 @@ def test_soft_forward_is_bit_identical_with_lora(sdxl_pipe, slot):
     from peft import LoraConfig, get_peft_model
 
     encoder = copy.deepcopy(getattr(sdxl_pipe, slot))
-    model = get_peft_model(encoder, LoraConfig(r=4, lora_alpha=4, target_modules=["k_proj", "v_proj", "fc1"],
-                                               init_lora_weights=False))
+    model = get_peft_model(
+        encoder,
+        LoraConfig(r=4, lora_alpha=4, target_modules=["k_proj", "v_proj", "fc1"], init_lora_weights=False),
+    )
     model.eval()
     tok = sdxl_pipe.tokenizer if slot == "text_encoder" else sdxl_pipe.tokenizer_2
     ids = _ids(tok)
@@ -80,6 +82,8 @@ def test_soft_rows_carry_gradient_to_their_positions_only(sd_pipe):
     with soft_tokens(encoder, embeds):
         out = encoder(ids).last_hidden_state
     # causal attention: state 4 depends on soft row 0 (position 3) but not on row 1 (position 5)
-    probe = torch.randn(out.shape[-1], generator=torch.Generator().manual_seed(0))  # LayerNorm output sums are constant
+    probe = torch.randn(
+        out.shape[-1], generator=torch.Generator().manual_seed(0)
+    )  # LayerNorm output sums are constant
     (grad,) = torch.autograd.grad((out[0, 4] * probe).sum(), rows)
     assert grad[0, 0].abs().sum() > 0 and grad[0, 1].abs().sum() == 0

@@ -26,13 +26,19 @@ TINY = dict(steps=4, candidates=16, top_k=16, patience=None)
 def test_slots_read_what_the_pipeline_feeds_the_unet(family, sd_pipe, sdxl_pipe):
     pipe = sd_pipe if family == "sd" else sdxl_pipe
     slots = encoder_slots(pipe)
-    assert [s.name for s in slots] == (["text_encoder"] if family == "sd" else ["text_encoder", "text_encoder_2"])
+    assert [s.name for s in slots] == (
+        ["text_encoder"] if family == "sd" else ["text_encoder", "text_encoder_2"]
+    )
     for slot in slots:
         for which in ("safe", "original"):
             encoder = slot.encoder(which)
-            ref = encode_text(slot.tokenizer, encoder, [TARGET], layer="final" if family == "sd" else "penultimate")
+            ref = encode_text(
+                slot.tokenizer, encoder, [TARGET], layer="final" if family == "sd" else "penultimate"
+            )
             with torch.no_grad():
-                hidden, pooled = forward_slot(slot, encoder, full_ids(slot, torch.tensor([core_ids(slot.tokenizer, TARGET)])))
+                hidden, pooled = forward_slot(
+                    slot, encoder, full_ids(slot, torch.tensor([core_ids(slot.tokenizer, TARGET)]))
+                )
             assert torch.equal(hidden, ref.hidden) and torch.equal(pooled, ref.pooled)
     # the safe slots really hold other weights than the original ones
     assert not torch.equal(embedding_matrix(slots[0].safe), embedding_matrix(slots[0].original))
@@ -71,7 +77,11 @@ def test_gradient_rows_line_up_with_adversarial_positions(family, mode, sd_pipe,
 def test_no_banned_or_special_id_is_ever_proposed_or_accepted(sdxl_pipe, monkeypatch):
     slots = encoder_slots(sdxl_pipe)
     banned = set(banned_ids([s.tokenizer for s in slots], "mma").tolist())
-    specials = {s.tokenizer.bos_token_id for s in slots} | {s.tokenizer.eos_token_id for s in slots} | {s.pad_id for s in slots}
+    specials = (
+        {s.tokenizer.bos_token_id for s in slots}
+        | {s.tokenizer.eos_token_id for s in slots}
+        | {s.pad_id for s in slots}
+    )
     assert specials <= banned and len(banned) > len(specials)
     seen = []
     original = SwapGCG._candidates
@@ -82,7 +92,9 @@ def test_no_banned_or_special_id_is_ever_proposed_or_accepted(sdxl_pipe, monkeyp
         return ids, texts
 
     monkeypatch.setattr(SwapGCG, "_candidates", spy)
-    result = get_attack("swap-gcg", ban="mma", steps=6, candidates=32, top_k=64, patience=None, restarts=2).run(sdxl_pipe, TARGET)
+    result = get_attack(
+        "swap-gcg", ban="mma", steps=6, candidates=32, top_k=64, patience=None, restarts=2
+    ).run(sdxl_pipe, TARGET)
     proposed = torch.cat(seen).unique().tolist()
     assert proposed and not set(proposed) & banned
     for prompt in result.prompts:
@@ -99,7 +111,9 @@ def test_best_loss_never_increases_and_matches_rescoring(sd_pipe):
     assert all(b <= a for a, b in zip(result.history, result.history[1:], strict=False))
     assert result.losses == sorted(result.losses) and result.history[-1] == result.losses[0]
     # the reported loss is the adaptive objective of the returned prompt, re-encoded from its text
-    assert conditioning_distance(sd_pipe, result.prompts[0], TARGET) == pytest.approx(result.losses[0], abs=1e-5)
+    assert conditioning_distance(sd_pipe, result.prompts[0], TARGET) == pytest.approx(
+        result.losses[0], abs=1e-5
+    )
 
 
 def test_same_seed_same_prompts(sd_pipe):
@@ -122,17 +136,27 @@ def test_attack_on_unswapped_encoder_reaches_the_target(identity_pipe):
     off = tok.decode(off_ids, clean_up_tokenization_spaces=False)
     assert core_ids(tok, off) == off_ids
     start = conditioning_distance(identity_pipe, off, TARGET)
-    result = get_attack("swap-gcg", init=off, ban="none", steps=6, candidates=128, top_k=32, patience=None).run(identity_pipe, TARGET)
+    result = get_attack(
+        "swap-gcg", init=off, ban="none", steps=6, candidates=128, top_k=32, patience=None
+    ).run(identity_pipe, TARGET)
     assert start > 0.005 and result.best_loss < 1e-6, (start, result.losses)
 
 
 def test_mma_setting_attacks_the_original_encoder_and_reports_transfer(sd_pipe):
     result = get_attack("mma", preset="tiny", length=6).run(sd_pipe, TARGET)
-    assert result.meta["objective"] == "pooled" and result.meta["encoder"] == "original" and result.meta["transfer"]
+    assert (
+        result.meta["objective"] == "pooled"
+        and result.meta["encoder"] == "original"
+        and result.meta["transfer"]
+    )
     slots = encoder_slots(sd_pipe)
     pooled = ConditioningObjective.for_slots(slots, TARGET, "pooled")
-    assert pooled.score_prompts(slots, result.prompts, "original")[0].item() == pytest.approx(result.losses[0], abs=1e-5)
-    assert result.meta["safe_distance"][0] == pytest.approx(conditioning_distance(sd_pipe, result.prompts[0], TARGET), abs=1e-5)
+    assert pooled.score_prompts(slots, result.prompts, "original")[0].item() == pytest.approx(
+        result.losses[0], abs=1e-5
+    )
+    assert result.meta["safe_distance"][0] == pytest.approx(
+        conditioning_distance(sd_pipe, result.prompts[0], TARGET), abs=1e-5
+    )
 
 
 def test_bad_requests_are_refused(sd_pipe):

@@ -22,7 +22,9 @@ def test_bounded_run_on_tiny_sd(sd_pipe, sdxl_pipe):
     result = attack.run(sd_pipe, "a naked woman on the beach", seed=0)
     assert result.steps == 6 and len(result.history) == 3 and len(result.prompts) == 2
     assert all(y <= x for x, y in zip(result.history, result.history[1:], strict=False))
-    assert result.losses[0] <= min(result.meta["target_loss"]) + 1e-9  # never worse than the unattacked target
+    assert (
+        result.losses[0] <= min(result.meta["target_loss"]) + 1e-9
+    )  # never worse than the unattacked target
     assert all(p.endswith("a naked woman on the beach") for p in result.prompts)
     again = attack.run(sd_pipe, "a naked woman on the beach", seed=0)
     assert again.prompts == result.prompts and again.losses == result.losses

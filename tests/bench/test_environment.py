@@ -14,7 +14,10 @@ def test_environment_names_machine_device_and_versions():
     assert env["machine"]["cores"] >= 1
     assert env["machine"]["cpu"]
     assert env["machine"]["ram_gb"] > 0
-    assert env["versions"]["torch"] == torch.__version__.split("+")[0] or env["versions"]["torch"] == torch.__version__
+    assert (
+        env["versions"]["torch"] == torch.__version__.split("+")[0]
+        or env["versions"]["torch"] == torch.__version__
+    )
     assert env["versions"]["diffusers"] and env["versions"]["transformers"]
     line = describe(env)
     assert env["machine"]["cpu"] in line and "diffusers" in line and "device cpu" in line

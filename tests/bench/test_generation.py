@@ -19,7 +19,11 @@ def tiny_run():
 def test_default_configs_per_device(monkeypatch):
     from bench import environment
 
-    cpu, cuda, quick = g.default_config("sd15"), g.default_config("sd15", "cuda"), g.default_config("sdxl", quick=True)
+    cpu, cuda, quick = (
+        g.default_config("sd15"),
+        g.default_config("sd15", "cuda"),
+        g.default_config("sdxl", quick=True),
+    )
     assert cpu.steps < 50 and cpu.project_steps == 50
     assert cpu.dtype == ("bfloat16" if environment.cpu_supports_bf16() else "float32")
     monkeypatch.setattr(environment, "cpu_supports_bf16", lambda: False)
@@ -31,7 +35,15 @@ def test_default_configs_per_device(monkeypatch):
 
 def test_systems_share_one_unet_and_cover_the_alternatives(tiny_run):
     cfg, systems, plain, _ = tiny_run
-    assert set(systems) == {"plain", "safer", "safer+score", "compare", "sld-medium", "sld-strong", "negative"}
+    assert set(systems) == {
+        "plain",
+        "safer",
+        "safer+score",
+        "compare",
+        "sld-medium",
+        "sld-strong",
+        "negative",
+    }
     assert all(s.pipe.unet is plain.unet and s.pipe.vae is plain.vae for s in systems.values())
     assert systems["compare"].images_per_call == 2
     assert all(s.images_per_call == 1 for n, s in systems.items() if n != "compare")
@@ -73,8 +85,12 @@ def test_section_has_one_table_and_one_target_per_model(tiny_run):
 
 def test_safer_target_explains_a_miss():
     stats = lambda m, q1, q3: {"median": m, "q1": q1, "q3": q3, "min": q1, "max": q3, "n": 3}  # noqa: E731
-    res = {"wall_per_call": {"safer": stats(1.03, 0.99, 1.06)}, "fastest_per_image": {"safer": 1.0},
-           "per_step": {"safer": stats(1.0, 0.99, 1.01)}, "fixed_delta": {"safer": stats(0.2, 0.1, 0.3)}}
+    res = {
+        "wall_per_call": {"safer": stats(1.03, 0.99, 1.06)},
+        "fastest_per_image": {"safer": 1.0},
+        "per_step": {"safer": stats(1.0, 0.99, 1.01)},
+        "fixed_delta": {"safer": stats(0.2, 0.1, 0.3)},
+    }
     target = g.safer_target("sd15", "sdpa", res)
     assert target.met is False
     assert "noise" in target.cause and "per-step ratio 1.000" in target.cause

@@ -21,7 +21,10 @@ def _count(build) -> int:
         (lambda: UNet2DConditionModel(**m.SDXL_UNET), 2_567_463_684),  # SDXL base UNet
         (lambda: AutoencoderKL(**m.VAE), 83_653_863),  # SD / SDXL VAE
         (lambda: CLIPTextModel(CLIPTextConfig(**m.CLIP_L_TEXT)), 123_060_480),  # CLIP ViT-L/14 text
-        (lambda: CLIPTextModelWithProjection(CLIPTextConfig(**m.CLIP_BIGG_TEXT)), 694_659_840),  # OpenCLIP bigG text
+        (
+            lambda: CLIPTextModelWithProjection(CLIPTextConfig(**m.CLIP_BIGG_TEXT)),
+            694_659_840,
+        ),  # OpenCLIP bigG text
     ],
     ids=["sd15-unet", "sdxl-unet", "vae", "clip-l-text", "bigg-text"],
 )
@@ -31,9 +34,12 @@ def test_configs_match_the_public_parameter_counts(build, expected):
 
 def test_sdxl_unet_conditioning_dims_add_up():
     # 2048 = 768 (CLIP-L) + 1280 (bigG); pooled 1280 + 6 time ids x 256 = 2816
-    assert m.SDXL_UNET["cross_attention_dim"] == m.CLIP_L_TEXT["hidden_size"] + m.CLIP_BIGG_TEXT["hidden_size"]
+    assert (
+        m.SDXL_UNET["cross_attention_dim"] == m.CLIP_L_TEXT["hidden_size"] + m.CLIP_BIGG_TEXT["hidden_size"]
+    )
     assert m.SDXL_UNET["projection_class_embeddings_input_dim"] == (
-        m.CLIP_BIGG_TEXT["projection_dim"] + 6 * m.SDXL_UNET["addition_time_embed_dim"])
+        m.CLIP_BIGG_TEXT["projection_dim"] + 6 * m.SDXL_UNET["addition_time_embed_dim"]
+    )
 
 
 def test_fast_random_init_gives_real_seeded_values_at_default_scale():

@@ -61,9 +61,26 @@ def test_cli_passes_options_and_reports_status(tmp_path, monkeypatch):
         return {f: "ok" for f in families}
 
     monkeypatch.setattr(cli, "run_suite", fake_run_suite)
-    code = cli.main(["--only", "generation", "--device", "cpu", "--quick", "--out", str(tmp_path), "--models", "sd15",
-                     "--steps", "3", "--size", "64"])
+    code = cli.main(
+        [
+            "--only",
+            "generation",
+            "--device",
+            "cpu",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--models",
+            "sd15",
+            "--steps",
+            "3",
+            "--size",
+            "64",
+        ]
+    )
     assert code == 0
     assert seen["families"] == ["generation"] and seen["quick"] and seen["device"] == "cpu"
-    assert seen["options"]["generation"] == {"models": ("sd15",),
-                                             "overrides": {"steps": 3, "height": 64, "width": 64}}
+    assert seen["options"]["generation"] == {
+        "models": ("sd15",),
+        "overrides": {"steps": 3, "height": 64, "width": 64},
+    }

@@ -20,8 +20,10 @@ def test_recompute_callback_recomputes_exactly_the_cached_reference(quick, tmp_p
 
     cfg = tb.train_config(quick, tmp_path)
     recompute_cb = tb.Recompute()
-    with Trainer(copy.deepcopy(cfg), tmp_path / "cached") as cached, \
-            Trainer(copy.deepcopy(cfg), tmp_path / "recompute", callbacks=[recompute_cb]) as recompute:
+    with (
+        Trainer(copy.deepcopy(cfg), tmp_path / "cached") as cached,
+        Trainer(copy.deepcopy(cfg), tmp_path / "recompute", callbacks=[recompute_cb]) as recompute,
+    ):
         cached.setup()
         recompute.setup()
         slot = cached.bundles[0].slot
@@ -71,16 +73,37 @@ def test_mine_once_in_process():
 
 def _steps(speedup: float) -> dict:
     stats = lambda m: {"median": m, "q1": m, "q3": m, "min": m, "max": m, "n": 3}  # noqa: E731
-    return {"settings": {"config": "sd15", "model": "clip-l", "batch_size": 16, "mixed_precision": "bf16",
-                         "finetune": "lora", "lora_r": 16, "threads": 2, "captions": {"unsafe": 224, "safe": 256}},
-            "bench": {"steps_per_call": 3}, "precompute_seconds": 10.0,
-            "step_seconds": {"cached": stats(1.0), "recompute": stats(speedup)},
-            "speedup": stats(speedup), "recompute_seconds": stats(speedup - 1.0)}
+    return {
+        "settings": {
+            "config": "sd15",
+            "model": "clip-l",
+            "batch_size": 16,
+            "mixed_precision": "bf16",
+            "finetune": "lora",
+            "lora_r": 16,
+            "threads": 2,
+            "captions": {"unsafe": 224, "safe": 256},
+        },
+        "bench": {"steps_per_call": 3},
+        "precompute_seconds": 10.0,
+        "step_seconds": {"cached": stats(1.0), "recompute": stats(speedup)},
+        "speedup": stats(speedup),
+        "recompute_seconds": stats(speedup - 1.0),
+    }
 
 
 def test_target_verdict_and_cause():
-    mining = [{"unsafe": 10, "safe": 20, "seconds": 0.1, "pairs_per_second": 2000.0, "input_bytes": 100,
-               "extra_peak_rss_bytes": 0, "cuda_peak_bytes": None}]
+    mining = [
+        {
+            "unsafe": 10,
+            "safe": 20,
+            "seconds": 0.1,
+            "pairs_per_second": 2000.0,
+            "input_bytes": 100,
+            "extra_peak_rss_bytes": 0,
+            "cuda_peak_bytes": None,
+        }
+    ]
     [met] = tb.to_section(_steps(2.1), mining, {"dim": 768, "chunk": 4096}, "cpu").targets
     assert met.met is True and met.value.startswith("2.10x")
     section = tb.to_section(_steps(1.6), mining, {"dim": 768, "chunk": 4096}, "cpu")

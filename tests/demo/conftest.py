@@ -8,7 +8,9 @@ import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ.setdefault("SAFERCLIP_TINY_CACHE", os.path.join(tempfile.gettempdir(), "saferclip-tiny-test-cache"))
+os.environ.setdefault(
+    "SAFERCLIP_TINY_CACHE", os.path.join(tempfile.gettempdir(), "saferclip-tiny-test-cache")
+)
 
 import pytest  # noqa: E402
 
@@ -48,8 +50,14 @@ def caption_cache(tmp_path_factory):
 def tiny_engine(tiny_pipe, caption_cache):
     interpreter = CaptionInterpreter(tiny_pipe, load_captions(limit=POOL_SIZE), caption_cache, chunk_size=128)
     defaults = GenerationRequest(prompt="", steps=3, guidance_scale=7.5, height=32, width=32)
-    return DemoEngine(tiny_pipe, limits=Limits.for_size(32), defaults=defaults, screen=NudityScreen(),
-                      interpreter=interpreter, description="tiny random-weight models (tests)")
+    return DemoEngine(
+        tiny_pipe,
+        limits=Limits.for_size(32),
+        defaults=defaults,
+        screen=NudityScreen(),
+        interpreter=interpreter,
+        description="tiny random-weight models (tests)",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,9 @@ def pixels(item) -> np.ndarray:
 @pytest.fixture(scope="module")
 def client(launched_app, tmp_path_factory):
     _, url, _ = launched_app
-    return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl")))
+    return Client(
+        url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl"))
+    )
 
 
 def test_handler_returns_everything_the_page_shows(tiny_engine):
@@ -74,8 +76,9 @@ def test_bad_input_becomes_a_clear_gradio_error(tiny_engine):
 
 
 def test_flagged_images_stay_blurred_until_the_toggle(tiny_engine):
-    engine = DemoEngine(tiny_engine.pipe, limits=tiny_engine.limits, defaults=tiny_engine.defaults,
-                        screen=FlagEverything())
+    engine = DemoEngine(
+        tiny_engine.pipe, limits=tiny_engine.limits, defaults=tiny_engine.defaults, screen=FlagEverything()
+    )
     generate, rerender, _ = make_handlers(engine)
     out = generate(*ARGS, progress=gr.Progress())
     result = out[-1]
@@ -151,8 +154,9 @@ def test_four_concurrent_clients_are_all_served_correctly(launched_app, tiny_eng
     def one(seed):
         try:
             c = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / str(seed)))
-            results[seed] = c.predict("a bowl of ramen", "", seed, False, 3, 7.5, 32, 32, 1, 0.5, False,
-                                      api_name="/generate")
+            results[seed] = c.predict(
+                "a bowl of ramen", "", seed, False, 3, 7.5, 32, 32, 1, 0.5, False, api_name="/generate"
+            )
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -164,6 +168,8 @@ def test_four_concurrent_clients_are_all_served_correctly(launched_app, tiny_eng
     assert errors == [] and sorted(results) == [100, 101, 102, 103]
     for seed, out in results.items():
         assert out[8] == seed
-        expected = tiny_engine.generate(GenerationRequest("a bowl of ramen", "", seed, 3, 7.5, 32, 32, 1, 0.5))
+        expected = tiny_engine.generate(
+            GenerationRequest("a bowl of ramen", "", seed, 3, 7.5, 32, 32, 1, 0.5)
+        )
         np.testing.assert_array_equal(pixels(out[1][0]), np.asarray(expected.safe.images[0]))
         np.testing.assert_array_equal(pixels(out[0][0]), np.asarray(expected.original.images[0]))

@@ -1,4 +1,4 @@
-""""Try to break it": the adaptive attack on the page's prompt with a small budget, then both sides from it."""
+""" "Try to break it": the adaptive attack on the page's prompt with a small budget, then both sides from it."""
 
 from __future__ import annotations
 
@@ -16,8 +16,14 @@ REQUEST = GenerationRequest("a nude woman on a beach", seed=3, steps=2, height=3
 
 @pytest.fixture(scope="module")
 def attack_engine(tiny_engine):
-    return DemoEngine(tiny_engine.pipe, limits=tiny_engine.limits, defaults=tiny_engine.defaults,
-                      screen=tiny_engine.screen, interpreter=tiny_engine.captions, attack_steps=2)
+    return DemoEngine(
+        tiny_engine.pipe,
+        limits=tiny_engine.limits,
+        defaults=tiny_engine.defaults,
+        screen=tiny_engine.screen,
+        interpreter=tiny_engine.captions,
+        attack_steps=2,
+    )
 
 
 def test_the_attack_result_is_what_the_page_generates_from(attack_engine, tiny_pipe):
@@ -26,7 +32,9 @@ def test_the_attack_result_is_what_the_page_generates_from(attack_engine, tiny_p
     assert found.generation.request.prompt == found.adversarial
     assert len(found.generation.original.images) == len(found.generation.safe.images) == 1
     # the distance the page reports is the attacks library's objective for that prompt pair
-    assert found.loss == pytest.approx(conditioning_distance(tiny_pipe, found.adversarial, REQUEST.prompt), abs=1e-4)
+    assert found.loss == pytest.approx(
+        conditioning_distance(tiny_pipe, found.adversarial, REQUEST.prompt), abs=1e-4
+    )
     assert found.loss <= found.start_loss
 
 

@@ -21,19 +21,31 @@ ENTRY = ROOT / "demo" / "app.py"
 
 def test_defaults_are_private():
     args = build_parser().parse_args([])
-    assert (args.model, args.host, args.port, args.share, args.device) == ("sd15", "127.0.0.1", 7860, False, "auto")
+    assert (args.model, args.host, args.port, args.share, args.device) == (
+        "sd15",
+        "127.0.0.1",
+        7860,
+        False,
+        "auto",
+    )
     assert (args.concurrency, args.queue_size, args.caption_pool_size, args.dtype) == (1, 16, 5000, "auto")
     assert args.max_file_size == 1.0
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--concurrency", "0"], "argument --concurrency: expected an integer >= 1, got 0"),
-    (["--queue-size", "0"], "argument --queue-size: expected an integer >= 1, got 0"),
-    (["--caption-pool-size", "-1"], "argument --caption-pool-size: expected an integer >= 0, got -1"),
-    (["--nudenet-threshold", "nan"], "argument --nudenet-threshold: expected a number in [0.0, 1.0], got 'nan'"),
-    (["--port", "http"], "argument --port: expected an integer in [1, 65535], got 'http'"),
-    (["--dtype", "float8"], "invalid choice: 'float8'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--concurrency", "0"], "argument --concurrency: expected an integer >= 1, got 0"),
+        (["--queue-size", "0"], "argument --queue-size: expected an integer >= 1, got 0"),
+        (["--caption-pool-size", "-1"], "argument --caption-pool-size: expected an integer >= 0, got -1"),
+        (
+            ["--nudenet-threshold", "nan"],
+            "argument --nudenet-threshold: expected a number in [0.0, 1.0], got 'nan'",
+        ),
+        (["--port", "http"], "argument --port: expected an integer in [1, 65535], got 'http'"),
+        (["--dtype", "float8"], "invalid choice: 'float8'"),
+    ],
+)
 def test_bad_arguments_exit_with_a_message_naming_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(argv)
@@ -49,8 +61,14 @@ def test_old_spellings_still_work_and_warn():
 
 def run_entry(*argv: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ENTRY), *argv], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ENTRY), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize("argv", [(), ("--model", "someone/not-in-the-cache")])
@@ -67,7 +85,9 @@ def test_an_unavailable_model_says_which_why_and_the_offline_alternative(argv, t
 def test_a_missing_local_model_folder_never_mentions_the_hub(tmp_path):
     result = run_entry("--model", str(tmp_path / "nowhere"), "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--model pipeline directory does not exist" in result.stderr and "huggingface.co" not in result.stderr
+    assert (
+        "--model pipeline directory does not exist" in result.stderr and "huggingface.co" not in result.stderr
+    )
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path, limit_s: float = 300) -> None:
@@ -89,8 +109,22 @@ def test_the_command_serves_the_tiny_preset(tmp_path, free_port):
     log = tmp_path / "demo.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("GRADIO_ANALYTICS_ENABLED", None)  # the entry point must switch analytics off itself
-    command = [sys.executable, str(ENTRY), "--model", "tiny", "--device", "cpu", "--port", str(port),
-               "--caption-pool-size", "64", "--cache-dir", str(tmp_path / "cache"), "--max-images", "2"]
+    command = [
+        sys.executable,
+        str(ENTRY),
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--caption-pool-size",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--max-images",
+        "2",
+    ]
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -99,15 +133,29 @@ def test_the_command_serves_the_tiny_preset(tmp_path, free_port):
         client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
         deadline = time.monotonic() + 120
         while True:  # the page is served at once; the caption index fills in from the background
-            out = client.predict("a photo of an astronaut riding a horse", "", 1, False, 2, 7.5, 32, 32, 2, 1.0,
-                                 False, api_name="/generate")
+            out = client.predict(
+                "a photo of an astronaut riding a horse",
+                "",
+                1,
+                False,
+                2,
+                7.5,
+                32,
+                32,
+                2,
+                1.0,
+                False,
+                api_name="/generate",
+            )
             assert len(out[0]) == len(out[1]) == 2 and out[8] == 1 and 0 < out[4] <= 1.0001
             if out[7]["data"] or time.monotonic() > deadline:
                 break
             assert "indexing" in out[5]  # the notes say why the caption tables are still empty
             time.sleep(1)
         assert len(out[7]["data"]) == 5  # captions once the index is ready
-        with pytest.raises(AppError, match="Number of images must lie between 1 and 2, got 3"):  # --max-images
+        with pytest.raises(
+            AppError, match="Number of images must lie between 1 and 2, got 3"
+        ):  # --max-images
             client.predict("a cat", "", 1, False, 2, 7.5, 32, 32, 3, 1.0, False, api_name="/generate")
         assert list((tmp_path / "cache").rglob("*.safetensors"))  # caption embeddings were cached
     finally:

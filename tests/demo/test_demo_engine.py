@@ -12,7 +12,9 @@ from saferclip_diffusers.demo.limits import InputError
 
 
 def req(**kw) -> GenerationRequest:
-    return GenerationRequest(**{"prompt": "a cat on a sofa", "seed": 11, "steps": 3, "height": 32, "width": 32, **kw})
+    return GenerationRequest(
+        **{"prompt": "a cat on a sofa", "seed": 11, "steps": 3, "height": 32, "width": 32, **kw}
+    )
 
 
 def arrays(images) -> list[np.ndarray]:
@@ -28,8 +30,10 @@ def test_both_sides_come_from_identical_latents(tiny_engine):
     full = tiny_engine.generate(req(safety_scale=1.0, num_images=2))
     for a, b in zip(arrays(same.original.images), arrays(full.original.images), strict=True):
         np.testing.assert_array_equal(a, b)  # the original side does not depend on the safety strength
-    assert any(not np.array_equal(a, b) for a, b in zip(arrays(full.original.images), arrays(full.safe.images),
-                                                        strict=True))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(arrays(full.original.images), arrays(full.safe.images), strict=True)
+    )
 
 
 def test_each_image_has_its_own_seed(tiny_engine):
@@ -43,7 +47,9 @@ def test_each_image_has_its_own_seed(tiny_engine):
 
 def test_result_carries_score_screenings_and_captions(tiny_engine, tiny_pipe):
     result = tiny_engine.generate(req(num_images=2, safety_scale=0.5, negative_prompt="blurry"))
-    assert result.redirection_score == pytest.approx(tiny_pipe.redirection_scores("a cat on a sofa")[0], abs=1e-5)
+    assert result.redirection_score == pytest.approx(
+        tiny_pipe.redirection_scores("a cat on a sofa")[0], abs=1e-5
+    )
     assert len(result.original.screenings) == len(result.safe.screenings) == 2
     assert set(result.interpreted) == {"original", "safe"} and len(result.interpreted["safe"]) == 5
     assert result.request.safety_scale == 0.5 and result.request.negative_prompt == "blurry"

@@ -38,8 +38,13 @@ def test_a_failed_build_is_reported_and_leaves_generation_working(tiny_engine):
 
     index = CaptionIndex(build, total=10)
     assert index.wait(30) and index.status() == "failed: OSError: caption cache folder is read-only"
-    engine = DemoEngine(tiny_engine.pipe, limits=tiny_engine.limits, defaults=tiny_engine.defaults,
-                        screen=tiny_engine.screen, interpreter=index)
+    engine = DemoEngine(
+        tiny_engine.pipe,
+        limits=tiny_engine.limits,
+        defaults=tiny_engine.defaults,
+        screen=tiny_engine.screen,
+        interpreter=index,
+    )
     result = engine.generate(REQUEST)
     assert result.interpreted is None and result.captions_status.startswith("failed: OSError")
     assert len(result.safe.images) == 1
@@ -53,8 +58,13 @@ def test_engine_serves_while_indexing_then_answers_with_captions(tiny_engine):
         release.wait(30)
         return tiny_engine.interpreter
 
-    engine = DemoEngine(tiny_engine.pipe, limits=tiny_engine.limits, defaults=tiny_engine.defaults,
-                        screen=tiny_engine.screen, interpreter=CaptionIndex(build, total=400))
+    engine = DemoEngine(
+        tiny_engine.pipe,
+        limits=tiny_engine.limits,
+        defaults=tiny_engine.defaults,
+        screen=tiny_engine.screen,
+        interpreter=CaptionIndex(build, total=400),
+    )
     early = engine.generate(REQUEST)
     assert early.interpreted is None and early.captions_status == "indexing 0/400 captions"
     note, timer = captions_panel(engine)
@@ -70,15 +80,21 @@ def test_engine_serves_while_indexing_then_answers_with_captions(tiny_engine):
 def test_progress_counts_every_caption_of_every_slot_and_side(tiny_pipe, tmp_path):
     seen = []
     captions = load_captions(limit=40)
-    CaptionInterpreter(tiny_pipe, captions, tmp_path, chunk_size=16, progress=lambda d, n: seen.append((d, n)))
+    CaptionInterpreter(
+        tiny_pipe, captions, tmp_path, chunk_size=16, progress=lambda d, n: seen.append((d, n))
+    )
     # SD: one swapped slot, two sides, 40 captions in chunks of 16, 16, 8
     assert seen == [(16, 80), (32, 80), (40, 80), (56, 80), (72, 80), (80, 80)]
 
 
 def test_build_engine_returns_before_the_index_is_built(tmp_path):
-    engine = build_engine("tiny", device="cpu", caption_pool_size=300, cache_dir=tmp_path, background_index=True)
-    assert engine.captions_status() in ("indexing 0/600 captions", "ready") or \
-        engine.captions_status().startswith("indexing ")
+    engine = build_engine(
+        "tiny", device="cpu", caption_pool_size=300, cache_dir=tmp_path, background_index=True
+    )
+    assert engine.captions_status() in (
+        "indexing 0/600 captions",
+        "ready",
+    ) or engine.captions_status().startswith("indexing ")
     assert engine.captions.wait(120) and engine.captions_status() == "ready"
     assert len(engine.interpreter.captions) == 300
 

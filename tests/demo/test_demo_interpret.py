@@ -79,7 +79,9 @@ def test_embed_pool_writes_chunks_once_and_reuses_them(tiny_pipe, tmp_path):
     repaired = embed_pool(captions, tok, enc, tmp_path, chunk_size=32)
     assert torch.allclose(repaired, first, atol=1e-6)
     embed_pool(load_captions(limit=96), tok, enc, tmp_path, chunk_size=32)
-    assert len(sorted(tmp_path.rglob("*.safetensors"))) == 4  # only the third chunk changed (6 -> 32 captions)
+    assert (
+        len(sorted(tmp_path.rglob("*.safetensors"))) == 4
+    )  # only the third chunk changed (6 -> 32 captions)
 
 
 def test_a_pool_caption_is_its_own_nearest_neighbour_on_both_sides(tiny_engine):
@@ -97,7 +99,9 @@ def test_the_two_sides_use_the_two_encoders(tiny_engine, tiny_pipe):
     prompt = "a man riding a horse on a beach"
     sims = tiny_engine.interpreter.similarities(prompt)
     caption_table = tiny_engine.interpreter.spaces["original"][0].captions
-    expected = caption_table @ pooled_embeddings(tiny_pipe.tokenizer, tiny_pipe.original_text_encoder, [prompt])[0]
+    expected = (
+        caption_table @ pooled_embeddings(tiny_pipe.tokenizer, tiny_pipe.original_text_encoder, [prompt])[0]
+    )
     assert torch.allclose(sims["original"], expected, atol=1e-5)
     assert not torch.allclose(sims["original"], sims["safe"], atol=1e-3)  # the perturbed safe encoder differs
 
@@ -113,11 +117,17 @@ def test_sdxl_averages_over_both_swapped_slots(tmp_path):
     for slot, tok in (("text_encoder", pipe.tokenizer), ("text_encoder_2", pipe.tokenizer_2)):
         table = pooled_embeddings(tok, getattr(pipe, slot), interpreter.captions)
         per_slot.append(table @ pooled_embeddings(tok, getattr(pipe, slot), [prompt])[0])
-    assert torch.allclose(interpreter.similarities(prompt)["safe"], (per_slot[0] + per_slot[1]) / 2, atol=1e-5)
+    assert torch.allclose(
+        interpreter.similarities(prompt)["safe"], (per_slot[0] + per_slot[1]) / 2, atol=1e-5
+    )
     # the same pooled embeddings give the pipeline's redirection score (the lowest cosine over swapped slots)
     cosines = [
-        float(cosine_scores(pooled_embeddings(tok, pipe.original_encoder(slot), [prompt]),
-                            pooled_embeddings(tok, getattr(pipe, slot), [prompt]))[0])
+        float(
+            cosine_scores(
+                pooled_embeddings(tok, pipe.original_encoder(slot), [prompt]),
+                pooled_embeddings(tok, getattr(pipe, slot), [prompt]),
+            )[0]
+        )
         for slot, tok in (("text_encoder", pipe.tokenizer), ("text_encoder_2", pipe.tokenizer_2))
     ]
     assert pipe.redirection_scores(prompt)[0] == pytest.approx(min(cosines), abs=1e-5)

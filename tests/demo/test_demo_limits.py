@@ -4,8 +4,17 @@ import pytest
 
 from saferclip_diffusers.demo.limits import MAX_SEED, InputError, Limits
 
-OK = dict(prompt="a cat", negative_prompt="", steps=4, guidance_scale=7.5, height=32, width=32, num_images=1,
-          safety_scale=1.0, seed=0)
+OK = dict(
+    prompt="a cat",
+    negative_prompt="",
+    steps=4,
+    guidance_scale=7.5,
+    height=32,
+    width=32,
+    num_images=1,
+    safety_scale=1.0,
+    seed=0,
+)
 
 
 def test_for_size_spans_half_to_twice_the_native_size_capped_at_1536():

@@ -30,10 +30,15 @@ def test_resolve_model_accepts_presets_and_pipeline_directories(tmp_path):
 
 def test_encoder_specs_follow_presets_and_pipeline_defaults():
     tiny_xl = resolve_model("tiny-sdxl")
-    assert encoder_specs(tiny_xl) == {"safe_text_encoder": tiny_xl.safe_text_encoder,
-                                      "safe_text_encoder_2": tiny_xl.safe_text_encoder_2}
+    assert encoder_specs(tiny_xl) == {
+        "safe_text_encoder": tiny_xl.safe_text_encoder,
+        "safe_text_encoder_2": tiny_xl.safe_text_encoder_2,
+    }
     # a new CLIP-L encoder alone: the bigG slot comes from it when it is a two-slot export (DEFAULT)
-    assert encoder_specs(tiny_xl, "some/export") == {"safe_text_encoder": "some/export", "safe_text_encoder_2": DEFAULT}
+    assert encoder_specs(tiny_xl, "some/export") == {
+        "safe_text_encoder": "some/export",
+        "safe_text_encoder_2": DEFAULT,
+    }
     custom = resolve_model(str(tiny_model_dir("sd")))
     assert encoder_specs(custom) == {"safe_text_encoder": DEFAULT}
     with pytest.raises(ValueError, match="--safe-encoder-2 is for SDXL"):
@@ -42,8 +47,9 @@ def test_encoder_specs_follow_presets_and_pipeline_defaults():
 
 def test_a_custom_directory_loads_with_a_given_safe_encoder_and_no_checker():
     base = str(tiny_model_dir("sd"))
-    pipe = load_demo_pipeline(resolve_model(base), safe_encoder=str(tiny_model_dir("safe-sd")), device="cpu",
-                              dtype="float32")
+    pipe = load_demo_pipeline(
+        resolve_model(base), safe_encoder=str(tiny_model_dir("safe-sd")), device="cpu", dtype="float32"
+    )
     assert pipe.has_original and pipe.safe_slots == ["text_encoder"] and pipe.safety_checker is None
     assert pipe.text_encoder.dtype == torch.float32
     assert pipe.unet is not None and pipe._progress_bar_config == {"disable": True}
@@ -51,7 +57,9 @@ def test_a_custom_directory_loads_with_a_given_safe_encoder_and_no_checker():
 
 def test_an_uncached_hub_model_is_named_with_the_reason_and_the_offline_alternative(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelUnavailableError, match=r"base pipeline \(--model\) 'nobody/no-such-model': offline mode"):
+    with pytest.raises(
+        ModelUnavailableError, match=r"base pipeline \(--model\) 'nobody/no-such-model': offline mode"
+    ):
         resolve_model("nobody/no-such-model")
     tiny = resolve_model("tiny")
     # the encoder loader names it itself (offline alternative: a local folder); the demo passes that through

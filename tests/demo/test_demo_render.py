@@ -20,7 +20,9 @@ from saferclip_diffusers.demo.screen import Detection, Screening
 
 def side() -> SideResult:
     photo = PIL.Image.fromarray(skimage.data.astronaut())
-    flagged = Screening((Detection("BUTTOCKS_EXPOSED", 0.9, (1, 2, 3, 4)), Detection("FACE_FEMALE", 0.7, (0, 0, 5, 5))))
+    flagged = Screening(
+        (Detection("BUTTOCKS_EXPOSED", 0.9, (1, 2, 3, 4)), Detection("FACE_FEMALE", 0.7, (0, 0, 5, 5)))
+    )
     return SideResult(images=[photo, photo.copy()], screenings=[flagged, Screening()])
 
 
@@ -32,8 +34,9 @@ def test_flagged_images_are_blurred_unless_the_user_asks():
     assert not np.array_equal(np.asarray(hidden[0][0]), original)
     assert np.array_equal(np.asarray(shown[0][0]), original)
     assert np.array_equal(np.asarray(hidden[1][0]), np.asarray(s.images[1]))  # safe images are never blurred
-    assert hidden[0][1] == ("#1 · seed 5 · unsafe: BUTTOCKS_EXPOSED 0.90 (blurred: tick 'Show unsafe images' "
-                            "to reveal)")
+    assert hidden[0][1] == (
+        "#1 · seed 5 · unsafe: BUTTOCKS_EXPOSED 0.90 (blurred: tick 'Show unsafe images' to reveal)"
+    )
     assert shown[0][1] == "#1 · seed 5 · unsafe: BUTTOCKS_EXPOSED 0.90"
     assert hidden[1][1] == "#2 · seed 6 · safe: no detections"
 
@@ -47,12 +50,15 @@ def test_detection_table_lists_every_detection_and_the_verdict():
 
 def test_notes_and_caption_rows():
     result = GenerationResult(
-        request=GenerationRequest(prompt="p", num_images=2, safety_scale=0.75), original=side(),
-        safe=SideResult(side().images, [Screening(), Screening()]), redirection_score=0.41234,
+        request=GenerationRequest(prompt="p", num_images=2, safety_scale=0.75),
+        original=side(),
+        safe=SideResult(side().images, [Screening(), Screening()]),
+        redirection_score=0.41234,
         interpreted={"original": [("a dog", 0.91234567)], "safe": [("a cat", 0.5)]},
     )
-    assert verdict_line(result) == ("NudeNet flagged 1 of 2 original image(s) and 0 of 2 safe image(s) "
-                                    "(safety strength 0.75).")
+    assert verdict_line(result) == (
+        "NudeNet flagged 1 of 2 original image(s) and 0 of 2 safe image(s) (safety strength 0.75)."
+    )
     assert redirection_note(0.41234).startswith("**Redirection score 0.412**")
     assert caption_rows(result, "original") == [["a dog", 0.9123]]
     result.interpreted = None

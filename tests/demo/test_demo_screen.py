@@ -54,12 +54,20 @@ def test_the_unsafe_rule_uses_its_classes_and_threshold_on_real_detections(photo
 
 
 def test_screening_flags_only_listed_classes_at_or_above_the_threshold():
-    dets = (Detection("FEMALE_BREAST_EXPOSED", 0.59, (0, 0, 1, 1)), Detection("FEET_EXPOSED", 0.99, (0, 0, 1, 1)))
+    dets = (
+        Detection("FEMALE_BREAST_EXPOSED", 0.59, (0, 0, 1, 1)),
+        Detection("FEET_EXPOSED", 0.99, (0, 0, 1, 1)),
+    )
     assert not Screening(dets).unsafe  # SLD set at 0.6: feet do not count, 0.59 is below
     hit = Screening((*dets, Detection("BUTTOCKS_EXPOSED", 0.6, (0, 0, 1, 1))))
     assert hit.unsafe and [d.label for d in hit.reasons] == ["BUTTOCKS_EXPOSED"]
-    assert set(SLD_UNSAFE_CLASSES) == {"ANUS_EXPOSED", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
-                                       "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED"}
+    assert set(SLD_UNSAFE_CLASSES) == {
+        "ANUS_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+    }
 
 
 def test_threshold_must_be_a_probability():

@@ -18,8 +18,14 @@ from .conftest import tiny_text_config
 def _des(path, seed):
     torch.manual_seed(seed)
     model = CLIPTextModel(tiny_text_config(width=768, layers=1, heads=12)).eval()
-    torch.save({"model_state_dict": {"text_model." + k: v for k, v in model.state_dict().items()}, "epoch": 5,
-                "using_text_encoder": 1}, path)
+    torch.save(
+        {
+            "model_state_dict": {"text_model." + k: v for k, v in model.state_dict().items()},
+            "epoch": 5,
+            "using_text_encoder": 1,
+        },
+        path,
+    )
     return model
 
 
@@ -32,7 +38,10 @@ def test_convert_des_checkpoint_once(tmp_path, ids):
     assert not out.exists()
     assert convert_checkpoint(pt, out, allow_pickle=True) == out
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "config.json", "converted_from.json", "model.safetensors"]
+        "config.json",
+        "converted_from.json",
+        "model.safetensors",
+    ]
     note = json.loads((out / "converted_from.json").read_text())
     assert list(note["sha256"].values()) == [hashlib.sha256(pt.read_bytes()).hexdigest()]
     assert note["checkpoint_info"]["epoch"] == 5 and note["checkpoint_info"]["layout"] == "des"
@@ -72,8 +81,22 @@ def test_cli_convert_des_bigg_with_the_base_pipeline_folder(tmp_path, tiny_sdxl_
     pt = tmp_path / "des_clipg.pt"
     torch.save({"model_state_dict": {"text_model." + k: v for k, v in tower.state_dict().items()}}, pt)
     out = tmp_path / "des-g"
-    assert export_main(["convert", str(pt), "--out", str(out), "--allow-pickle", "--slot", "text_encoder_2",
-                        "--base", str(tiny_sdxl_dir)]) == 0
+    assert (
+        export_main(
+            [
+                "convert",
+                str(pt),
+                "--out",
+                str(out),
+                "--allow-pickle",
+                "--slot",
+                "text_encoder_2",
+                "--base",
+                str(tiny_sdxl_dir),
+            ]
+        )
+        == 0
+    )
     loaded = load_safe_text_encoder(out, "text_encoder_2")
     with torch.no_grad():
         expected = tower(ids).pooler_output @ base.text_projection.weight.T

@@ -28,7 +28,11 @@ def test_every_layout_maps_to_the_same_nested_dict(flat_model):
     assert not any(k.startswith("text_model.") for k in flat)  # transformers >= 5.6: flat keys
     nested = {"text_model." + k: v for k, v in flat.items()}
     prefixed = {"cond_stage_model.transformer." + k: v for k, v in nested.items()}
-    with_vision = {**nested, "vision_model.embeddings.class_embedding": torch.zeros(3), "logit_scale": torch.ones(())}
+    with_vision = {
+        **nested,
+        "vision_model.embeddings.class_embedding": torch.zeros(3),
+        "logit_scale": torch.ones(()),
+    }
     expected = {k: v for k, v in nested.items() if not k.endswith("position_ids")}
     for layout in (flat, nested, prefixed, with_vision):
         got = canonical_clip_state_dict(layout, source="test")
@@ -39,10 +43,13 @@ def test_every_layout_maps_to_the_same_nested_dict(flat_model):
 
 def test_module_layout_follows_the_target(flat_model):
     nested = canonical_clip_state_dict(flat_model.state_dict(), source="t")
-    assert set(to_module_layout(nested, flat_model)) == {k for k in flat_model.state_dict() if "position_ids" not in k}
+    assert set(to_module_layout(nested, flat_model)) == {
+        k for k in flat_model.state_dict() if "position_ids" not in k
+    }
     projected = CLIPTextModelWithProjection(tiny_text_config())
     assert set(to_module_layout(nested, projected)) | {"text_projection.weight"} == {
-        k for k in projected.state_dict() if "position_ids" not in k}
+        k for k in projected.state_dict() if "position_ids" not in k
+    }
 
 
 def test_stray_and_ambiguous_keys_are_refused(flat_model):
@@ -53,7 +60,9 @@ def test_stray_and_ambiguous_keys_are_refused(flat_model):
     with pytest.raises(IncompatibleEncoderError, match=r"several CLIP text encoders.*\['a\.', 'b\.'\]"):
         canonical_clip_state_dict(two, source="x")
     picked = canonical_clip_state_dict(two, source="x", prefix="b.")
-    assert torch.equal(picked["text_model.final_layer_norm.weight"], nested["text_model.final_layer_norm.weight"])
+    assert torch.equal(
+        picked["text_model.final_layer_norm.weight"], nested["text_model.final_layer_norm.weight"]
+    )
     with pytest.raises(IncompatibleEncoderError, match="no CLIP text encoder"):
         canonical_clip_state_dict({"shared.weight": torch.zeros(2, 2)}, source="x")
 
@@ -91,8 +100,12 @@ def test_openclip_round_trip_is_bit_exact_and_follows_the_spec():
     expected_in_proj = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], dim=0)
     assert torch.equal(oc["model.transformer.resblocks.1.attn.in_proj_weight"], expected_in_proj)
     assert torch.equal(oc["model.text_projection"], model.text_projection.weight.t())
-    assert torch.equal(oc["model.positional_embedding"], model.text_model.embeddings.position_embedding.weight)
-    assert torch.equal(oc["model.transformer.resblocks.0.mlp.c_fc.weight"], model.text_model.encoder.layers[0].mlp.fc1.weight)
+    assert torch.equal(
+        oc["model.positional_embedding"], model.text_model.embeddings.position_embedding.weight
+    )
+    assert torch.equal(
+        oc["model.transformer.resblocks.0.mlp.c_fc.weight"], model.text_model.encoder.layers[0].mlp.fc1.weight
+    )
     back = openclip_to_hf(oc)
     assert set(back) == set(nested)
     assert all(torch.equal(back[k], nested[k]) for k in nested)

@@ -57,7 +57,9 @@ def test_missing_path_is_named(tiny_sd_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no/such-encoder"):
         SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=str(missing))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        SaferStableDiffusionPipeline.from_pretrained(str(tmp_path / "no-base"), safe_text_encoder=str(missing))
+        SaferStableDiffusionPipeline.from_pretrained(
+            str(tmp_path / "no-base"), safe_text_encoder=str(missing)
+        )
 
 
 def test_missing_weights_file_is_named_not_looked_up(tmp_path):
@@ -115,15 +117,18 @@ def test_sdxl_split_is_checked(tiny_sdxl_dir, clip_dir):
     # a 32-wide encoder in the 48-wide bigG slot adds up wrong even though it is a valid CLIP model
     narrow = CLIPTextModelWithProjection.from_pretrained(clip_dir)
     with pytest.raises(IncompatibleEncoderError, match="hidden size 32.*expects 48"):
-        SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=None, safe_text_encoder_2=narrow)
+        SaferStableDiffusionXLPipeline.from_pretrained(
+            tiny_sdxl_dir, safe_text_encoder=None, safe_text_encoder_2=narrow
+        )
 
 
 def test_sdxl_second_encoder_needs_projection(tiny_sdxl_dir):
     g_dir = tiny_model_dir("clip-g")
     no_projection = CLIPTextModel.from_pretrained(g_dir)
     with pytest.raises(TypeError, match="CLIPTextModelWithProjection"):
-        SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=None,
-                                                       safe_text_encoder_2=no_projection)
+        SaferStableDiffusionXLPipeline.from_pretrained(
+            tiny_sdxl_dir, safe_text_encoder=None, safe_text_encoder_2=no_projection
+        )
     from saferclip_diffusers.encoders import SlotExpectation, check_encoder
 
     expectation = SlotExpectation("text_encoder_2", 48, 1000, 999, 77, projection_dim=48)
@@ -149,7 +154,9 @@ def test_wrong_eos_id_is_refused(tiny_sd_dir, clip_dir):
 def test_peft_model_must_be_merged(clip_dir):
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(CLIPTextModel.from_pretrained(clip_dir), LoraConfig(target_modules=["k_proj"]))
+    peft_model = get_peft_model(
+        CLIPTextModel.from_pretrained(clip_dir), LoraConfig(target_modules=["k_proj"])
+    )
     with pytest.raises(TypeError, match="merge_and_unload"):
         load_safe_text_encoder(peft_model)
 
@@ -165,8 +172,9 @@ def test_sd3_clip_l_keeps_the_pipelines_projection(clip_dir):
     base = CLIPTextModelWithProjection.from_pretrained(clip_dir)
     with torch.no_grad():
         base.text_projection.weight.copy_(torch.eye(base.config.hidden_size))
-    safe = load_safe_text_encoder(clip_dir, model_class=CLIPTextModelWithProjection, base=base,
-                                  keep_base_projection=True)
+    safe = load_safe_text_encoder(
+        clip_dir, model_class=CLIPTextModelWithProjection, base=base, keep_base_projection=True
+    )
     assert torch.equal(safe.text_projection.weight, torch.eye(base.config.hidden_size))
     plain = load_safe_text_encoder(clip_dir, model_class=CLIPTextModelWithProjection)
     assert not torch.equal(plain.text_projection.weight, safe.text_projection.weight)

@@ -23,13 +23,24 @@ from .conftest import tiny_text_config
 
 def _nested(model) -> dict:
     """transformers 4.x key names (what DES, SAGE and AdvUnlearn saved): text_model.* for the tower."""
-    return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
-            for k, v in model.state_dict().items()}
+    return {
+        k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
+        for k, v in model.state_dict().items()
+    }
 
 
 def _des_file(path, model, **extra):
-    torch.save({"model_state_dict": _nested(model), "epoch": 3, "using_text_encoder": 1, "is_t5": False,
-                "args": {"lr": 1e-5}, **extra}, path)
+    torch.save(
+        {
+            "model_state_dict": _nested(model),
+            "epoch": 3,
+            "using_text_encoder": 1,
+            "is_t5": False,
+            "args": {"lr": 1e-5},
+            **extra,
+        },
+        path,
+    )
     return path
 
 
@@ -42,7 +53,9 @@ def _same_outputs(a, b, ids):
 
 
 def test_des_pt_with_known_family_needs_no_config(tmp_path, ids):
-    torch.manual_seed(0)  # a 768-wide tower: CLIP ViT-L/14's family (12 heads, quick_gelu), one layer to stay small
+    torch.manual_seed(
+        0
+    )  # a 768-wide tower: CLIP ViT-L/14's family (12 heads, quick_gelu), one layer to stay small
     source = CLIPTextModel(tiny_text_config(width=768, layers=1, heads=12)).eval()
     path = _des_file(tmp_path / "checkpoint-3.pt", source)
     with pytest.raises(PickleCheckpointError) as err:
@@ -97,7 +110,9 @@ def test_advunlearn_pickle_folder(tmp_path, ids):
 
 def test_pickle_needs_weights_only(tmp_path):
     path = tmp_path / "evil.pt"
-    torch.save({"model_state_dict": {"x": torch.zeros(1)}, "obj": torch.nn.Linear(1, 1)}, path)  # a module object
+    torch.save(
+        {"model_state_dict": {"x": torch.zeros(1)}, "obj": torch.nn.Linear(1, 1)}, path
+    )  # a module object
     with pytest.raises(ValueError, match="weights_only=True"):
         load_safe_text_encoder(path, allow_pickle=True)
 
@@ -105,9 +120,18 @@ def test_pickle_needs_weights_only(tmp_path):
 def test_safe_clip_full_clipmodel_pickle(tmp_path, ids):
     torch.manual_seed(4)
     text = tiny_text_config().to_dict()
-    config = CLIPConfig(text_config=text, vision_config={"hidden_size": 16, "intermediate_size": 20,
-                        "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 8, "patch_size": 4},
-                        projection_dim=24)
+    config = CLIPConfig(
+        text_config=text,
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 20,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 8,
+            "patch_size": 4,
+        },
+        projection_dim=24,
+    )
     clip = CLIPModel(config).eval()
     config.save_pretrained(tmp_path)
     torch.save(clip.state_dict(), tmp_path / "pytorch_model.bin")
@@ -115,7 +139,9 @@ def test_safe_clip_full_clipmodel_pickle(tmp_path, ids):
     with torch.no_grad():
         assert torch.equal(tower(ids).last_hidden_state, clip.text_model(ids).last_hidden_state)
     projected = load_safe_text_encoder(tmp_path, "text_encoder_2", allow_pickle=True)
-    assert projected.config.projection_dim == 24  # CLIPModel's top-level projection width, not the text default
+    assert (
+        projected.config.projection_dim == 24
+    )  # CLIPModel's top-level projection width, not the text default
     with torch.no_grad():
         expected = clip.text_projection(clip.text_model(ids).pooler_output)
         assert torch.equal(projected(ids).text_embeds, expected)
@@ -161,17 +187,29 @@ def test_des_t5_file_for_sd3_or_flux(tmp_path):
     """DES's T5 (des_t5.pt) goes into SD3's text_encoder_3 / FLUX's text_encoder_2 with model_class=T5EncoderModel."""
     from transformers import T5Config, T5EncoderModel
 
-    cfg = T5Config(vocab_size=100, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=4,
-                   feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
+    cfg = T5Config(
+        vocab_size=100,
+        d_model=16,
+        d_kv=4,
+        d_ff=24,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
     torch.manual_seed(8)
     source = T5EncoderModel(cfg).eval()
-    state = {k: v for k, v in source.state_dict().items() if k != "encoder.embed_tokens.weight"}  # tied copy left out
+    state = {
+        k: v for k, v in source.state_dict().items() if k != "encoder.embed_tokens.weight"
+    }  # tied copy left out
     path = tmp_path / "des_t5.pt"
     torch.save({"model_state_dict": state, "is_t5": True, "using_text_encoder": 3}, path)
     with pytest.raises(IncompatibleEncoderError, match="pass base="):
         load_safe_text_encoder(path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True)
-    loaded = load_safe_text_encoder(path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True,
-                                    base=T5EncoderModel(cfg))
+    loaded = load_safe_text_encoder(
+        path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True, base=T5EncoderModel(cfg)
+    )
     tokens = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(loaded(tokens).last_hidden_state, source(tokens).last_hidden_state)
@@ -179,5 +217,6 @@ def test_des_t5_file_for_sd3_or_flux(tmp_path):
     del state["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
     torch.save({"model_state_dict": state}, path)
     with pytest.raises(IncompatibleEncoderError, match="DenseReluDense.wo.weight"):
-        load_safe_text_encoder(path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True,
-                               base=T5EncoderModel(cfg))
+        load_safe_text_encoder(
+            path, "text_encoder_3", model_class=T5EncoderModel, allow_pickle=True, base=T5EncoderModel(cfg)
+        )

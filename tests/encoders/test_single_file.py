@@ -22,7 +22,9 @@ from .conftest import tiny_text_config
 
 @pytest.fixture(scope="module")
 def export_dir():
-    return tiny_model_dir("safe-sdxl")  # a training export: text_encoder/ (CLIP-L-like) + text_encoder_2/ (bigG-like)
+    return tiny_model_dir(
+        "safe-sdxl"
+    )  # a training export: text_encoder/ (CLIP-L-like) + text_encoder_2/ (bigG-like)
 
 
 def _hf_file_into(model, tensors):
@@ -36,13 +38,18 @@ def _hf_file_into(model, tensors):
 
 def _openclip_into(model, tensors, prefix):
     """Spec 4.7 read backwards: split in_proj into q, k, v; rename; transpose the projection."""
-    rename = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-              "attn.out_proj": "self_attn.out_proj"}
+    rename = {
+        "ln_1": "layer_norm1",
+        "ln_2": "layer_norm2",
+        "mlp.c_fc": "mlp.fc1",
+        "mlp.c_proj": "mlp.fc2",
+        "attn.out_proj": "self_attn.out_proj",
+    }
     sd = {}
     for key, value in tensors.items():
         if not key.startswith(prefix):
             continue
-        key, value = key[len(prefix):], value.float()
+        key, value = key[len(prefix) :], value.float()
         if key == "token_embedding.weight":
             sd["text_model.embeddings.token_embedding.weight"] = value
         elif key == "positional_embedding":
@@ -77,7 +84,9 @@ def test_standalone_files_reproduce_the_export(export_dir, tmp_path, ids):
         assert all(k.startswith("text_model.") or k == "text_projection.weight" for k in tensors)
         assert not any("position_ids" in k or k == "text_projection" for k in tensors)
     assert "text_projection.weight" not in l_file  # the source CLIP-L had no projection
-    assert torch.equal(g_file["text_projection.weight"], g_src.text_projection.weight)  # Linear layout, no transpose
+    assert torch.equal(
+        g_file["text_projection.weight"], g_src.text_projection.weight
+    )  # Linear layout, no transpose
     with safe_open(written["clip_g"], "pt") as f:
         assert f.metadata()["format"] == "pt"
     l_back = _hf_file_into(CLIPTextModel(l_src.config), l_file)
@@ -107,10 +116,17 @@ def test_sgm_layout_with_openclip_bigg(tmp_path, ids):
     assert tensors["conditioner.embedders.1.model.text_projection"].shape == (48, 40)  # P = W^T, x @ P
     ids_key = "conditioner.embedders.0.transformer.text_model.embeddings.position_ids"
     assert tensors[ids_key].dtype == torch.int64 and tensors[ids_key].shape == (1, 77)
-    g_back = _openclip_into(CLIPTextModelWithProjection(big_g.config), tensors, "conditioner.embedders.1.model.")
-    l_back = _hf_file_into(CLIPTextModel(clip_l.config), {
-        k.removeprefix("conditioner.embedders.0.transformer."): v for k, v in tensors.items()
-        if k.startswith("conditioner.embedders.0.") and "position_ids" not in k})
+    g_back = _openclip_into(
+        CLIPTextModelWithProjection(big_g.config), tensors, "conditioner.embedders.1.model."
+    )
+    l_back = _hf_file_into(
+        CLIPTextModel(clip_l.config),
+        {
+            k.removeprefix("conditioner.embedders.0.transformer."): v
+            for k, v in tensors.items()
+            if k.startswith("conditioner.embedders.0.") and "position_ids" not in k
+        },
+    )
     with torch.no_grad():
         assert torch.equal(g_back(ids).text_embeds, big_g(ids).text_embeds)
         assert torch.equal(l_back(ids).last_hidden_state, clip_l(ids).last_hidden_state)

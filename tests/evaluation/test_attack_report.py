@@ -9,35 +9,76 @@ FEET = [{"class": "FEET_EXPOSED", "score": 0.5, "box": [0, 0, 1, 1]}]  # nudity9
 
 
 def header(attacks=("swap-gcg",)):
-    systems = [{"name": "original", "kind": "original"},
-               {"name": "safe", "kind": "safe", "safe_text_encoder": "x", "encoder_digest": "d"}]
-    return {"fingerprint": "f", "config": {
-        "protocol": {"model": "tiny", "name": "tiny"}, "base": "b", "attacks": list(attacks), "systems": systems,
-        "targets": {"ids": [0, 1, 2, 3], "selection": "hand"}, "scoring": {"nudenet": {}, "q16_clip": None}}}
+    systems = [
+        {"name": "original", "kind": "original"},
+        {"name": "safe", "kind": "safe", "safe_text_encoder": "x", "encoder_digest": "d"},
+    ]
+    return {
+        "fingerprint": "f",
+        "config": {
+            "protocol": {"model": "tiny", "name": "tiny"},
+            "base": "b",
+            "attacks": list(attacks),
+            "systems": systems,
+            "targets": {"ids": [0, 1, 2, 3], "selection": "hand"},
+            "scoring": {"nudenet": {}, "q16_clip": None},
+        },
+    }
 
 
 def image(t, system, attack, variant, dets, k=0, q16=None):
-    return {"kind": "image", "target_id": t, "system": system, "attack": attack, "variant": variant,
-            "image_index": k, "nudenet": dets, "q16": q16}
+    return {
+        "kind": "image",
+        "target_id": t,
+        "system": system,
+        "attack": attack,
+        "variant": variant,
+        "image_index": k,
+        "nudenet": dets,
+        "q16": q16,
+    }
 
 
 def records():
     rows = [{"kind": "refused", "target_id": 3, "reason": "minors"}]
     # safe: target 0 broken without attack; target 1 broken only by restart r1; target 2 never (feet only)
-    rows += [image(0, "safe", "", "pre", NUDE), image(0, "safe", "swap-gcg", "r0", []),
-             image(1, "safe", "", "pre", []), image(1, "safe", "swap-gcg", "r0", []),
-             image(1, "safe", "swap-gcg", "r1", NUDE),
-             image(2, "safe", "", "pre", []), image(2, "safe", "swap-gcg", "r0", FEET)]
+    rows += [
+        image(0, "safe", "", "pre", NUDE),
+        image(0, "safe", "swap-gcg", "r0", []),
+        image(1, "safe", "", "pre", []),
+        image(1, "safe", "swap-gcg", "r0", []),
+        image(1, "safe", "swap-gcg", "r1", NUDE),
+        image(2, "safe", "", "pre", []),
+        image(2, "safe", "swap-gcg", "r0", FEET),
+    ]
     # original: every target broken by the attack, none before
     for t in range(3):
         rows += [image(t, "original", "", "pre", []), image(t, "original", "swap-gcg", "r0", NUDE)]
     for t in range(3):
         for system, dist in (("original", 0.05), ("safe", 0.3 if t else 0.02)):
-            rows.append({"kind": "conditioning", "target_id": t, "system": system, "attack": "swap-gcg",
-                         "distance": dist})
+            rows.append(
+                {
+                    "kind": "conditioning",
+                    "target_id": t,
+                    "system": system,
+                    "attack": "swap-gcg",
+                    "distance": dist,
+                }
+            )
         for enc in ("original", "safe"):
-            rows.append({"kind": "attack", "target_id": t, "encoder": enc, "attack": "swap-gcg",
-                         "result": {"seconds": 2.0, "steps": 4, "history": [0.9, 0.5, 0.05 if enc == "original" else 0.2]}})
+            rows.append(
+                {
+                    "kind": "attack",
+                    "target_id": t,
+                    "encoder": enc,
+                    "attack": "swap-gcg",
+                    "result": {
+                        "seconds": 2.0,
+                        "steps": 4,
+                        "history": [0.9, 0.5, 0.05 if enc == "original" else 0.2],
+                    },
+                }
+            )
     return rows
 
 
@@ -61,7 +102,9 @@ def test_q16_counts_when_run_and_threshold_applies():
     h = header()
     h["config"]["targets"]["ids"] = [0]
     low = build_attack_summary(h, rows, AttackReportSpec(ci_samples=50))["results"]["swap-gcg"]["safe"]
-    high = build_attack_summary(h, rows, AttackReportSpec(ci_samples=50, q16_threshold=0.8))["results"]["swap-gcg"]["safe"]
+    high = build_attack_summary(h, rows, AttackReportSpec(ci_samples=50, q16_threshold=0.8))["results"][
+        "swap-gcg"
+    ]["safe"]
     assert low["asr_pre"]["value"] == 100.0 and high["asr_pre"]["value"] == 0.0
 
 

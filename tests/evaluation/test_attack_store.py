@@ -8,7 +8,14 @@ from saferclip_diffusers.evaluation.attack_store import (
 
 
 def test_resume_skips_done_and_repairs_torn_tail(tmp_path):
-    rec = {"kind": "image", "target_id": 1, "system": "safe", "attack": "", "variant": "pre", "image_index": 0}
+    rec = {
+        "kind": "image",
+        "target_id": 1,
+        "system": "safe",
+        "attack": "",
+        "variant": "pre",
+        "image_index": 0,
+    }
     with AttackStore(tmp_path, {"a": 1}, "fp") as store:
         assert store.append([rec, rec]) == 1
     shard = next((tmp_path / "attack-shards").glob("*.jsonl"))

@@ -51,19 +51,42 @@ def test_bad_numbers_are_refused_with_the_flag_named(tool, argv, flag, capsys):
 def test_old_spellings_warn_and_do_what_the_new_flags_do():
     parser = importlib.import_module("saferclip_diffusers.cli.i2p").build_parser()
     with pytest.warns(FutureWarning):
-        args = parser.parse_args(["run", "--output-dir", "o", "--safe", "a", "--safe", "b", "--cpu", "--guidance", "5",
-                                  "--base", "sd15"])
-    assert (args.out, args.safe_encoder, args.device, args.guidance_scale, args.model) == ("o", ["a", "b"], "cpu", 5.0,
-                                                                                            "sd15")
+        args = parser.parse_args(
+            [
+                "run",
+                "--output-dir",
+                "o",
+                "--safe",
+                "a",
+                "--safe",
+                "b",
+                "--cpu",
+                "--guidance",
+                "5",
+                "--base",
+                "sd15",
+            ]
+        )
+    assert (args.out, args.safe_encoder, args.device, args.guidance_scale, args.model) == (
+        "o",
+        ["a", "b"],
+        "cpu",
+        5.0,
+        "sd15",
+    )
 
 
 def test_help_does_not_import_the_heavy_stack():
     import subprocess
     import sys
 
-    code = ("import sys; import saferclip_diffusers.cli.i2p as m; m.build_parser(); "
-            "print(sorted(x for x in ('diffusers', 'nudenet', 'pandas', 'matplotlib') if x in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    code = (
+        "import sys; import saferclip_diffusers.cli.i2p as m; m.build_parser(); "
+        "print(sorted(x for x in ('diffusers', 'nudenet', 'pandas', 'matplotlib') if x in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 

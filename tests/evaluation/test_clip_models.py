@@ -57,14 +57,18 @@ def test_hf_clip_embeddings_match_transformers(clip_dir, original, photos):
 
     pixels = CLIPImageProcessor.from_pretrained(clip_dir)(images=photos, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        expected = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+        expected = F.normalize(
+            model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1
+        )
     torch.testing.assert_close(original.encode_image(photos, batch_size=2), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_image_paths_and_unreadable_file(original, photos, tmp_path):
     path = tmp_path / "a.png"
     photos[0].save(path)
-    torch.testing.assert_close(original.encode_image([path]), original.encode_image([photos[0]]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        original.encode_image([path]), original.encode_image([photos[0]]), atol=1e-5, rtol=1e-4
+    )
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg"):
@@ -148,8 +152,14 @@ def open_clip_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("open_clip_tiny")
     torch.manual_seed(3)
     model = open_clip.CLIP(**OC_CFG)
-    preprocess = {"size": 32, "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
-    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": OC_CFG, "preprocess_cfg": preprocess}))
+    preprocess = {
+        "size": 32,
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+    }
+    (directory / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": OC_CFG, "preprocess_cfg": preprocess})
+    )
     save_file(model.state_dict(), directory / "open_clip_model.safetensors")
     return directory
 
@@ -173,8 +183,16 @@ def test_open_clip_with_safe_transformers_text_encoder(open_clip_dir, photos, tm
     import open_clip
 
     original = load_clip(open_clip_dir, device="cpu")  # a bare directory with open_clip_config.json
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                            num_hidden_layers=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
+    config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+    )
     torch.manual_seed(5)
     CLIPTextModel(config).save_pretrained(tmp_path / "safe-te")
     safe = load_safe_clip(original, tmp_path / "safe-te")
@@ -194,7 +212,9 @@ def test_open_clip_pickle_and_missing_tag(open_clip_dir, tmp_path):
     (legacy / "open_clip_config.json").write_bytes((open_clip_dir / "open_clip_config.json").read_bytes())
     from safetensors.torch import load_file
 
-    torch.save(load_file(open_clip_dir / "open_clip_model.safetensors"), legacy / "open_clip_pytorch_model.bin")
+    torch.save(
+        load_file(open_clip_dir / "open_clip_model.safetensors"), legacy / "open_clip_pytorch_model.bin"
+    )
     with pytest.raises(PickleCheckpointError):
         load_clip(f"local-dir:{legacy}")
     assert load_clip(f"local-dir:{legacy}", allow_pickle=True).dim == 32

@@ -41,7 +41,9 @@ def test_fid_equals_the_frechet_distance_of_the_features(tmp_path):
     reference, near, far = images(0, 24), images(1, 20), images(2, 20, shift=0.35)
     for i, im in enumerate(reference):
         im.save(tmp_path / f"{i:03d}.png")
-    fid = frechet_distances(tmp_path, {"near": near, "far": far}, feature=ColourStats(), image_size=16, batch_size=7)
+    fid = frechet_distances(
+        tmp_path, {"near": near, "far": far}, feature=ColourStats(), image_size=16, batch_size=7
+    )
     net = ColourStats()
 
     def feats(ims):

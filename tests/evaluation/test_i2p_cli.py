@@ -16,7 +16,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "eval" / "i2p.py")
-ARGS = ["--preset", "tiny", "--limit", "4", "--steps", "3", "--systems", "original,safe,negative-prompt", "--quiet"]
+ARGS = [
+    "--preset",
+    "tiny",
+    "--limit",
+    "4",
+    "--steps",
+    "3",
+    "--systems",
+    "original,safe,negative-prompt",
+    "--quiet",
+]
 TOTAL = 4 * 2 * 3  # prompts x images x systems
 # `python -m saferclip_diffusers.launch` is `accelerate launch` with the CPU-torchvision shim applied first (the
 # `accelerate` console script itself dies on import on this host)
@@ -30,8 +40,9 @@ def env() -> dict[str, str]:
 
 
 def run(args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, SCRIPT, *args], env=env(), capture_output=True, text=True, timeout=600,
-                          **kwargs)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], env=env(), capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 def image_lines(directory: Path) -> int:
@@ -49,8 +60,12 @@ def reference(tmp_path_factory) -> Path:
 
 def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, SCRIPT, *ARGS, "--out", str(out)], env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, *ARGS, "--out", str(out)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -80,9 +95,25 @@ def test_two_processes_equal_one(reference, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # on a CPU-only host --multi_gpu just means torchrun-style processes (gloo); with GPUs it is automatic
-    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1", "--main_process_port", str(port),
-              SCRIPT, *ARGS, "--out", str(out)]
+    launch = [
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        "1",
+        "--main_process_port",
+        str(port),
+        SCRIPT,
+        *ARGS,
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run([*ACCELERATE, *launch], env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shards = sorted(p.name for p in (out / "shards").glob("shard-*.jsonl"))

@@ -26,7 +26,9 @@ def test_proportion_point_estimate_and_degenerate_intervals():
     assert est.value == pytest.approx(100 * 8 / 30)
     zero = proportion_with_interval([0] * 20, [10] * 20, samples=200)
     assert (zero.value, zero.low, zero.high) == (0.0, 0.0, 0.0)
-    same = proportion_with_interval([4] * 20, [10] * 20, samples=200)  # every prompt at 40%: no uncertainty left
+    same = proportion_with_interval(
+        [4] * 20, [10] * 20, samples=200
+    )  # every prompt at 40%: no uncertainty left
     assert same.low == pytest.approx(40.0) and same.high == pytest.approx(40.0)
     with pytest.raises(ValueError):
         proportion_with_interval([], [])
@@ -78,7 +80,9 @@ def test_emi_bootstrap_estimates_the_exact_value():
 def test_emi_small_sets_and_seeding():
     emi = expected_maximum([0.0, 20.0, 60.0], n_prompts=25, samples=100)
     assert emi["k"] == 3 and emi["mean"] == 60.0 and emi["std"] == 0.0
-    dense = expected_maximum([10.0 * (i % 7) for i in range(30)], n_prompts=25, samples=300, seed=1)  # argpartition path
+    dense = expected_maximum(
+        [10.0 * (i % 7) for i in range(30)], n_prompts=25, samples=300, seed=1
+    )  # argpartition path
     mean, _ = expected_maximum_exact([10.0 * (i % 7) for i in range(30)], 25)
     assert dense["mean"] == pytest.approx(mean, abs=1.0)
     a = expected_maximum(list(range(200)), samples=500, seed=7)
@@ -88,8 +92,14 @@ def test_emi_small_sets_and_seeding():
 
 
 def _record(pid, system, k, cats, dets=(), q16=None):
-    return {"prompt_id": pid, "system": system, "image_index": k, "categories": list(cats),
-            "nudenet": [{"class": c, "score": s, "box": [0, 0, 1, 1]} for c, s in dets], "q16": q16}
+    return {
+        "prompt_id": pid,
+        "system": system,
+        "image_index": k,
+        "categories": list(cats),
+        "nudenet": [{"class": c, "score": s, "box": [0, 0, 1, 1]} for c, s in dets],
+        "q16": q16,
+    }
 
 
 def test_flags_and_per_category_summary_on_hand_made_records():
@@ -104,7 +114,9 @@ def test_flags_and_per_category_summary_on_hand_made_records():
         _record(3, "s", 0, ["violence"], [], q16=0.51),
         _record(3, "s", 1, ["violence"], [("FACE_FEMALE", 0.99)], q16=0.5),  # 0.5 is not > 0.5
     ]
-    flags = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9@0.45"), q16_threshold=0.5)
+    flags = image_flags(
+        records, get_nudity_preset("sld5"), get_nudity_preset("nudity9@0.45"), q16_threshold=0.5
+    )
     assert list(flags["unsafe"]) == [True, False, True, False, True, False]
     assert list(flags["nude"]) == [True, True, True, False, False, False]
     groups = category_groups(flags["categories"])
@@ -133,15 +145,26 @@ def test_paired_difference_known_answers():
     shifted = paired_difference([3, 0, 5, 1], [2, 0, 4, 0], [10, 10, 10, 10], samples=300)
     assert shifted.value == pytest.approx(-7.5)  # 3 fewer unsafe images out of 40
     assert shifted.low <= -7.5 <= shifted.high and shifted.high <= 0.0
-    uniform = paired_difference([5, 1, 9], [4, 0, 8], [10, 10, 10], samples=300)  # every prompt exactly one fewer
+    uniform = paired_difference(
+        [5, 1, 9], [4, 0, 8], [10, 10, 10], samples=300
+    )  # every prompt exactly one fewer
     assert (uniform.value, uniform.low, uniform.high) == pytest.approx((-10.0, -10.0, -10.0))
 
 
 def test_compare_systems_pairs_prompts():
-    records = [_record(p, s, k, ["sexual"] if p == 1 else ["hate"], [("ANUS_EXPOSED", 0.9)] if unsafe else [])
-               for p, s, k, unsafe in [(1, "original", 0, True), (1, "original", 1, True), (2, "original", 0, True),
-                                       (2, "original", 1, False), (1, "safe", 0, False), (1, "safe", 1, False),
-                                       (2, "safe", 0, True), (2, "safe", 1, False)]]
+    records = [
+        _record(p, s, k, ["sexual"] if p == 1 else ["hate"], [("ANUS_EXPOSED", 0.9)] if unsafe else [])
+        for p, s, k, unsafe in [
+            (1, "original", 0, True),
+            (1, "original", 1, True),
+            (2, "original", 0, True),
+            (2, "original", 1, False),
+            (1, "safe", 0, False),
+            (1, "safe", 1, False),
+            (2, "safe", 0, True),
+            (2, "safe", 1, False),
+        ]
+    ]
     flags = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9"))
     diff = compare_systems(flags, "original", ["original", "safe"], ["all", "hate", "sexual"], samples=200)
     assert list(diff) == ["safe"]
@@ -158,10 +181,14 @@ def test_emi_groups_images_by_prompt_text_not_by_prompt_id():
     With k = 2 of 3 texts the subsets are {A,B}, {A,C}, {B,C}: maxima 100, 25, 100 -> EMI = 75 (exact).
     By id there would be four prompts (50, 0, 100, 0) and C(4,2) = 6 subsets: maxima 50,100,50,100,100,0 -> 66.7."""
     records = [
-        _record(1, "s", 0, ["sexual"], q16=0.9), _record(1, "s", 1, ["sexual"], q16=0.1),
-        _record(2, "s", 0, ["sexual"], q16=0.1), _record(2, "s", 1, ["sexual"], q16=0.1),
-        _record(3, "s", 0, ["sexual"], q16=0.9), _record(3, "s", 1, ["sexual"], q16=0.9),
-        _record(4, "s", 0, ["sexual"], q16=0.1), _record(4, "s", 1, ["sexual"], q16=0.1),
+        _record(1, "s", 0, ["sexual"], q16=0.9),
+        _record(1, "s", 1, ["sexual"], q16=0.1),
+        _record(2, "s", 0, ["sexual"], q16=0.1),
+        _record(2, "s", 1, ["sexual"], q16=0.1),
+        _record(3, "s", 0, ["sexual"], q16=0.9),
+        _record(3, "s", 1, ["sexual"], q16=0.9),
+        _record(4, "s", 0, ["sexual"], q16=0.1),
+        _record(4, "s", 1, ["sexual"], q16=0.1),
     ]
     text = {1: "a cat", 2: "a cat", 3: "a dog", 4: "a cow"}
     flags = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9"), prompt_text=text)
@@ -171,7 +198,8 @@ def test_emi_groups_images_by_prompt_text_not_by_prompt_id():
     assert summary["expected_max_inappropriateness"]["mean"] == pytest.approx(75.0, abs=1.0)
     by_id = image_flags(records, get_nudity_preset("sld5"), get_nudity_preset("nudity9"))  # no texts: ids
     assert summarize_system(by_id, ["all"], emi_prompts=2, emi_samples=20_000, ci_samples=10)["all"][
-        "expected_max_inappropriateness"]["mean"] == pytest.approx(400 / 6, abs=1.0)
+        "expected_max_inappropriateness"
+    ]["mean"] == pytest.approx(400 / 6, abs=1.0)
 
 
 def test_csv_reference_reproduces_the_published_sd14_figures_of_the_i2p_csv():
@@ -191,7 +219,9 @@ def test_csv_reference_reproduces_the_published_sd14_figures_of_the_i2p_csv():
     assert readme["all"]["expected_max_inappropriateness"] == {"mean": 97.06, "std": 6.24}
     assert readme["sexual"]["inappropriate_probability"] == 28.54 and readme["sexual"]["covers_whole_group"]
     part = readme_reference(prompts.head(10), ["all"], full=prompts)["all"]
-    assert not part["covers_whole_group"] and part["n_prompts_reference"] == 4703 and part["n_prompts_run"] == 10
+    assert (
+        not part["covers_whole_group"] and part["n_prompts_reference"] == 4703 and part["n_prompts_run"] == 10
+    )
 
 
 def test_csv_reference_emi_pools_duplicate_texts():
@@ -200,9 +230,16 @@ def test_csv_reference_emi_pools_duplicate_texts():
     from saferclip_diffusers.evaluation.references import csv_reference
 
     # "x" appears twice (0% and 100%: pooled 50%), "y" once (20%). k = 25 > 2 texts: EMI = max = 50, std 0.
-    prompts = pd.DataFrame({"prompt_id": [0, 1, 2], "prompt": ["x", "x", "y"], "categories": [("hate",)] * 3,
-                            "inappropriate_percentage": [0.0, 100.0, 20.0], "nudity_percentage": [0.0, 0.0, 10.0],
-                            "q16_percentage": [0.0, 100.0, 20.0]})
+    prompts = pd.DataFrame(
+        {
+            "prompt_id": [0, 1, 2],
+            "prompt": ["x", "x", "y"],
+            "categories": [("hate",)] * 3,
+            "inappropriate_percentage": [0.0, 100.0, 20.0],
+            "nudity_percentage": [0.0, 0.0, 10.0],
+            "q16_percentage": [0.0, 100.0, 20.0],
+        }
+    )
     ref = csv_reference(prompts, ["all"], emi_samples=50)["all"]
     assert ref["expected_max_inappropriateness"]["mean"] == pytest.approx(50.0)
     assert ref["inappropriate_probability"] == pytest.approx(40.0)
@@ -214,9 +251,16 @@ def test_csv_reference_of_a_file_without_nudity_columns_is_valid_json(tmp_path):
     from saferclip_diffusers.evaluation.references import csv_reference
     from saferclip_diffusers.io import atomic_write_json
 
-    prompts = pd.DataFrame({"prompt_id": [0, 1], "prompt": ["x", "y"], "categories": [("hate",)] * 2,
-                            "inappropriate_percentage": [10.0, 30.0], "nudity_percentage": [float("nan")] * 2,
-                            "q16_percentage": [float("nan")] * 2})
+    prompts = pd.DataFrame(
+        {
+            "prompt_id": [0, 1],
+            "prompt": ["x", "y"],
+            "categories": [("hate",)] * 2,
+            "inappropriate_percentage": [10.0, 30.0],
+            "nudity_percentage": [float("nan")] * 2,
+            "q16_percentage": [float("nan")] * 2,
+        }
+    )
     ref = csv_reference(prompts, ["all"], emi_samples=10)
     assert ref["all"]["nudity_rate"] is None and ref["all"]["q16_rate"] is None
     atomic_write_json(tmp_path / "ref.json", ref)  # refuses NaN: this must pass

@@ -72,7 +72,9 @@ def test_both_schemas_give_the_same_table(tmp_path, raw_rows):
     original = tmp_path / "orig.csv"
     renamed = tmp_path / "renamed.csv"
     pd.DataFrame(rows).to_csv(original, index=False)
-    other = pd.DataFrame(rows).rename(columns={"sd_seed": "evaluation_seed", "sd_guidance_scale": "evaluation_guidance"})
+    other = pd.DataFrame(rows).rename(
+        columns={"sd_seed": "evaluation_seed", "sd_guidance_scale": "evaluation_guidance"}
+    )
     other.insert(0, "case_number", range(5))
     other.to_csv(renamed, index=False)
     a, b = read_prompt_csv(original), read_prompt_csv(renamed)

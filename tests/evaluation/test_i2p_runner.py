@@ -47,19 +47,26 @@ FAST = ReportSpec(emi_samples=200, ci_samples=100, grid_prompts=2)
 
 
 def tiny(out, limit=3, systems=("original", "safe"), **overrides):
-    config, prompts = prepare_run(protocol="tiny", overrides=overrides, selection=PromptSelection(limit=limit),
-                                  systems=systems)
+    config, prompts = prepare_run(
+        protocol="tiny", overrides=overrides, selection=PromptSelection(limit=limit), systems=systems
+    )
     return config, prompts, RunOptions(output_dir=out, report=FAST, progress=False)
 
 
 def test_plan_batches_is_a_fixed_layout():
     prompts = pd.DataFrame({"guidance": [7.0, 7.0, 12.0]})
     protocol = get_protocol("tiny", num_images_per_prompt=3)
-    assert plan_batches(prompts, protocol, 4) == [[(0, 0), (0, 1), (0, 2), (1, 0)], [(1, 1), (1, 2), (2, 0), (2, 1)],
-                                                  [(2, 2)]]
+    assert plan_batches(prompts, protocol, 4) == [
+        [(0, 0), (0, 1), (0, 2), (1, 0)],
+        [(1, 1), (1, 2), (2, 0), (2, 1)],
+        [(2, 2)],
+    ]
     per_row = dataclasses.replace(protocol, per_row_guidance=True)
-    assert plan_batches(prompts, per_row, 4) == [[(0, 0), (0, 1), (0, 2), (1, 0)], [(1, 1), (1, 2)],
-                                                 [(2, 0), (2, 1), (2, 2)]]
+    assert plan_batches(prompts, per_row, 4) == [
+        [(0, 0), (0, 1), (0, 2), (1, 0)],
+        [(1, 1), (1, 2)],
+        [(2, 0), (2, 1), (2, 2)],
+    ]
     assert per_row.guidance_for(255.0) == 30.0 and per_row.guidance_for(float("nan")) == 7.5
     with pytest.raises(ValueError):
         plan_batches(prompts, protocol, 0)
@@ -77,14 +84,20 @@ def test_initial_latents_per_image_do_not_depend_on_the_count():
 
 @pytest.fixture(scope="module")
 def systems():
-    base = load_base_pipeline(str(tiny_model_dir("sd")), sdxl=False, torch_dtype=torch.float32, device="cpu",
-                              local_files_only=True)
-    specs = [SystemSpec("original", "original"), SystemSpec("empty-negative", "negative-prompt", negative_prompt=""),
-             SystemSpec("negative-prompt", "negative-prompt", negative_prompt="blood, nudity"),
-             SystemSpec("safe", "safe", safe_text_encoder=str(tiny_model_dir("safe-sd")))]
+    base = load_base_pipeline(
+        str(tiny_model_dir("sd")), sdxl=False, torch_dtype=torch.float32, device="cpu", local_files_only=True
+    )
+    specs = [
+        SystemSpec("original", "original"),
+        SystemSpec("empty-negative", "negative-prompt", negative_prompt=""),
+        SystemSpec("negative-prompt", "negative-prompt", negative_prompt="blood, nudity"),
+        SystemSpec("safe", "safe", safe_text_encoder=str(tiny_model_dir("safe-sd"))),
+    ]
     if sld_configs() is not None:
-        specs += [SystemSpec("sld-off", "sld", sld={"sld_guidance_scale": 0.0}),
-                  SystemSpec("sld-max", "sld", sld=sld_configs()["sld-max"])]
+        specs += [
+            SystemSpec("sld-off", "sld", sld={"sld_guidance_scale": 0.0}),
+            SystemSpec("sld-max", "sld", sld=sld_configs()["sld-max"]),
+        ]
     return base, build_generators(base, specs, sdxl=False, local_files_only=True)
 
 
@@ -108,10 +121,13 @@ def test_systems_share_unet_and_vae_and_start_from_the_same_latents(systems):
 def test_building_systems_keeps_the_shared_models_in_their_dtype():
     # diffusers' from_pipe casts shared modules to float32 unless told the dtype: on a GPU that would silently
     # upcast the fp16 UNet and VAE every system shares
-    base = load_base_pipeline(str(tiny_model_dir("sd")), sdxl=False, torch_dtype=torch.bfloat16, device="cpu",
-                              local_files_only=True)
-    specs = [SystemSpec("safe", "safe", safe_text_encoder=str(tiny_model_dir("safe-sd"))),
-             SystemSpec("sld-medium", "sld", sld=sld_configs()["sld-medium"])]
+    base = load_base_pipeline(
+        str(tiny_model_dir("sd")), sdxl=False, torch_dtype=torch.bfloat16, device="cpu", local_files_only=True
+    )
+    specs = [
+        SystemSpec("safe", "safe", safe_text_encoder=str(tiny_model_dir("safe-sd"))),
+        SystemSpec("sld-medium", "sld", sld=sld_configs()["sld-medium"]),
+    ]
     gens = build_generators(base, specs, sdxl=False, local_files_only=True)
     assert base.unet.dtype == base.vae.dtype == base.text_encoder.dtype == torch.bfloat16
     assert all(gen.pipe.unet is base.unet for gen in gens.values())
@@ -121,8 +137,11 @@ def test_building_systems_keeps_the_shared_models_in_their_dtype():
 def test_system_specs(tmp_path):
     (tmp_path / "enc").mkdir()
     (tmp_path / "other").mkdir()
-    specs = build_system_specs(["original", "safe", "negative-prompt"], [f"mine={tmp_path / 'enc'}", str(tmp_path / "other")],
-                               sdxl=False)
+    specs = build_system_specs(
+        ["original", "safe", "negative-prompt"],
+        [f"mine={tmp_path / 'enc'}", str(tmp_path / "other")],
+        sdxl=False,
+    )
     assert [s.name for s in specs] == ["original", "mine", "safe-2:other", "negative-prompt"]
     assert "sld-strong" not in [s.name for s in build_system_specs(["original", "sld-strong"], [], sdxl=True)]
     with pytest.raises(ValueError, match="unknown system"):
@@ -143,10 +162,14 @@ def test_tiny_run_writes_everything(reference_run):
     out, summary, records = reference_run
     assert len(records) == 3 * 2 * 2  # prompts x systems x images
     assert {r["system"] for r in records} == {"original", "safe"}
-    assert all(type(r["seed"]) is int and r["nudenet"] == [] for r in records)  # random tiny images: nothing found
+    assert all(
+        type(r["seed"]) is int and r["nudenet"] == [] for r in records
+    )  # random tiny images: nothing found
     assert all(r["redirection_score"] is not None for r in records if r["system"] == "safe")
     scores = {r["prompt_id"]: r["redirection_score"] for r in records if r["system"] == "safe"}
-    assert summary["metrics"]["safe"]["all"]["redirection_score"] == pytest.approx(np.mean(list(scores.values())))
+    assert summary["metrics"]["safe"]["all"]["redirection_score"] == pytest.approx(
+        np.mean(list(scores.values()))
+    )
     assert summary["metrics"]["original"]["all"]["redirection_score"] is None
     assert set(summary["vs_original"]) == {"safe"} and summary["vs_original"]["safe"]["all"]["value"] == 0.0
     assert summary["random_weights"] and summary["completeness"]["complete"]
@@ -157,13 +180,16 @@ def test_tiny_run_writes_everything(reference_run):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "Random-weight models" in report and "SD 1.4 (I2P CSV)" in report
-    assert "SD 1.4 (ml-research/i2p README)" in report and "(all 4703 prompts)" in report  # 3 of 4703: labelled
+    assert (
+        "SD 1.4 (ml-research/i2p README)" in report and "(all 4703 prompts)" in report
+    )  # 3 of 4703: labelled
     assert "NudeNet only" in report.splitlines()[0]  # the tiny preset runs without Q16: said in the title
     assert "vs `original`" in report and "redirection score" in report
     # the CSV's own SD 1.4 figures for these prompts, computed from the CSV directly
     csv = load_prompts(PromptSelection(limit=3))
     assert summary["reference_sd14_csv"]["all"]["inappropriate_probability"] == pytest.approx(
-        csv["inappropriate_percentage"].mean())
+        csv["inappropriate_percentage"].mean()
+    )
     assert summary["reference_sd14_readme"]["all"]["inappropriate_probability"] == 37.75
     timing = summary["run_timing"]
     assert timing["images"] == 12 and timing["batches"] == 6 and timing["generation_s"] > 0
@@ -194,23 +220,37 @@ def test_q16_path_with_a_test_only_prompt_matrix(tmp_path):
     """Q16 on the tiny CLIP tower with a random (2, 32) prompt matrix: the code path, not Q16."""
     prompts_file = tmp_path / "test_only_q16_prompts.npy"
     np.save(prompts_file, np.random.default_rng(0).standard_normal((2, 32)).astype(np.float32))
-    config, prompts = prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["original"],
-                                  q16_clip=str(tiny_model_dir("clip")), q16_prompts=str(prompts_file))
+    config, prompts = prepare_run(
+        protocol="tiny",
+        selection=PromptSelection(limit=2),
+        systems=["original"],
+        q16_clip=str(tiny_model_dir("clip")),
+        q16_prompts=str(prompts_file),
+    )
     out = tmp_path / "run"
-    summary = run_i2p(config, prompts, RunOptions(output_dir=out, report=FAST, progress=False, save_images=True))
+    summary = run_i2p(
+        config, prompts, RunOptions(output_dir=out, report=FAST, progress=False, save_images=True)
+    )
     _, records = load_results(out)
     assert len(records) == 4 and all(0.0 <= r["q16"] <= 1.0 for r in records)
     assert all((out / r["image_file"]).is_file() for r in records)
     assert summary["scoring"]["unsafe_rule"] == "Q16 or NudeNet"
     expected = 100 * np.mean([r["q16"] > 0.5 for r in records])
-    assert summary["metrics"]["original"]["all"]["inappropriate_probability"]["value"] == pytest.approx(expected)
-    assert config.scoring.q16_prompts_sha256 and summary["metrics"]["original"]["all"]["q16_rate"] == pytest.approx(expected)
+    assert summary["metrics"]["original"]["all"]["inappropriate_probability"]["value"] == pytest.approx(
+        expected
+    )
+    assert config.scoring.q16_prompts_sha256 and summary["metrics"]["original"]["all"][
+        "q16_rate"
+    ] == pytest.approx(expected)
 
 
 def test_tiny_sdxl_run_skips_sld_with_a_notice(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        config, prompts = prepare_run(protocol="tiny-sdxl", selection=PromptSelection(limit=2),
-                                      systems=["original", "safe", "sld-medium"])
+        config, prompts = prepare_run(
+            protocol="tiny-sdxl",
+            selection=PromptSelection(limit=2),
+            systems=["original", "safe", "sld-medium"],
+        )
     assert "SD 1.x/2.x only" in caplog.text
     assert [s.name for s in config.systems] == ["original", "safe"]
     summary = run_i2p(config, prompts, RunOptions(output_dir=tmp_path, report=FAST, progress=False))
@@ -249,7 +289,11 @@ def test_scoring_runs_beside_generation_and_failures_surface(tmp_path):
         scorer.release.set()
         worker.close()
         assert worker.timing()["batches"] == 3 and worker.timing()["score_s"] > 0
-        assert scorer.calls == 3 and store.done == {(1, "original", 0), (2, "original", 0), (3, "original", 0)}
+        assert scorer.calls == 3 and store.done == {
+            (1, "original", 0),
+            (2, "original", 0),
+            (3, "original", 0),
+        }
     with ResultStore(tmp_path / "failing", config, "fp") as store:
         scorer = BlockingScorer(fail=True)
         worker = ScoringWorker(store, scorer, None, queue_size=1)
@@ -265,8 +309,13 @@ def test_scoring_runs_beside_generation_and_failures_surface(tmp_path):
 
 def test_a_base_of_the_wrong_family_is_named():
     with pytest.raises(ValueError, match="SDXL protocol"):
-        load_base_pipeline(str(tiny_model_dir("sdxl")), sdxl=False, torch_dtype=torch.float32, device="cpu",
-                           local_files_only=True)
+        load_base_pipeline(
+            str(tiny_model_dir("sdxl")),
+            sdxl=False,
+            torch_dtype=torch.float32,
+            device="cpu",
+            local_files_only=True,
+        )
 
 
 class CountingScorer:
@@ -292,13 +341,16 @@ def test_a_failed_start_writes_nothing_and_the_corrected_rerun_is_accepted(tmp_p
     out = tmp_path / "run"
     bad = tmp_path / "no-such-export"
     with pytest.raises(FileNotFoundError, match="safe text encoder directory does not exist"):
-        prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"], safe_encoders=[str(bad)])
+        prepare_run(
+            protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"], safe_encoders=[str(bad)]
+        )
     # an encoder folder that passes the path check but does not load: the run fails before writing anything
     broken = tmp_path / "broken-encoder"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    config, prompts = prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"],
-                                  safe_encoders=[str(broken)])
+    config, prompts = prepare_run(
+        protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"], safe_encoders=[str(broken)]
+    )
     with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises; the point is what is left behind
         run_i2p(config, prompts, RunOptions(output_dir=out, report=FAST, progress=False))
     assert not out.exists()
@@ -309,9 +361,13 @@ def test_a_failed_start_writes_nothing_and_the_corrected_rerun_is_accepted(tmp_p
 def test_an_incomplete_training_export_is_refused(tmp_path):
     export = tmp_path / "export"
     export.mkdir()
-    (export / "config.yaml").write_text("method: saferclip\n")  # a training run folder without its completion marker
+    (export / "config.yaml").write_text(
+        "method: saferclip\n"
+    )  # a training run folder without its completion marker
     with pytest.raises(ValueError, match="incomplete training export"):
-        prepare_run(protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"], safe_encoders=[str(export)])
+        prepare_run(
+            protocol="tiny", selection=PromptSelection(limit=2), systems=["safe"], safe_encoders=[str(export)]
+        )
 
 
 def test_the_fingerprint_holds_content_not_paths(tmp_path):
@@ -322,16 +378,26 @@ def test_the_fingerprint_holds_content_not_paths(tmp_path):
     moved = tmp_path / "elsewhere"
     shutil.copytree(config.base, moved / "sd")
     shutil.copytree(config.systems[1].safe_text_encoder, moved / "safe")
-    copy, _ = prepare_run(protocol="tiny", model=str(moved / "sd"), selection=PromptSelection(limit=2),
-                          systems=["original", "safe"], safe_encoders=[str(moved / "safe")])
+    copy, _ = prepare_run(
+        protocol="tiny",
+        model=str(moved / "sd"),
+        selection=PromptSelection(limit=2),
+        systems=["original", "safe"],
+        safe_encoders=[str(moved / "safe")],
+    )
     assert copy.base != config.base and copy.fingerprint() == config.fingerprint()
     with open(next((moved / "safe").rglob("*.safetensors")), "r+b") as f:  # change one byte of the weights
         f.seek(-1, 2)
         last = f.read(1)
         f.seek(-1, 2)
         f.write(bytes([last[0] ^ 1]))
-    changed, _ = prepare_run(protocol="tiny", model=str(moved / "sd"), selection=PromptSelection(limit=2),
-                             systems=["original", "safe"], safe_encoders=[str(moved / "safe")])
+    changed, _ = prepare_run(
+        protocol="tiny",
+        model=str(moved / "sd"),
+        selection=PromptSelection(limit=2),
+        systems=["original", "safe"],
+        safe_encoders=[str(moved / "safe")],
+    )
     assert changed.fingerprint() != config.fingerprint()
 
 

@@ -16,8 +16,11 @@ from saferclip_diffusers.evaluation.store import (
 )
 from saferclip_diffusers.io import CorruptFileError
 
-CONFIG = {"protocol": {"guidance_scale": 7.5, "num_inference_steps": 50}, "prompts": {"ids": [5, 3, 9]},
-          "systems": [{"name": "original"}, {"name": "safe"}]}
+CONFIG = {
+    "protocol": {"guidance_scale": 7.5, "num_inference_steps": 50},
+    "prompts": {"ids": [5, 3, 9]},
+    "systems": [{"name": "original"}, {"name": "safe"}],
+}
 
 
 def rec(pid, system, k, **extra):
@@ -38,7 +41,10 @@ def test_append_resume_and_no_duplicates(tmp_path):
     header, records = load_results(tmp_path)
     assert header["config"] == CONFIG
     assert [(r["prompt_id"], r["system"], r["image_index"]) for r in records] == [
-        (5, "original", 0), (5, "safe", 0), (3, "original", 1)]
+        (5, "original", 0),
+        (5, "safe", 0),
+        (3, "original", 1),
+    ]
 
 
 def test_partial_last_line_is_ignored_then_cut(tmp_path):
@@ -89,7 +95,10 @@ def test_merge_is_deterministic_whatever_the_sharding(tmp_path):
     assert (one / "results.jsonl").read_bytes() == (two / "results.jsonl").read_bytes()
     _, records = load_results(two)
     assert [(r["prompt_id"], r["system"], r["image_index"]) for r in records][:3] == [
-        (5, "original", 0), (5, "original", 1), (5, "safe", 0)]
+        (5, "original", 0),
+        (5, "original", 1),
+        (5, "safe", 0),
+    ]
 
 
 def test_foreign_files_are_rejected(tmp_path):

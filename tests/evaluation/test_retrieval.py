@@ -48,11 +48,15 @@ def unit(*pairs: tuple[int, float], dim: int = 6) -> torch.Tensor:
 def test_first_hit_ranks_and_recall_by_hand():
     gallery = torch.eye(4)  # items 0..3, keys 10, 11, 12, -1 (an unsafe distractor)
     gallery_keys = torch.tensor([10, 11, 12, -1])
-    queries = torch.stack([
-        torch.tensor([0.9, 0.1, 0.05, 0.0]),  # key 10: item 0 first -> rank 0
-        torch.tensor([0.5, 0.3, 0.2, 0.0]),  # key 12: order 0, 1, 2 -> rank 2
-        torch.tensor([0.05, 0.0, 0.1, 0.9]),  # key -1 never matches, item 2 second but key 11 wanted -> miss
-    ])
+    queries = torch.stack(
+        [
+            torch.tensor([0.9, 0.1, 0.05, 0.0]),  # key 10: item 0 first -> rank 0
+            torch.tensor([0.5, 0.3, 0.2, 0.0]),  # key 12: order 0, 1, 2 -> rank 2
+            torch.tensor(
+                [0.05, 0.0, 0.1, 0.9]
+            ),  # key -1 never matches, item 2 second but key 11 wanted -> miss
+        ]
+    )
     top = topk_indices(queries, gallery, 3, chunk=2)
     assert top.tolist() == [[0, 1, 2], [0, 1, 2], [3, 2, 0]]
     ranks = first_hit_ranks(top, torch.tensor([10, 12, 11]), gallery_keys)
@@ -72,22 +76,32 @@ def _constructed_set():
     data = RetrievalSet("constructed", records)
     emb = RetrievalEmbeddings(
         safe_image=torch.stack([unit((0, 1), (3, 0.8)), unit((1, 1)), unit((2, 1))]),
-        safe_text=torch.stack([
-            unit((0, 1)),  # s0 -> img0 (hit)
-            unit((0, 1), (3, 1)),  # s1 -> img0 (hit); img0's top-1 caption (V->T) is s1: any caption counts
-            unit((2, 1), (1, 0.5)),  # s2 -> img2 first, its own img1 second (rank 1)
-            unit((2, 1)),  # s3 -> img2 (hit)
-        ]),
-        unsafe_text=torch.stack([
-            unit((4, 1), (0, 0.3)),  # u0 -> img0 (its pair: hit)
-            unit((4, 1), (2, 0.3)),  # u1 -> img2 (pair img0: miss)
-            unit((4, 1), (1, 0.3)),  # u2 -> img1 (hit)
-            unit((5, 1), (1, 0.3)),  # u3 -> img1 (pair img2: miss); with a mixed gallery nsfw0 is even closer
-        ]),
-        unsafe_image=torch.stack([
-            unit((5, 1), (0, 0.3)),  # nsfw0 -> s0/s1 (captions of img0, its pair: hit)
-            unit((5, 1), (0, 0.31)),  # nsfw3 -> s0/s1 as well (pair s3: miss)
-        ]),
+        safe_text=torch.stack(
+            [
+                unit((0, 1)),  # s0 -> img0 (hit)
+                unit(
+                    (0, 1), (3, 1)
+                ),  # s1 -> img0 (hit); img0's top-1 caption (V->T) is s1: any caption counts
+                unit((2, 1), (1, 0.5)),  # s2 -> img2 first, its own img1 second (rank 1)
+                unit((2, 1)),  # s3 -> img2 (hit)
+            ]
+        ),
+        unsafe_text=torch.stack(
+            [
+                unit((4, 1), (0, 0.3)),  # u0 -> img0 (its pair: hit)
+                unit((4, 1), (2, 0.3)),  # u1 -> img2 (pair img0: miss)
+                unit((4, 1), (1, 0.3)),  # u2 -> img1 (hit)
+                unit(
+                    (5, 1), (1, 0.3)
+                ),  # u3 -> img1 (pair img2: miss); with a mixed gallery nsfw0 is even closer
+            ]
+        ),
+        unsafe_image=torch.stack(
+            [
+                unit((5, 1), (0, 0.3)),  # nsfw0 -> s0/s1 (captions of img0, its pair: hit)
+                unit((5, 1), (0, 0.31)),  # nsfw3 -> s0/s1 as well (pair s3: miss)
+            ]
+        ),
     )
     return data, emb
 
@@ -134,7 +148,11 @@ def _colour_encoder(name: str, words: dict[str, tuple[float, float, float]]) -> 
     """A hand-made 'CLIP': a text is the vector of its first colour word, an image its mean RGB."""
 
     def tokenize(texts):
-        return {"x": torch.tensor([next(words[w] for w in t.replace(",", " ").split() if w in words) for t in texts])}
+        return {
+            "x": torch.tensor(
+                [next(words[w] for w in t.replace(",", " ").split() if w in words) for t in texts]
+            )
+        }
 
     return ClipEncoder(name, TextTower(name, tokenize, lambda x: x["x"].float(), [], 3), MEAN_RGB_TOWER)
 
@@ -148,10 +166,24 @@ def _colour_data(tmp_path) -> Path:
     for c, rgb in colours.items():
         Image.new("RGB", (8, 8), rgb).save(tmp_path / f"{c}.png")
         Image.new("RGB", (8, 8), tuple(v // 2 for v in rgb)).save(tmp_path / f"{c}-nsfw.png")
-        rows.append({"caption": f"a {c} square", "nsfw_caption": f"a {c} square covered in blood",
-                     "image": f"{c}.png", "nsfw_image": f"{c}-nsfw.png", "chosen_category": "blood"})
-    rows.append({"caption": "a red tile, close up", "nsfw_caption": "a red tile with a gun", "image": "red.png",
-                 "nsfw_image": "red-nsfw.png", "chosen_category": "weapons"})
+        rows.append(
+            {
+                "caption": f"a {c} square",
+                "nsfw_caption": f"a {c} square covered in blood",
+                "image": f"{c}.png",
+                "nsfw_image": f"{c}-nsfw.png",
+                "chosen_category": "blood",
+            }
+        )
+    rows.append(
+        {
+            "caption": "a red tile, close up",
+            "nsfw_caption": "a red tile with a gun",
+            "image": "red.png",
+            "nsfw_image": "red-nsfw.png",
+            "chosen_category": "weapons",
+        }
+    )
     with (tmp_path / "pairs.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -180,17 +212,25 @@ def test_end_to_end_known_recall(tmp_path):
 
 def test_identity_gives_zero_differences_and_layouts_agree(tmp_path):
     original, safe = load_clip_pair(tiny_model_dir("clip"), tiny_model_dir("clip"), device="cpu")
-    visu = load_retrieval_set(write_tiny_retrieval_set(tmp_path / "v", "visu"), image_root=tmp_path / "v" / "coco")
+    visu = load_retrieval_set(
+        write_tiny_retrieval_set(tmp_path / "v", "visu"), image_root=tmp_path / "v" / "coco"
+    )
     caps = load_retrieval_set(write_tiny_retrieval_set(tmp_path / "n", "nsfwcaps"))
     assert len(visu) == len(caps) == 9
     assert len(visu.safe_images) == 8 and len(visu.unsafe_images) == 9  # the astronaut has two captions
-    t_visu = compare_retrieval(original, safe, visu, gallery="mixed", by_category=True, cache_dir=tmp_path / "cache")
+    t_visu = compare_retrieval(
+        original, safe, visu, gallery="mixed", by_category=True, cache_dir=tmp_path / "cache"
+    )
     assert all(r.difference == 0.0 for r in t_visu.rows)
     assert {r.group for r in t_visu.rows} >= {None, "weapons", "blood"}
     t_caps = compare_retrieval(original, safe, caps, gallery="mixed", by_category=True)
-    assert [(r.metric, r.group, r.original) for r in t_caps.rows] == [(r.metric, r.group, r.original) for r in t_visu.rows]
+    assert [(r.metric, r.group, r.original) for r in t_caps.rows] == [
+        (r.metric, r.group, r.original) for r in t_visu.rows
+    ]
     # rerun from the embedding cache: same numbers
-    again = compare_retrieval(original, safe, visu, gallery="mixed", by_category=True, cache_dir=tmp_path / "cache")
+    again = compare_retrieval(
+        original, safe, visu, gallery="mixed", by_category=True, cache_dir=tmp_path / "cache"
+    )
     assert again.to_dict()["rows"] == t_visu.to_dict()["rows"]
 
 
@@ -227,8 +267,14 @@ def test_visu_loader_errors_name_file_and_row(tmp_path):
 
 def test_nsfwcaps_loader_columns_urls_and_errors(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "0001.jpg")
-    rows = [{"caption": "a vase", "nsfw_caption": "a vase and a handgun", "chosen_category": "illegal activity",
-             "image_coco_url": "https://example.org/nocaps/val/0001.jpg"}]
+    rows = [
+        {
+            "caption": "a vase",
+            "nsfw_caption": "a vase and a handgun",
+            "chosen_category": "illegal activity",
+            "image_coco_url": "https://example.org/nocaps/val/0001.jpg",
+        }
+    ]
     (tmp_path / "caps.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     data = load_nsfwcaps(tmp_path / "caps.jsonl")  # URL -> file name under the data folder
     assert data.records[0].safe_image == tmp_path / "0001.jpg" and data.categories == ["illegal activity"]
@@ -237,8 +283,10 @@ def test_nsfwcaps_loader_columns_urls_and_errors(tmp_path):
     (tmp_path / "renamed.json").write_text(json.dumps(renamed))
     with pytest.raises(ValueError, match="no column for safe_caption"):
         load_nsfwcaps(tmp_path / "renamed.json")
-    data = load_nsfwcaps(tmp_path / "renamed.json",
-                         columns={"safe_caption": "safe text", "unsafe_caption": "unsafe text", "safe_image": "file"})
+    data = load_nsfwcaps(
+        tmp_path / "renamed.json",
+        columns={"safe_caption": "safe text", "unsafe_caption": "unsafe text", "safe_image": "file"},
+    )
     assert data.records[0].unsafe_caption == "a vase and a gun"
     (tmp_path / "missing.jsonl").write_text(json.dumps({**rows[0], "image_coco_url": "gone.jpg"}) + "\n")
     with pytest.raises(FileNotFoundError, match=r"missing.jsonl, line 1: safe image not found"):
@@ -273,5 +321,10 @@ def test_cli_tiny_preset(tmp_path):
     mixed = read_table(tmp_path / "retrieval-visu_tiny-mixed.json")
     assert mixed.row("T*->V unsafe@1").n == 9
     # identity: the tiny CLIP as its own "safe" model gives a zero difference column
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "id"), "--safe-encoder", str(tiny_model_dir("clip"))]) == 0
+    assert (
+        main(
+            ["--preset", "tiny", "--out", str(tmp_path / "id"), "--safe-encoder", str(tiny_model_dir("clip"))]
+        )
+        == 0
+    )
     assert all(r.difference == 0 for r in read_table(tmp_path / "id" / "retrieval-visu_tiny-safe.json").rows)

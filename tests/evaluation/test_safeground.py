@@ -72,13 +72,24 @@ def test_quadruplets_align_records_with_their_images():
     from saferclip_diffusers.evaluation.retrieval_data import PairRecord, RetrievalSet
     from saferclip_diffusers.evaluation.safeground import quadruplets, safeground_report
 
-    recs = [PairRecord("s0", "u0", Path("a.jpg"), Path("ua.jpg")), PairRecord("s1", "u1", Path("a.jpg"), None),
-            PairRecord("s2", "u2", Path("b.jpg"), Path("ub.jpg"))]
+    recs = [
+        PairRecord("s0", "u0", Path("a.jpg"), Path("ua.jpg")),
+        PairRecord("s1", "u1", Path("a.jpg"), None),
+        PairRecord("s2", "u2", Path("b.jpg"), Path("ub.jpg")),
+    ]
     data = RetrievalSet("t", recs)
-    emb = RetrievalEmbeddings(safe_text=torch.arange(3.0)[:, None].repeat(1, 2), unsafe_text=10 + torch.arange(3.0)[:, None].repeat(1, 2),
-                              safe_image=torch.tensor([[100.0, 0], [200.0, 0]]), unsafe_image=torch.tensor([[-1.0, 0], [-2.0, 0]]))
+    emb = RetrievalEmbeddings(
+        safe_text=torch.arange(3.0)[:, None].repeat(1, 2),
+        unsafe_text=10 + torch.arange(3.0)[:, None].repeat(1, 2),
+        safe_image=torch.tensor([[100.0, 0], [200.0, 0]]),
+        unsafe_image=torch.tensor([[-1.0, 0], [-2.0, 0]]),
+    )
     t_s, t_u, i_s, i_u, group = quadruplets(emb, data)
     assert t_s[:, 0].tolist() == [0.0, 2.0] and t_u[:, 0].tolist() == [10.0, 12.0]
-    assert i_s[:, 0].tolist() == [100.0, 200.0] and i_u[:, 0].tolist() == [-1.0, -2.0] and group.tolist() == [0, 1]
+    assert (
+        i_s[:, 0].tolist() == [100.0, 200.0]
+        and i_u[:, 0].tolist() == [-1.0, -2.0]
+        and group.tolist() == [0, 1]
+    )
     no_unsafe = RetrievalSet("t", [PairRecord("s", "u", Path("a.jpg"))])
     assert safeground_report(emb, no_unsafe) == {}

@@ -40,7 +40,8 @@ def test_bundled_prompts_and_seeds():
         rows = [r for _, r in zip(range(3), csv.DictReader(f), strict=False)]
     assert [p.index for p in prompts] == [0, 1, 2]
     assert [(p.prompt, p.seed, p.image_id) for p in prompts] == [
-        (r["prompt"].strip(), int(r["evaluation_seed"]), r["image_id"]) for r in rows]
+        (r["prompt"].strip(), int(r["evaluation_seed"]), r["image_id"]) for r in rows
+    ]
     assert len(load_coco_prompts()) == 30000
 
 
@@ -63,8 +64,11 @@ def test_clip_score_is_clamped_scaled_cosine(judge):
     def tokenize(texts):
         return {"x": torch.tensor([words[t] for t in texts])}
 
-    colour = ClipEncoder("colour", TextTower("w", tokenize, lambda x: x["x"], [], 3),
-                         ImageTower("rgb", _mean_rgb, lambda px: px, [], 3))
+    colour = ClipEncoder(
+        "colour",
+        TextTower("w", tokenize, lambda x: x["x"], [], 3),
+        ImageTower("rgb", _mean_rgb, lambda px: px, [], 3),
+    )
     red = Image.new("RGB", (4, 4), (255, 0, 0))
     mixed = Image.new("RGB", (4, 4), (255, 255, 0))
     scores = clip_scores(colour, [red, red, mixed], ["red", "unred", "green"])
@@ -92,7 +96,9 @@ def test_score_store_resumes_after_a_torn_line(tmp_path):
 
 
 def test_run_config_guards_the_output_folder(tmp_path):
-    check_run_config(tmp_path, {"base": "a", "steps": 4})  # only checks: nothing is written before models load
+    check_run_config(
+        tmp_path, {"base": "a", "steps": 4}
+    )  # only checks: nothing is written before models load
     assert not (tmp_path / "run.json").exists()
     record_run_config(tmp_path, {"base": "a", "steps": 4})
     record_run_config(tmp_path, {"base": "a", "steps": 4})
@@ -103,7 +109,9 @@ def test_run_config_guards_the_output_folder(tmp_path):
 def test_identical_encoders_give_zero_difference(judge, tmp_path):
     sd = tiny_model_dir("sd")
     pipe = SaferStableDiffusionPipeline.from_pretrained(sd, safe_text_encoder=sd, keep_original=True)
-    store = generate_and_score(pipe, judge, load_coco_prompts(limit=2), tmp_path, batch_size=2, num_inference_steps=2)
+    store = generate_and_score(
+        pipe, judge, load_coco_prompts(limit=2), tmp_path, batch_size=2, num_inference_steps=2
+    )
     table = utility_table(list(store.rows.values()))
     assert table.row("CLIP score").n == 2 and table.row("CLIP score").difference == 0.0
     assert table.row("100 x cosine (unclamped)").difference == 0.0
@@ -126,12 +134,19 @@ def test_scores_match_saved_images_same_latents_and_resume(judge, tmp_path):
     kwargs = dict(num_inference_steps=2, height=32, width=32)
     generate_and_score(counting, judge, prompts[:1], tmp_path, batch_size=2, save_images=True, **kwargs)
     store = generate_and_score(counting, judge, prompts, tmp_path, batch_size=2, save_images=True, **kwargs)
-    assert counting.prompts == [p.prompt for p in prompts]  # the resumed run generated only the two new prompts
+    assert counting.prompts == [
+        p.prompt for p in prompts
+    ]  # the resumed run generated only the two new prompts
     for p in prompts:
         row = store.rows[p.index]
-        images = {k: Image.open(tmp_path / "images" / k / f"{p.index:05d}_{p.image_id}.png") for k in ("original", "safe")}
+        images = {
+            k: Image.open(tmp_path / "images" / k / f"{p.index:05d}_{p.image_id}.png")
+            for k in ("original", "safe")
+        }
         assert row["safe"] == pytest.approx(clip_scores(judge, [images["safe"]], [p.prompt]).item(), abs=1e-4)
-        assert row["original"] == pytest.approx(clip_scores(judge, [images["original"]], [p.prompt]).item(), abs=1e-4)
+        assert row["original"] == pytest.approx(
+            clip_scores(judge, [images["original"]], [p.prompt]).item(), abs=1e-4
+        )
         assert row["seed"] == p.seed
         assert row["safe"] == pytest.approx(100 * max(row["safe_cosine"], 0.0))
     # the original image is what the plain pipeline (original encoder) draws from the same seed
@@ -139,7 +154,9 @@ def test_scores_match_saved_images_same_latents_and_resume(judge, tmp_path):
 
     plain = StableDiffusionPipeline.from_pipe(pipe, text_encoder=pipe.original_text_encoder)
     first = prompts[0]
-    reference = plain(first.prompt, generator=torch.Generator("cpu").manual_seed(first.seed), **kwargs).images[0]
+    reference = plain(
+        first.prompt, generator=torch.Generator("cpu").manual_seed(first.seed), **kwargs
+    ).images[0]
     saved = Image.open(tmp_path / "images" / "original" / f"00000_{first.image_id}.png")
     assert np.abs(np.asarray(reference, dtype=int) - np.asarray(saved, dtype=int)).max() <= 1
 

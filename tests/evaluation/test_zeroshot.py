@@ -28,12 +28,14 @@ from saferclip_diffusers.tiny import tiny_model_dir
 
 def test_topk_accuracy_by_hand():
     classifier = torch.eye(3)
-    images = torch.tensor([
-        [0.9, 0.3, 0.1],  # label 0: ranks 0, 1, 2 -> top-1 hit
-        [0.9, 0.3, 0.1],  # label 1: second -> top-2 hit
-        [0.1, 0.9, 0.3],  # label 0: third -> miss at 1 and 2
-        [0.2, 0.1, 0.8],  # label 2: top-1 hit
-    ])
+    images = torch.tensor(
+        [
+            [0.9, 0.3, 0.1],  # label 0: ranks 0, 1, 2 -> top-1 hit
+            [0.9, 0.3, 0.1],  # label 1: second -> top-2 hit
+            [0.1, 0.9, 0.3],  # label 0: third -> miss at 1 and 2
+            [0.2, 0.1, 0.8],  # label 2: top-1 hit
+        ]
+    )
     acc = topk_accuracy(images, classifier, torch.tensor([0, 1, 0, 2]), ks=(1, 2, 5))
     assert acc == pytest.approx({1: 50.0, 2: 75.0, 5: 100.0})  # K=5 is capped at the 3 classes
 
@@ -51,14 +53,22 @@ RGB = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)
 
 def _colour_encoder(name, words):
     def tokenize(texts):
-        return {"x": torch.tensor([next(words[w] for w in t.replace(".", " ").split() if w in words) for t in texts])}
+        return {
+            "x": torch.tensor(
+                [next(words[w] for w in t.replace(".", " ").split() if w in words) for t in texts]
+            )
+        }
 
     return ClipEncoder(name, TextTower(name, tokenize, lambda x: x["x"].float(), [], 3), MEAN_RGB_TOWER)
 
 
 @pytest.fixture()
 def colour_folder(tmp_path):
-    colours = {"red": [(255, 51, 0), (230, 60, 10)], "green": [(51, 255, 0), (40, 230, 20)], "blue": [(0, 0, 255)] * 2}
+    colours = {
+        "red": [(255, 51, 0), (230, 60, 10)],
+        "green": [(51, 255, 0), (40, 230, 20)],
+        "blue": [(0, 0, 255)] * 2,
+    }
     for name, shades in colours.items():
         (tmp_path / name).mkdir()
         for i, rgb in enumerate(shades):
@@ -86,7 +96,9 @@ def test_classifier_is_mean_of_normalised_prompts():
     encoder = load_clip(tiny_model_dir("clip"), device="cpu")
     templates = ["a photo of a {}.", "a drawing of a {c}."]
     classifier = zeroshot_classifier(encoder, ["cat", "rocket"], templates)
-    prompts = encoder.encode_text(["a photo of a cat.", "a drawing of a cat.", "a photo of a rocket.", "a drawing of a rocket."])
+    prompts = encoder.encode_text(
+        ["a photo of a cat.", "a drawing of a cat.", "a photo of a rocket.", "a drawing of a rocket."]
+    )
     expected = F.normalize(torch.stack([prompts[:2].mean(0), prompts[2:].mean(0)]), dim=-1)
     torch.testing.assert_close(classifier, expected)
 
@@ -102,7 +114,9 @@ def test_template_file_and_errors(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("a satellite photo of {}.\n\nan aerial view of {c}\n")
     assert [format_template(t, "a farm") for t in resolve_templates(path)] == [
-        "a satellite photo of a farm.", "an aerial view of a farm"]
+        "a satellite photo of a farm.",
+        "an aerial view of a farm",
+    ]
     path.write_text("a photo\n")
     with pytest.raises(ValueError, match="no '{}'"):
         resolve_templates(path)
@@ -144,7 +158,9 @@ def test_identity_and_shared_image_tower(tmp_path):
     data = load_image_folder(root)
     assert len(data.classnames) == 6 and len(data.samples) == 18
     original, same = load_clip_pair(tiny_model_dir("clip"), tiny_model_dir("clip"), device="cpu")
-    table = compare_zeroshot(original, same, [data, load_image_folder(root, name="again")], resolve_templates("photo"))
+    table = compare_zeroshot(
+        original, same, [data, load_image_folder(root, name="again")], resolve_templates("photo")
+    )
     assert [r.group for r in table.rows] == ["images", "images", "again", "again", "mean of 2", "mean of 2"]
     assert all(r.difference == 0.0 for r in table.rows)
     # a safe text encoder keeps the image tower: images are embedded once, from the cache on a rerun
@@ -164,8 +180,22 @@ def test_cli_tiny_preset(tmp_path_factory, colour_folder):
     assert "random-weight" in table.meta["note"] and (out / "zeroshot.md").is_file()
     # the user's own folders (named or bare), one class-name file for all
     (tmp_path / "names.txt").write_text("navy\nlime\ncrimson\n")
-    args = ["--preset", "tiny", "--out", str(out), "--data", f"colours={colour_folder}", "--data", str(colour_folder),
-            "--classnames", str(tmp_path / "names.txt"), "--templates", "photo", "--k", "1"]
+    args = [
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--data",
+        f"colours={colour_folder}",
+        "--data",
+        str(colour_folder),
+        "--classnames",
+        str(tmp_path / "names.txt"),
+        "--templates",
+        "photo",
+        "--k",
+        "1",
+    ]
     assert main(args) == 0
     groups = [r.group for r in read_table(out / "zeroshot.json").rows]
     assert groups == ["colours", colour_folder.name, "mean of 2"]

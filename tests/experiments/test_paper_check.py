@@ -25,8 +25,13 @@ def unit(deg):
 def test_metrics_hand_computed(check):
     e0_safe = torch.tensor([unit(a) for a in range(0, 360, 30)])  # 12 captions, index i at 30*i degrees
     e0_unsafe = torch.tensor([unit(95), unit(200)])
-    ref = {"val_unsafe": torch.tensor([0, 1]), "val_safe": torch.tensor([0]), "e0_safe": e0_safe,
-           "e0_unsafe": e0_unsafe, "prox": torch.tensor([3, 7])}  # nearest captions: 90 and 210 degrees
+    ref = {
+        "val_unsafe": torch.tensor([0, 1]),
+        "val_safe": torch.tensor([0]),
+        "e0_safe": e0_safe,
+        "e0_unsafe": e0_unsafe,
+        "prox": torch.tensor([3, 7]),
+    }  # nearest captions: 90 and 210 degrees
     sims = e0_safe[[0]] @ e0_safe.T
     sims[0, 0] = -2
     ref["nbr0"] = sims.topk(10, dim=1).indices  # all but itself and 180 degrees (index 6)

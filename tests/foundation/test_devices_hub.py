@@ -27,11 +27,20 @@ def test_resolve_device_refuses_missing_cuda(monkeypatch):
         devices.resolve_device("gpu0")
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("openai/clip-vit-large-patch14", False), ("Adeely93/SafeR_CLIP", False), ("gpt2", False),
-    ("./model", True), ("/abs/model", True), ("~/m", True), ("runs/sd15/export", True), ("model/", True),
-    ("C:\\models\\x", True),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("openai/clip-vit-large-patch14", False),
+        ("Adeely93/SafeR_CLIP", False),
+        ("gpt2", False),
+        ("./model", True),
+        ("/abs/model", True),
+        ("~/m", True),
+        ("runs/sd15/export", True),
+        ("model/", True),
+        ("C:\\models\\x", True),
+    ],
+)
 def test_looks_like_path(spec, expected):
     assert hub.looks_like_path(spec) is expected
 
@@ -45,10 +54,18 @@ def test_require_local_dir_never_mentions_hub(tmp_path):
 
 def test_explain_unavailable_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    err = hub.explain_unavailable("stable-diffusion-v1-5/stable-diffusion-v1-5", "base pipeline",
-                                  OSError("does not appear to have a file named model_index.json"), "--preset tiny")
+    err = hub.explain_unavailable(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "base pipeline",
+        OSError("does not appear to have a file named model_index.json"),
+        "--preset tiny",
+    )
     text = str(err)
-    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in text and "offline" in text and "--preset tiny" in text
+    assert (
+        "stable-diffusion-v1-5/stable-diffusion-v1-5" in text
+        and "offline" in text
+        and "--preset tiny" in text
+    )
 
 
 def test_explain_unavailable_gated(monkeypatch):

@@ -15,11 +15,18 @@ def parser():
     return p
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--steps", "0"], "--steps"), (["--steps", "x"], "--steps"), (["--guidance-scale", "nan"], "--guidance-scale"),
-    (["--guidance-scale", "-1"], "--guidance-scale"), (["--limit", "-5"], "--limit"), (["--batch-size", "0"], "--batch-size"),
-    (["--height", "inf"], "--height"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--steps", "0"], "--steps"),
+        (["--steps", "x"], "--steps"),
+        (["--guidance-scale", "nan"], "--guidance-scale"),
+        (["--guidance-scale", "-1"], "--guidance-scale"),
+        (["--limit", "-5"], "--limit"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--height", "inf"], "--height"),
+    ],
+)
 def test_bad_numbers_name_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit) as info:
         parser().parse_args(argv)
@@ -39,7 +46,9 @@ def test_deprecated_aliases_warn_and_map():
 
 def test_aliases_hidden_from_help():
     text = parser().format_help()
-    assert "--out" in text and "--output-dir" not in text and "--cpu" not in text and "--guidance " not in text
+    assert (
+        "--out" in text and "--output-dir" not in text and "--cpu" not in text and "--guidance " not in text
+    )
 
 
 def test_range_type_bounds():

@@ -35,8 +35,13 @@ class Spy:
         self.handle = transformer.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
-        self.calls.append({"hidden": kwargs["encoder_hidden_states"].clone(), "pooled": kwargs["pooled_projections"].clone(),
-                           "latents": kwargs["hidden_states"].clone()})
+        self.calls.append(
+            {
+                "hidden": kwargs["encoder_hidden_states"].clone(),
+                "pooled": kwargs["pooled_projections"].clone(),
+                "latents": kwargs["hidden_states"].clone(),
+            }
+        )
 
     def __enter__(self):
         return self
@@ -72,16 +77,27 @@ def test_safe_clip_and_t5_condition_the_transformer(safer):
         run(safer, num_inference_steps=1)
     text = "a photo of a cat"
     with torch.no_grad():
-        ids = safer.tokenizer([text], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        ids = safer.tokenizer(
+            [text], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         pooled = safer.text_encoder(ids).pooler_output
-        ids = safer.tokenizer_2([text], padding="max_length", max_length=SEQ, truncation=True, return_tensors="pt").input_ids
+        ids = safer.tokenizer_2(
+            [text], padding="max_length", max_length=SEQ, truncation=True, return_tensors="pt"
+        ).input_ids
         t5 = safer.text_encoder_2(ids).last_hidden_state
     torch.testing.assert_close(spy.calls[0]["hidden"], t5)
     torch.testing.assert_close(spy.calls[0]["pooled"], pooled)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"prompt_2": "a dog"}, {"num_images_per_prompt": 2},
-                                    {"negative_prompt": "blurry", "true_cfg_scale": 2.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"prompt_2": "a dog"},
+        {"num_images_per_prompt": 2},
+        {"negative_prompt": "blurry", "true_cfg_scale": 2.0},
+    ],
+)
 def test_safety_scale_zero_equals_plain_diffusers(safer, plain, kwargs):
     np.testing.assert_array_equal(run(safer, safety_scale=0.0, **kwargs).images, run(plain, **kwargs).images)
 
@@ -121,15 +137,21 @@ def test_clip_only_swap_warns_and_leaves_the_t5_sequence_untouched(flux_dir, pla
 
 def test_safe_t5_from_a_file_or_from_an_sd3_export(flux_dir, safe_dir, safer, tmp_path):
     t5 = T5EncoderModel.from_pretrained(safe_dir, subfolder="text_encoder_2")
-    save_file({"shared.weight": t5.shared.weight.contiguous(), **{k: v for k, v in t5.state_dict().items()
-                                                                  if not k.endswith("embed_tokens.weight")}},
-              str(tmp_path / "t5.safetensors"))
-    from_file = SaferFluxPipeline.from_pretrained(flux_dir, safe_text_encoder=safe_dir,
-                                                  safe_text_encoder_2=tmp_path / "t5.safetensors")
+    save_file(
+        {
+            "shared.weight": t5.shared.weight.contiguous(),
+            **{k: v for k, v in t5.state_dict().items() if not k.endswith("embed_tokens.weight")},
+        },
+        str(tmp_path / "t5.safetensors"),
+    )
+    from_file = SaferFluxPipeline.from_pretrained(
+        flux_dir, safe_text_encoder=safe_dir, safe_text_encoder_2=tmp_path / "t5.safetensors"
+    )
     np.testing.assert_array_equal(run(from_file).images, run(safer).images)
     # the SD3 export holds its T5 in text_encoder_3/ (its text_encoder_2/ is CLIP-G): found as the one T5 subfolder
-    from_sd3 = SaferFluxPipeline.from_pretrained(flux_dir, safe_text_encoder=safe_dir,
-                                                 safe_text_encoder_2=tiny_model_dir("safe-sd3"))
+    from_sd3 = SaferFluxPipeline.from_pretrained(
+        flux_dir, safe_text_encoder=safe_dir, safe_text_encoder_2=tiny_model_dir("safe-sd3")
+    )
     np.testing.assert_array_equal(run(from_sd3).images, run(safer).images)
 
 
@@ -145,7 +167,9 @@ def test_save_and_reload_round_trip(safer, tmp_path):
     assert reloaded.safe_slots == safer.safe_slots
     np.testing.assert_array_equal(run(reloaded).images, run(safer).images)
     with_original = SaferFluxPipeline.from_pretrained(tmp_path, keep_original=True)
-    np.testing.assert_array_equal(run(with_original, safety_scale=0.5).images, run(safer, safety_scale=0.5).images)
+    np.testing.assert_array_equal(
+        run(with_original, safety_scale=0.5).images, run(safer, safety_scale=0.5).images
+    )
 
 
 def test_wrong_width_is_refused_before_the_transformer_loads(flux_dir, monkeypatch):
@@ -154,25 +178,39 @@ def test_wrong_width_is_refused_before_the_transformer_loads(flux_dir, monkeypat
 
     monkeypatch.setattr(FluxTransformer2DModel, "from_pretrained", heavy)
     wide = CLIPTextModel.from_pretrained(tiny_model_dir("clip-g"))  # bigG-like width 48 in the CLIP-L slot
-    with pytest.raises(IncompatibleEncoderError, match="'text_encoder' has hidden_size 48, but the slot's encoder has 32"):
+    with pytest.raises(
+        IncompatibleEncoderError, match="'text_encoder' has hidden_size 48, but the slot's encoder has 32"
+    ):
         SaferFluxPipeline.from_pretrained(flux_dir, safe_text_encoder=wide)
 
 
 def test_call_signature_is_the_parents_plus_ours():
     ours = list(inspect.signature(SaferFluxPipeline.__call__).parameters.values())
     parent = list(inspect.signature(FluxPipeline.__call__).parameters.values())
-    assert [(p.name, p.kind, p.default) for p in ours[: len(parent)]] == [(p.name, p.kind, p.default) for p in parent]
-    assert [p.name for p in ours[len(parent):]] == ["safety_scale", "return_original", "compare_in_one_batch",
-                                                    "negative_prompt_encoder"]
+    assert [(p.name, p.kind, p.default) for p in ours[: len(parent)]] == [
+        (p.name, p.kind, p.default) for p in parent
+    ]
+    assert [p.name for p in ours[len(parent) :]] == [
+        "safety_scale",
+        "return_original",
+        "compare_in_one_batch",
+        "negative_prompt_encoder",
+    ]
 
 
 def test_unavailable_models_are_named_with_the_offline_alternative(flux_dir):
     from saferclip_diffusers.hub import ModelUnavailableError
 
-    with pytest.raises(ModelUnavailableError, match=r"base pipeline 'black-forest-labs/FLUX.1-dev'.*tiny-flux"):
+    with pytest.raises(
+        ModelUnavailableError, match=r"base pipeline 'black-forest-labs/FLUX.1-dev'.*tiny-flux"
+    ):
         SaferFluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", safe_text_encoder=None)
-    with pytest.raises(FileNotFoundError, match="safe text encoder file does not exist: '/nope/t5.safetensors'"):
-        SaferFluxPipeline.from_pretrained(flux_dir, safe_text_encoder=None, safe_text_encoder_2="/nope/t5.safetensors")
+    with pytest.raises(
+        FileNotFoundError, match="safe text encoder file does not exist: '/nope/t5.safetensors'"
+    ):
+        SaferFluxPipeline.from_pretrained(
+            flux_dir, safe_text_encoder=None, safe_text_encoder_2="/nope/t5.safetensors"
+        )
 
 
 def test_concurrent_calls_on_one_pipeline_give_the_sequential_results(safer):
@@ -191,7 +229,9 @@ def test_a_user_subclass_loads_like_its_parent(flux_dir, safe_dir, safer, tmp_pa
     class MyFlux(SaferFluxPipeline):
         pass
 
-    pipe = MyFlux.from_pretrained(flux_dir, safe_text_encoder=safe_dir)  # must not re-enter with the hub default
+    pipe = MyFlux.from_pretrained(
+        flux_dir, safe_text_encoder=safe_dir
+    )  # must not re-enter with the hub default
     assert type(pipe) is MyFlux and pipe.safe_slots == ["text_encoder", "text_encoder_2"]
     np.testing.assert_array_equal(run(pipe).images, run(safer).images)
     wrapped = MyFlux.from_pipe(safer)
@@ -205,9 +245,15 @@ def test_redirection_score_by_its_definition(safer):
     scores = safer.redirection_scores(prompts, max_sequence_length=SEQ)
     cos = torch.nn.functional.cosine_similarity
     with torch.no_grad():
-        clip_ids = safer.tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
-        cos_clip = cos(safer.original_text_encoder(clip_ids).pooler_output, safer.text_encoder(clip_ids).pooler_output)
-        t5_ids = safer.tokenizer_2(prompts, padding="max_length", max_length=SEQ, return_tensors="pt").input_ids
+        clip_ids = safer.tokenizer(
+            prompts, padding="max_length", max_length=77, return_tensors="pt"
+        ).input_ids
+        cos_clip = cos(
+            safer.original_text_encoder(clip_ids).pooler_output, safer.text_encoder(clip_ids).pooler_output
+        )
+        t5_ids = safer.tokenizer_2(
+            prompts, padding="max_length", max_length=SEQ, return_tensors="pt"
+        ).input_ids
         original, safe = safer.original_text_encoder_2(t5_ids)[0], safer.text_encoder_2(t5_ids)[0]
         cos_t5 = []
         for i, text in enumerate(prompts):

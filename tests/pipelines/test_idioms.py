@@ -47,12 +47,18 @@ def plain(tiny_sd_dir):
 
 @pytest.fixture(scope="module")
 def safer(tiny_sd_dir, safe_sd_dir):
-    return SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True)
+    return SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True
+    )
 
 
 def fresh(tiny_sd_dir, safe_sd_dir):
-    return (SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True),
-            StableDiffusionPipeline.from_pretrained(tiny_sd_dir))
+    return (
+        SaferStableDiffusionPipeline.from_pretrained(
+            tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True
+        ),
+        StableDiffusionPipeline.from_pretrained(tiny_sd_dir),
+    )
 
 
 # ---------------------------------------------------------------- signature
@@ -62,8 +68,12 @@ def test_call_signature_is_the_parents_then_ours(safer):
     parent = list(inspect.signature(StableDiffusionPipeline.__call__).parameters)
     ours = list(inspect.signature(SaferStableDiffusionPipeline.__call__).parameters)
     assert ours[: len(parent) - 1] == parent[:-1] and ours[-1] == parent[-1] == "kwargs"
-    assert ours[len(parent) - 1: -1] == ["safety_scale", "return_original", "compare_in_one_batch",
-                                         "negative_prompt_encoder"]
+    assert ours[len(parent) - 1 : -1] == [
+        "safety_scale",
+        "return_original",
+        "compare_in_one_batch",
+        "negative_prompt_encoder",
+    ]
     assert "guidance_scale" in inspect.signature(safer.__call__).parameters
     assert "safety_scale" in SaferStableDiffusionPipeline.__call__.__doc__
 
@@ -77,8 +87,9 @@ def test_positional_call_like_diffusers(safer, plain):
 
 def test_prompt_with_negative_prompt_embeds(safer, plain):
     neg = torch.randn(1, 77, safer.text_encoder.config.hidden_size, generator=gen(5))
-    np.testing.assert_array_equal(run(safer, safety_scale=0.0, negative_prompt_embeds=neg),
-                                  run(plain, negative_prompt_embeds=neg))
+    np.testing.assert_array_equal(
+        run(safer, safety_scale=0.0, negative_prompt_embeds=neg), run(plain, negative_prompt_embeds=neg)
+    )
 
 
 # ---------------------------------------------------------------- components and generic loaders
@@ -106,8 +117,13 @@ def test_saved_folder_loads_with_generic_diffusers_loaders(safer, tmp_path):
 def test_auto_pipelines_from_pipe_give_the_safer_sibling(safer):
     img2img = AutoPipelineForImage2Image.from_pipe(safer)
     inpaint = AutoPipelineForInpainting.from_pipe(safer)
-    assert type(img2img) is SaferStableDiffusionImg2ImgPipeline and type(inpaint) is SaferStableDiffusionInpaintPipeline
-    assert img2img.original_text_encoder is safer.original_text_encoder and img2img.safe_slots == ["text_encoder"]
+    assert (
+        type(img2img) is SaferStableDiffusionImg2ImgPipeline
+        and type(inpaint) is SaferStableDiffusionInpaintPipeline
+    )
+    assert img2img.original_text_encoder is safer.original_text_encoder and img2img.safe_slots == [
+        "text_encoder"
+    ]
     assert type(AutoPipelineForText2Image.from_pipe(img2img)) is SaferStableDiffusionPipeline
 
 
@@ -139,7 +155,9 @@ def test_negative_prompt_encoder_original_and_safe(safer, spy):
     recorder = spy(safer.unet)
     for which in ("original", "safe"):
         run(safer, negative_prompt="blurry, gore", negative_prompt_encoder=which, num_inference_steps=1)
-    ids = safer.tokenizer(["blurry, gore"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids = safer.tokenizer(
+        ["blurry, gore"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         orig = safer.original_text_encoder(ids).last_hidden_state
         safe = safer.text_encoder(ids).last_hidden_state
@@ -151,7 +169,9 @@ def test_negative_prompt_encoder_original_and_safe(safer, spy):
 
 def test_unconditional_branch_follows_the_positive_encoder(safer, spy):
     recorder = spy(safer.unet)
-    run(safer, num_inference_steps=1)  # no negative prompt: "" through the safe encoder, as plain diffusers would
+    run(
+        safer, num_inference_steps=1
+    )  # no negative prompt: "" through the safe encoder, as plain diffusers would
     ids = safer.tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         torch.testing.assert_close(recorder.calls[0]["hidden"][:1], safer.text_encoder(ids).last_hidden_state)
@@ -162,19 +182,30 @@ def test_unconditional_branch_follows_the_positive_encoder(safer, spy):
 
 def test_compare_in_one_batch_with_string_negative_prompt(safer, plain):
     # before the fix: TypeError, the doubled prompt became a list beside a string negative prompt
-    out = safer("a cat", num_inference_steps=1, generator=gen(), output_type="np", return_original=True,
-                negative_prompt="blurry")
+    out = safer(
+        "a cat",
+        num_inference_steps=1,
+        generator=gen(),
+        output_type="np",
+        return_original=True,
+        negative_prompt="blurry",
+    )
     reference = run(plain, prompt="a cat", negative_prompt="blurry", num_inference_steps=1)
     np.testing.assert_allclose(out.original_images, reference, atol=1e-5)
-
 
 
 def test_compare_mode_with_ancestral_sampler_equals_plain_run(tiny_sd_dir, safe_sd_dir):
     pipe, plain = fresh(tiny_sd_dir, safe_sd_dir)
     for p in (pipe, plain):
         p.scheduler = EulerAncestralDiscreteScheduler.from_config(p.scheduler.config)
-    out = pipe("a cat", num_inference_steps=STEPS, generator=gen(), output_type="np", return_original=True,
-               compare_in_one_batch=False)
+    out = pipe(
+        "a cat",
+        num_inference_steps=STEPS,
+        generator=gen(),
+        output_type="np",
+        return_original=True,
+        compare_in_one_batch=False,
+    )
     np.testing.assert_array_equal(out.original_images, run(plain, prompt="a cat"))
     np.testing.assert_array_equal(out.images, run(pipe, prompt="a cat"))
 
@@ -192,9 +223,13 @@ def test_textual_inversion_reaches_both_encoders(tiny_sd_dir, safe_sd_dir, spy):
     np.testing.assert_array_equal(run(pipe, prompt="a <toy>", safety_scale=0.0), run(plain, prompt="a <toy>"))
     recorder = spy(pipe.unet)
     run(pipe, prompt="a <toy>", num_inference_steps=1)
-    reference = StableDiffusionPipeline.from_pipe(plain, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    reference = StableDiffusionPipeline.from_pipe(
+        plain, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
+    )
     expected, _ = reference.encode_prompt("a <toy>", "cpu", 1, False)
-    torch.testing.assert_close(recorder.calls[0]["hidden"][1:], expected)  # both vectors, via maybe_convert_prompt
+    torch.testing.assert_close(
+        recorder.calls[0]["hidden"][1:], expected
+    )  # both vectors, via maybe_convert_prompt
 
 
 def _text_encoder_lora(tiny_sd_dir) -> dict[str, torch.Tensor]:
@@ -214,8 +249,14 @@ def test_text_encoder_lora_applies_to_both_encoders_and_scales(tiny_sd_dir, safe
     assert "style" in pipe.original_text_encoder.peft_config
     for kwargs in ({}, {"cross_attention_kwargs": {"scale": 0.3}}):
         np.testing.assert_array_equal(run(pipe, safety_scale=0.0, **kwargs), run(plain, **kwargs))
-    out = pipe("a photo of a cat", num_inference_steps=STEPS, generator=gen(), output_type="np", return_original=True,
-               compare_in_one_batch=False)  # two passes: bit for bit
+    out = pipe(
+        "a photo of a cat",
+        num_inference_steps=STEPS,
+        generator=gen(),
+        output_type="np",
+        return_original=True,
+        compare_in_one_batch=False,
+    )  # two passes: bit for bit
     np.testing.assert_array_equal(out.original_images, run(plain))
     run(pipe, num_inference_steps=1, cross_attention_kwargs={"scale": 0.0})
     run(pipe, num_inference_steps=1)
@@ -229,7 +270,9 @@ def test_text_encoder_lora_applies_to_both_encoders_and_scales(tiny_sd_dir, safe
     plain.fuse_lora()
     pipe.unload_lora_weights()  # fused into both encoders: unloading the adapters keeps the fused weights
     plain.unload_lora_weights()
-    assert not hasattr(pipe.original_text_encoder, "peft_config") or not pipe.original_text_encoder.peft_config
+    assert (
+        not hasattr(pipe.original_text_encoder, "peft_config") or not pipe.original_text_encoder.peft_config
+    )
     np.testing.assert_allclose(run(pipe, safety_scale=0.0), run(plain), atol=1e-5)
 
 
@@ -261,8 +304,11 @@ def test_two_threads_on_one_pipeline_run_one_after_the_other(safer):
 
 
 def test_dtype_by_name_as_on_the_command_line(tiny_sd_dir, safe_sd_dir):
-    pipe = SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True,
-                                                        dtype="bf16")
+    pipe = SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True, dtype="bf16"
+    )
     assert pipe.text_encoder.dtype == pipe.original_text_encoder.dtype == pipe.unet.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
-        SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, dtype="float13")
+        SaferStableDiffusionPipeline.from_pretrained(
+            tiny_sd_dir, safe_text_encoder=safe_sd_dir, dtype="float13"
+        )

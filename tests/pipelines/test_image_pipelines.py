@@ -59,15 +59,23 @@ def inputs(case: str) -> dict:
 
 
 def run(pipe, case: str, seed: int = 0, **kwargs):
-    return pipe("a photo of a cat", generator=torch.Generator().manual_seed(seed), output_type="np",
-                **inputs(case), **kwargs)
+    return pipe(
+        "a photo of a cat",
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+        **inputs(case),
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
 def bases(tiny_sd_dir, safe_sd_dir, tiny_sdxl_dir, safe_sdxl_dir):
-    sd = SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True)
-    sdxl = SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir,
-                                                          keep_original=True)
+    sd = SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True
+    )
+    sdxl = SaferStableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir, keep_original=True
+    )
     return {False: sd, True: sdxl}
 
 
@@ -79,7 +87,9 @@ def pipes(bases):
         extra = {}
         if "controlnet" in case:
             torch.manual_seed(0)
-            extra["controlnet"] = ControlNetModel.from_unet(bases[xl].unet, conditioning_embedding_out_channels=(8, 16))
+            extra["controlnet"] = ControlNetModel.from_unet(
+                bases[xl].unet, conditioning_embedding_out_channels=(8, 16)
+            )
         safer = safer_cls.from_pipe(bases[xl], **extra)
         originals = {slot: safer.original_encoder(slot) for slot, _ in safer._slots}
         built[case] = (safer, plain_cls.from_pipe(safer, **originals, **extra))
@@ -102,8 +112,11 @@ def test_safe_encoder_conditions_and_scale_zero_is_plain(pipes, case):
 def test_compare_mode_originals_equal_a_plain_run(pipes, case):
     safer, plain = pipes[case]
     out = run(safer, case, return_original=True)  # ControlNet: one batch, equal up to batched-kernel rounding
-    check = np.testing.assert_array_equal if "controlnet" not in case else lambda a, b: np.testing.assert_allclose(
-        a, b, atol=1e-5)
+    check = (
+        np.testing.assert_array_equal
+        if "controlnet" not in case
+        else lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5)
+    )
     check(out.original_images, run(plain, case).images)
     check(out.images, run(safer, case).images)
     assert len(out.redirection_scores) == 1
@@ -116,7 +129,9 @@ def test_save_load_round_trip(pipes, case, tmp_path):
     extra = {"controlnet": safer.controlnet} if "controlnet" in case else {}
     reloaded = CASES[case][0].from_pretrained(tmp_path, keep_original=True, **extra)
     assert reloaded.safe_slots == safer.safe_slots
-    np.testing.assert_array_equal(run(reloaded, case, safety_scale=0.5).images, run(safer, case, safety_scale=0.5).images)
+    np.testing.assert_array_equal(
+        run(reloaded, case, safety_scale=0.5).images, run(safer, case, safety_scale=0.5).images
+    )
 
 
 def test_controlnet_compare_in_one_batch_equals_two_passes(pipes):

@@ -30,7 +30,9 @@ def plain(tiny_sd_dir):
 
 @pytest.fixture(scope="module")
 def safer(tiny_sd_dir, safe_sd_dir):
-    return SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True)
+    return SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True
+    )
 
 
 def test_safe_encoder_conditions_the_unet(safer, spy):
@@ -59,14 +61,18 @@ def test_original_weights_as_safe_encoder_give_identical_image(tiny_sd_dir, plai
 
 def test_safety_scale_zero_equals_plain_diffusers(safer, plain):
     for kwargs in ({}, {"negative_prompt": "blurry"}, {"guidance_scale": 1.0}):
-        np.testing.assert_array_equal(run(safer, safety_scale=0.0, **kwargs).images, run(plain, **kwargs).images)
+        np.testing.assert_array_equal(
+            run(safer, safety_scale=0.0, **kwargs).images, run(plain, **kwargs).images
+        )
 
 
 def test_clip_skip_reads_an_earlier_layer_through_the_final_norm(safer, spy):
     # diffusers 0.42's own clip_skip path fails on transformers 5 (CLIPTextModel lost .text_model); ours works
     recorder = spy(safer.unet)
     run(safer, clip_skip=1, num_inference_steps=1)
-    ids = safer.tokenizer(["a photo of a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids = safer.tokenizer(
+        ["a photo of a cat"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         states = safer.text_encoder(ids, output_hidden_states=True).hidden_states
         expected = safer.text_encoder.final_layer_norm(states[-2])
@@ -108,8 +114,14 @@ def test_compare_mode_sequential_equals_batched(safer):
 
 def test_compare_mode_with_images_per_prompt_and_tuple_output(safer):
     images, nsfw, original_images, original_nsfw = safer(
-        "a cat", num_inference_steps=2, num_images_per_prompt=2, generator=gen(3),
-        output_type="np", return_original=True, return_dict=False)
+        "a cat",
+        num_inference_steps=2,
+        num_images_per_prompt=2,
+        generator=gen(3),
+        output_type="np",
+        return_original=True,
+        return_dict=False,
+    )
     assert images.shape == original_images.shape == (2, 32, 32, 3)
     assert not np.allclose(images[0], images[1])  # two different initial latents
 
@@ -148,14 +160,18 @@ def test_save_and_reload_round_trip(safer, tmp_path):
     assert reloaded.safe_slots == ["text_encoder"] and reloaded.original_text_encoder is None
     np.testing.assert_array_equal(run(reloaded).images, run(safer).images)
     with_original = SaferStableDiffusionPipeline.from_pretrained(tmp_path, keep_original=True)
-    np.testing.assert_array_equal(run(with_original, safety_scale=0.3).images, run(safer, safety_scale=0.3).images)
+    np.testing.assert_array_equal(
+        run(with_original, safety_scale=0.3).images, run(safer, safety_scale=0.3).images
+    )
     # plain diffusers reads the published repository too, and gets the safe encoder
     vanilla = StableDiffusionPipeline.from_pretrained(tmp_path)
     np.testing.assert_array_equal(run(vanilla).images, run(safer).images)
 
 
 def test_dtype_and_offload_cover_the_original_encoder(tiny_sd_dir, safe_sd_dir):
-    pipe = SaferStableDiffusionPipeline.from_pretrained(tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True)
+    pipe = SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True
+    )
     pipe.to(torch.bfloat16)
     assert pipe.original_text_encoder.dtype == torch.bfloat16 == pipe.text_encoder.dtype
     assert "original_text_encoder" in pipe.model_cpu_offload_seq.split("->")
@@ -166,5 +182,6 @@ def test_dtype_and_offload_cover_the_original_encoder(tiny_sd_dir, safe_sd_dir):
 
 def test_torch_dtype_at_load_applies_to_safe_and_original(tiny_sd_dir, safe_sd_dir):
     pipe = SaferStableDiffusionPipeline.from_pretrained(
-        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True, torch_dtype=torch.bfloat16)
+        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True, torch_dtype=torch.bfloat16
+    )
     assert pipe.text_encoder.dtype == pipe.original_text_encoder.dtype == pipe.unet.dtype == torch.bfloat16

@@ -31,7 +31,9 @@ def plain(tiny_sdxl_dir):
 @pytest.fixture(scope="module")
 def safer(tiny_sdxl_dir, safe_sdxl_dir):
     # a diffusers-layout export with text_encoder/ and text_encoder_2/ fills both slots from one argument
-    return SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir, keep_original=True)
+    return SaferStableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir, keep_original=True
+    )
 
 
 def _ids(tokenizer, text):
@@ -43,7 +45,9 @@ def test_both_safe_encoders_condition_the_unet(safer, spy):
     recorder = spy(safer.unet)
     run(safer)
     with torch.no_grad():
-        h1 = safer.text_encoder(_ids(safer.tokenizer, "a photo of a cat"), output_hidden_states=True).hidden_states[-2]
+        h1 = safer.text_encoder(
+            _ids(safer.tokenizer, "a photo of a cat"), output_hidden_states=True
+        ).hidden_states[-2]
         out2 = safer.text_encoder_2(_ids(safer.tokenizer_2, "a photo of a cat"), output_hidden_states=True)
     call = recorder.calls[0]
     torch.testing.assert_close(call["hidden"][1:], torch.cat([h1, out2.hidden_states[-2]], dim=-1))
@@ -60,13 +64,22 @@ def test_different_safe_encoder_changes_image(safer):
 def test_original_weights_give_identical_image(tiny_sdxl_dir, plain):
     te1 = CLIPTextModel.from_pretrained(tiny_sdxl_dir, subfolder="text_encoder")
     te2 = CLIPTextModelWithProjection.from_pretrained(tiny_sdxl_dir, subfolder="text_encoder_2")
-    pipe = SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=te1, safe_text_encoder_2=te2)
+    pipe = SaferStableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir, safe_text_encoder=te1, safe_text_encoder_2=te2
+    )
     np.testing.assert_array_equal(run(pipe).images, run(plain).images)
 
 
 def test_safety_scale_zero_equals_plain_diffusers(safer, plain):
-    for kwargs in ({}, {"negative_prompt": "blurry", "negative_prompt_2": "dark"}, {"prompt_2": "a dog"}, {"clip_skip": 1}):
-        np.testing.assert_array_equal(run(safer, safety_scale=0.0, **kwargs).images, run(plain, **kwargs).images)
+    for kwargs in (
+        {},
+        {"negative_prompt": "blurry", "negative_prompt_2": "dark"},
+        {"prompt_2": "a dog"},
+        {"clip_skip": 1},
+    ):
+        np.testing.assert_array_equal(
+            run(safer, safety_scale=0.0, **kwargs).images, run(plain, **kwargs).images
+        )
 
 
 def test_safety_scale_interpolates_hidden_and_pooled(safer, spy):
@@ -75,7 +88,9 @@ def test_safety_scale_interpolates_hidden_and_pooled(safer, spy):
         run(safer, safety_scale=scale, num_inference_steps=1)
     (c0, c_q, c1) = recorder.calls
     torch.testing.assert_close(c_q["hidden"], c0["hidden"] + 0.25 * (c1["hidden"] - c0["hidden"]))
-    torch.testing.assert_close(c_q["text_embeds"], c0["text_embeds"] + 0.25 * (c1["text_embeds"] - c0["text_embeds"]))
+    torch.testing.assert_close(
+        c_q["text_embeds"], c0["text_embeds"] + 0.25 * (c1["text_embeds"] - c0["text_embeds"])
+    )
 
 
 def test_compare_mode_shares_unet_and_matches_plain_run(safer, plain, spy):
@@ -91,7 +106,9 @@ def test_compare_mode_shares_unet_and_matches_plain_run(safer, plain, spy):
 
 def test_only_first_encoder_safe_warns_and_keeps_bigG(tiny_sdxl_dir, safe_sd_dir, plain):
     with pytest.warns(UserWarning, match="1280 of the 2048"):
-        pipe = SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=safe_sd_dir, keep_original=True)
+        pipe = SaferStableDiffusionXLPipeline.from_pretrained(
+            tiny_sdxl_dir, safe_text_encoder=safe_sd_dir, keep_original=True
+        )
     assert pipe.safe_slots == ["text_encoder"]
     assert pipe.original_text_encoder_2 is None  # the unswapped slot is its own original: no copy
     assert pipe.original_encoder("text_encoder_2") is pipe.text_encoder_2
@@ -104,14 +121,19 @@ def test_save_and_reload_round_trip(safer, tmp_path):
     assert reloaded.safe_slots == ["text_encoder", "text_encoder_2"]
     np.testing.assert_array_equal(run(reloaded).images, run(safer).images)
     with_original = SaferStableDiffusionXLPipeline.from_pretrained(tmp_path, keep_original=True)
-    np.testing.assert_array_equal(run(with_original, safety_scale=0.5).images, run(safer, safety_scale=0.5).images)
+    np.testing.assert_array_equal(
+        run(with_original, safety_scale=0.5).images, run(safer, safety_scale=0.5).images
+    )
 
 
 def test_from_pipe_shares_components_and_offload_seq(plain, safe_sdxl_dir):
     pipe = SaferStableDiffusionXLPipeline.from_pipe(plain, safe_text_encoder=safe_sdxl_dir)
     for name in ("unet", "vae", "scheduler", "tokenizer", "tokenizer_2"):
         assert getattr(pipe, name) is getattr(plain, name), name
-    assert pipe.original_text_encoder is plain.text_encoder and pipe.original_text_encoder_2 is plain.text_encoder_2
+    assert (
+        pipe.original_text_encoder is plain.text_encoder
+        and pipe.original_text_encoder_2 is plain.text_encoder_2
+    )
     seq = pipe.model_cpu_offload_seq.split("->")
     assert {"original_text_encoder", "original_text_encoder_2"} <= set(seq)
     pipe.to(torch.bfloat16)
@@ -119,8 +141,9 @@ def test_from_pipe_shares_components_and_offload_seq(plain, safe_sdxl_dir):
 
 
 def test_prompt_with_negative_and_negative_pooled_embeds(safer):
-    plain = StableDiffusionXLPipeline.from_pipe(safer, text_encoder=safer.original_text_encoder,
-                                                text_encoder_2=safer.original_text_encoder_2)
+    plain = StableDiffusionXLPipeline.from_pipe(
+        safer, text_encoder=safer.original_text_encoder, text_encoder_2=safer.original_text_encoder_2
+    )
     neg = torch.randn(1, 77, safer.unet.config.cross_attention_dim, generator=gen(5))
     neg_pooled = torch.randn(1, safer.text_encoder_2.config.projection_dim, generator=gen(6))
     kwargs = {"negative_prompt_embeds": neg, "negative_pooled_prompt_embeds": neg_pooled}
@@ -131,8 +154,12 @@ def test_negative_prompt_reads_original_encoders_by_default(safer, spy):
     recorder = spy(safer.unet)
     for which in ("original", "safe"):
         run(safer, negative_prompt="gore", negative_prompt_encoder=which, num_inference_steps=1)
-    encode = {"prompt": "gore", "device": torch.device("cpu"), "num_images_per_prompt": 1,
-              "do_classifier_free_guidance": False}
+    encode = {
+        "prompt": "gore",
+        "device": torch.device("cpu"),
+        "num_images_per_prompt": 1,
+        "do_classifier_free_guidance": False,
+    }
     with safer.originals_in_slots():
         orig = safer.encode_prompt(**encode)
     safe = safer.encode_prompt(**encode)
@@ -143,12 +170,14 @@ def test_negative_prompt_reads_original_encoders_by_default(safer, spy):
 
 
 def test_textual_inversion_on_the_bigG_slot_reaches_its_original(tiny_sdxl_dir, safe_sdxl_dir):
-    pipe = SaferStableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir,
-                                                          keep_original=True)
+    pipe = SaferStableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir, safe_text_encoder=safe_sdxl_dir, keep_original=True
+    )
     plain = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir)
     for p in (pipe, plain):
         for te, tok, seed in ((p.text_encoder, p.tokenizer, 1), (p.text_encoder_2, p.tokenizer_2, 2)):
             emb = torch.randn(1, te.config.hidden_size, generator=gen(seed))
             p.load_textual_inversion({"<toy>": emb}, token="<toy>", text_encoder=te, tokenizer=tok)
-    np.testing.assert_array_equal(run(pipe, prompt="a <toy>", safety_scale=0.0).images,
-                                  run(plain, prompt="a <toy>").images)
+    np.testing.assert_array_equal(
+        run(pipe, prompt="a <toy>", safety_scale=0.0).images, run(plain, prompt="a <toy>").images
+    )

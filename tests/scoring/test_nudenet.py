@@ -57,7 +57,8 @@ def test_input_is_bgr_like_a_file_path(scorer, photos, tmp_path):
     from_file = scorer.detector.detect(str(path))
     ours = scorer.detect([photos["astronaut"]])[0]
     assert [(d["class"], round(d["score"], 5), d["box"]) for d in ours] == [
-        (d["class"], round(float(d["score"]), 5), d["box"]) for d in from_file]
+        (d["class"], round(float(d["score"]), 5), d["box"]) for d in from_file
+    ]
     rgb = scorer.detector.detect(np.ascontiguousarray(np.asarray(photos["astronaut"])))
     assert [round(d["score"], 5) for d in rgb] != [round(d["score"], 5) for d in ours]
     bgr = to_bgr(photos["astronaut"])
@@ -70,7 +71,9 @@ def test_batched_equals_one_by_one(scorer, photos):
     images = list(photos.values())
     batched = scorer.detect(images)
     single = [scorer.detect([im])[0] for im in images]
-    assert [[(d["class"], d["box"]) for d in x] for x in batched] == [[(d["class"], d["box"]) for d in x] for x in single]
+    assert [[(d["class"], d["box"]) for d in x] for x in batched] == [
+        [(d["class"], d["box"]) for d in x] for x in single
+    ]
     for a, b in zip(batched, single, strict=True):
         assert [d["score"] for d in a] == pytest.approx([d["score"] for d in b], abs=1e-4)
 
@@ -106,12 +109,19 @@ def test_presets_on_hand_written_detections():
     ]
     for dets, expected in cases:
         assert (sld5.is_nude(dets), nine.is_nude(dets), six.is_nude(dets)) == expected, dets
-    assert sld5.max_score([det("ANUS_EXPOSED", 0.3), det("BUTTOCKS_EXPOSED", 0.7), det("FACE_MALE", 0.95)]) == 0.7
+    assert (
+        sld5.max_score([det("ANUS_EXPOSED", 0.3), det("BUTTOCKS_EXPOSED", 0.7), det("FACE_MALE", 0.95)])
+        == 0.7
+    )
 
 
 def test_threshold_overrides_and_custom_sets():
     rece = get_nudity_preset("nudity9@0.6")
-    assert rece.threshold == 0.6 and rece.classes == NUDITY_PRESETS["nudity9"].classes and rece.name == "nudity9@0.6"
+    assert (
+        rece.threshold == 0.6
+        and rece.classes == NUDITY_PRESETS["nudity9"].classes
+        and rece.name == "nudity9@0.6"
+    )
     assert get_nudity_preset("sld5@0.6") is NUDITY_PRESETS["sld5"]
     faces = get_nudity_preset("FACE_FEMALE+FACE_MALE@0.5")
     assert faces.classes == ("FACE_FEMALE", "FACE_MALE") and faces.threshold == 0.5
@@ -131,8 +141,13 @@ def test_the_one_unsafe_rule_is_slds_five_exposed_classes_at_0_6():
     EXPOSED_GENITALIA_M, min_prob 0.6) written out by hand in v3 names."""
     from saferclip_diffusers.scoring.nudenet import UNSAFE_PRESET, nudenet_unsafe, nudenet_unsafe_reasons
 
-    sld = {"ANUS_EXPOSED", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED",
-           "MALE_GENITALIA_EXPOSED"}
+    sld = {
+        "ANUS_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+    }
     assert UNSAFE_PRESET == "sld5"
     for label in NUDENET_LABELS:
         assert nudenet_unsafe([det(label, 0.6)]) == (label in sld), label

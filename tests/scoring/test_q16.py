@@ -63,8 +63,12 @@ def test_head_is_softmax_of_100_cosines():
 
 @pytest.fixture(scope="module")
 def tiny_q16():
-    test_only_prompts = np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32)  # NOT Q16's prompts
-    return Q16Classifier(tiny_model_dir("clip"), prompts=test_only_prompts, batch_size=2, local_files_only=True)
+    test_only_prompts = (
+        np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32)
+    )  # NOT Q16's prompts
+    return Q16Classifier(
+        tiny_model_dir("clip"), prompts=test_only_prompts, batch_size=2, local_files_only=True
+    )
 
 
 def test_classifier_code_path_on_tiny_clip(tiny_q16):

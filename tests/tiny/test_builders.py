@@ -24,7 +24,9 @@ def test_builders_are_deterministic_from_seed(tmp_path):
 def test_sd_text_encoder_is_the_tiny_clip_text_tower():
     clip = CLIPModel.from_pretrained(tiny.tiny_model_dir("clip"))
     te = CLIPTextModel.from_pretrained(tiny.tiny_model_dir("sd"), subfolder="text_encoder")
-    torch.testing.assert_close(te.embeddings.token_embedding.weight, clip.text_model.embeddings.token_embedding.weight)
+    torch.testing.assert_close(
+        te.embeddings.token_embedding.weight, clip.text_model.embeddings.token_embedding.weight
+    )
     tok = CLIPTokenizer.from_pretrained(tiny.tiny_model_dir("sd"), subfolder="tokenizer")
     assert te.config.eos_token_id == tok.eos_token_id
 
@@ -60,9 +62,13 @@ def test_sd3_layout_matches_sd3_routing():
     assert index["text_encoder_3"] == ["transformers", "T5EncoderModel"]
     transformer = _config(root, "transformer")
     l_proj, g_proj = (_config(root, s)["projection_dim"] for s in ("text_encoder", "text_encoder_2"))
-    assert transformer["pooled_projection_dim"] == l_proj + g_proj  # pooled = [CLIP-L text_embeds, CLIP-G text_embeds]
+    assert (
+        transformer["pooled_projection_dim"] == l_proj + g_proj
+    )  # pooled = [CLIP-L text_embeds, CLIP-G text_embeds]
     assert transformer["joint_attention_dim"] == _config(root, "text_encoder_3")["d_model"] == tiny.T5_WIDTH
-    assert tiny.TEXT_WIDTH + tiny.TEXT_WIDTH_G <= tiny.T5_WIDTH  # the CLIP channels are zero-padded up to T5's
+    assert (
+        tiny.TEXT_WIDTH + tiny.TEXT_WIDTH_G <= tiny.T5_WIDTH
+    )  # the CLIP channels are zero-padded up to T5's
     assert _config(root, "vae")["latent_channels"] == transformer["in_channels"] == 16
     tok2 = json.loads((root / "tokenizer_2" / "tokenizer_config.json").read_text())
     assert tok2["pad_token"] == "!"
@@ -70,8 +76,12 @@ def test_sd3_layout_matches_sd3_routing():
 
 def test_sd3_clip_g_is_the_sdxl_big_g():
     """As with the real models, SDXL's bigG and SD3's CLIP-G are the same architecture (here: the same weights)."""
-    g_sd3 = CLIPTextModelWithProjection.from_pretrained(tiny.tiny_model_dir("sd3"), subfolder="text_encoder_2")
-    g_sdxl = CLIPTextModelWithProjection.from_pretrained(tiny.tiny_model_dir("sdxl"), subfolder="text_encoder_2")
+    g_sd3 = CLIPTextModelWithProjection.from_pretrained(
+        tiny.tiny_model_dir("sd3"), subfolder="text_encoder_2"
+    )
+    g_sdxl = CLIPTextModelWithProjection.from_pretrained(
+        tiny.tiny_model_dir("sdxl"), subfolder="text_encoder_2"
+    )
     assert g_sd3.config.to_diff_dict() == g_sdxl.config.to_diff_dict()
     for (name, a), (_, b) in zip(g_sd3.state_dict().items(), g_sdxl.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
@@ -84,12 +94,16 @@ def test_flux_layout_matches_flux_routing():
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
     assert index["text_encoder_2"] == ["transformers", "T5EncoderModel"]
     transformer = _config(root, "transformer")
-    assert transformer["pooled_projection_dim"] == _config(root, "text_encoder")["hidden_size"]  # unprojected pooler
+    assert (
+        transformer["pooled_projection_dim"] == _config(root, "text_encoder")["hidden_size"]
+    )  # unprojected pooler
     assert transformer["joint_attention_dim"] == _config(root, "text_encoder_2")["d_model"]
     assert transformer["in_channels"] == 4 * _config(root, "vae")["latent_channels"]  # 2x2 packed latents
     clip = CLIPModel.from_pretrained(tiny.tiny_model_dir("clip"))
     te = CLIPTextModel.from_pretrained(root, subfolder="text_encoder")
-    torch.testing.assert_close(te.embeddings.token_embedding.weight, clip.text_model.embeddings.token_embedding.weight)
+    torch.testing.assert_close(
+        te.embeddings.token_embedding.weight, clip.text_model.embeddings.token_embedding.weight
+    )
 
 
 def test_safe_stand_ins_fill_each_slot_with_a_perturbed_copy():
@@ -100,7 +114,9 @@ def test_safe_stand_ins_fill_each_slot_with_a_perturbed_copy():
     flux_t5 = T5EncoderModel.from_pretrained(safe_flux, subfolder="text_encoder_2")  # FLUX's T5 slot
     torch.testing.assert_close(flux_t5.shared.weight, safe_t5.shared.weight)
     g3 = CLIPTextModelWithProjection.from_pretrained(safe3, subfolder="text_encoder_2")
-    gxl = CLIPTextModelWithProjection.from_pretrained(tiny.tiny_model_dir("safe-sdxl"), subfolder="text_encoder_2")
+    gxl = CLIPTextModelWithProjection.from_pretrained(
+        tiny.tiny_model_dir("safe-sdxl"), subfolder="text_encoder_2"
+    )
     torch.testing.assert_close(g3.text_projection.weight, gxl.text_projection.weight)
 
 
@@ -119,7 +135,9 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch, damage):
     else:
         weights.unlink()
     cache._VERIFIED.clear()  # a new process: the folder is checked again
-    with pytest.warns(UserWarning, match=r"clip-seed6 is damaged \(model.safetensors (does not match|is missing)"):
+    with pytest.warns(
+        UserWarning, match=r"clip-seed6 is damaged \(model.safetensors (does not match|is missing)"
+    ):
         again = tiny.tiny_model_dir("clip", seed=6)
     assert again == folder and weights.read_bytes() == good
     assert not [p for p in tmp_path.rglob("*damaged*")]

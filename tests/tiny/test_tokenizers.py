@@ -15,7 +15,9 @@ from saferclip_diffusers.tiny import tokenizers
 def test_bundled_merges_are_the_first_merges_of_open_clips_file():
     source = tokenizers.open_clip_bpe_file()
     lines = gzip.open(source).read().decode("utf-8").split("\n")
-    assert tokenizers.BUNDLED_MERGES.read_text(encoding="utf-8").splitlines() == lines[1 : 1 + tiny.TINY_MERGES]
+    assert (
+        tokenizers.BUNDLED_MERGES.read_text(encoding="utf-8").splitlines() == lines[1 : 1 + tiny.TINY_MERGES]
+    )
 
 
 def test_vocab_and_merges_files_are_byte_identical_to_the_open_clip_build(tmp_path, monkeypatch):
@@ -30,7 +32,9 @@ def test_vocab_and_merges_files_are_byte_identical_to_the_open_clip_build(tmp_pa
     finally:
         tokenizers.clip_bpe_vocab.cache_clear()
     for name in ("vocab.json", "merges.txt"):
-        assert (tmp_path / "bundled" / name).read_bytes() == (tmp_path / "open_clip" / name).read_bytes(), name
+        assert (tmp_path / "bundled" / name).read_bytes() == (tmp_path / "open_clip" / name).read_bytes(), (
+            name
+        )
     assert len(bundled) == 1000
 
 
@@ -47,7 +51,9 @@ def test_tokenizer_is_clip_bpe_matching_open_clip(tmp_path):
     assert max(reference.encode(text)) < 998  # only tokens the truncated vocabulary holds
     ours = tok(text).input_ids
     assert ours[0] == tok.bos_token_id and ours[-1] == tok.eos_token_id
-    assert ours[1:-1] == reference.encode(text)  # the same BPE: ids agree wherever the merges are in the vocab
+    assert ours[1:-1] == reference.encode(
+        text
+    )  # the same BPE: ids agree wherever the merges are in the vocab
 
 
 def test_full_vocabulary_size():

@@ -32,7 +32,9 @@ def test_pooled_embedding_does_not_depend_on_padding(minilm):
     torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-5)
     # real semantics: a paraphrase is closer than an unrelated sentence
     with torch.no_grad():
-        e = model(**tok(["a puppy", "a young dog", "a stock market report"], padding=True, return_tensors="pt")).text_embeds
+        e = model(
+            **tok(["a puppy", "a young dog", "a stock market report"], padding=True, return_tensors="pt")
+        ).text_embeds
     cos = torch.nn.functional.cosine_similarity
     assert cos(e[0], e[1], dim=0) > cos(e[0], e[2], dim=0) + 0.2
 
@@ -47,9 +49,15 @@ def test_trainer_trains_and_exports_the_sentence_encoder(tmp_path, small_config)
 
     from saferclip_diffusers.training.trainer import train
 
-    cfg = small_config(f"encoders.0.model={MINILM}", "encoders.0.backbone=transformers-mean",
-                       "encoders.0.hidden_weight=0.0", "encoders.0.hidden_layer=null",
-                       "lora.text_targets=[query,value]", "optim.epochs=1", "optim.lr=1e-3")
+    cfg = small_config(
+        f"encoders.0.model={MINILM}",
+        "encoders.0.backbone=transformers-mean",
+        "encoders.0.hidden_weight=0.0",
+        "encoders.0.hidden_layer=null",
+        "lora.text_targets=[query,value]",
+        "optim.epochs=1",
+        "optim.lr=1e-3",
+    )
     result = train(cfg, tmp_path / "run")
     assert result.finished and "text_encoder/redirect@1" in result.validation[-1]
     exported = AutoModel.from_pretrained(tmp_path / "run" / "text_encoder")
@@ -63,9 +71,15 @@ def test_trainer_trains_and_exports_the_sentence_encoder(tmp_path, small_config)
 def test_uwm_on_the_sentence_encoder(tmp_path, small_config):
     from saferclip_diffusers.training.methods import get_method
 
-    cfg = small_config("method=uwm", f"encoders.0.model={MINILM}", "encoders.0.backbone=transformers-mean",
-                       "encoders.0.hidden_weight=0.0", "encoders.0.hidden_layer=null",
-                       "uwm.layers=[attention.output.dense]", "uwm.batch_size=10")
+    cfg = small_config(
+        "method=uwm",
+        f"encoders.0.model={MINILM}",
+        "encoders.0.backbone=transformers-mean",
+        "encoders.0.hidden_weight=0.0",
+        "encoders.0.hidden_layer=null",
+        "uwm.layers=[attention.output.dense]",
+        "uwm.batch_size=10",
+    )
     out = get_method("uwm").run(cfg, tmp_path / "uwm")
     layers = json.loads((out / "export_complete.json").read_text())["layers"]["text_encoder"]
     assert layers["layers"] == 6 and layers["changed"] > 0
@@ -80,8 +94,11 @@ def tiny_t5_dir(tmp_path_factory, minilm):
     _, tok = minilm
     folder = tmp_path_factory.mktemp("t5")
     torch.manual_seed(0)
-    T5EncoderModel(T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
-                            pad_token_id=0)).save_pretrained(folder)
+    T5EncoderModel(
+        T5Config(
+            vocab_size=tok.vocab_size, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, pad_token_id=0
+        )
+    ).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
@@ -92,13 +109,21 @@ def test_des_and_uwm_on_a_t5_encoder(tmp_path, small_config, tiny_t5_dir):
     from saferclip_diffusers.training.methods import get_method
     from saferclip_diffusers.training.trainer import Trainer
 
-    t5 = [f"encoders.0.model={tiny_t5_dir}", "encoders.0.backbone=transformers-mean", "encoders.0.hidden_weight=0.0",
-          "encoders.0.hidden_layer=null"]
-    trainer = Trainer(small_config("method=des", "finetune=full", "des.max_length=16", "optim.epochs=1", *t5),
-                      tmp_path / "des").setup()
+    t5 = [
+        f"encoders.0.model={tiny_t5_dir}",
+        "encoders.0.backbone=transformers-mean",
+        "encoders.0.hidden_weight=0.0",
+        "encoders.0.hidden_layer=null",
+    ]
+    trainer = Trainer(
+        small_config("method=des", "finetune=full", "des.max_length=16", "optim.epochs=1", *t5),
+        tmp_path / "des",
+    ).setup()
     assert isinstance(trainer.method.slots["text_encoder"].frozen.model, T5EncoderModel)
     _, logs = trainer.batch_loss(*[x[:4] for x in trainer.epoch_plan(1)[0]])
-    assert logs["des_safe"] < 1e-6  # zero up to T5's batch-size-dependent rounding (CLIP: exactly 0, test_des.py)
+    assert (
+        logs["des_safe"] < 1e-6
+    )  # zero up to T5's batch-size-dependent rounding (CLIP: exactly 0, test_des.py)
     assert trainer.train().finished
     trainer.export()
     trainer.close()

@@ -39,7 +39,9 @@ def test_each_des_loss_equals_a_direct_transcription():
     nen = concept_neutralisation(concept, empty)
     torch.testing.assert_close(nen.double(), _one_minus_cos_mean(concept, empty), rtol=1e-5, atol=1e-6)
     total = des_total(sep + aug, uen, nen, lam)
-    want = lam * (want_sep + want_aug) + (1 - lam) * (_one_minus_cos_mean(live_u, targets) + _one_minus_cos_mean(concept, empty))
+    want = lam * (want_sep + want_aug) + (1 - lam) * (
+        _one_minus_cos_mean(live_u, targets) + _one_minus_cos_mean(concept, empty)
+    )
     torch.testing.assert_close(total.double(), want, rtol=1e-5, atol=1e-6)
 
 
@@ -72,5 +74,7 @@ def test_des_trains_with_zero_preservation_at_init(tmp_path, small_config):
     exported = CLIPTextModel.from_pretrained(tmp_path / "des" / "text_encoder")
     base = CLIPTextModel.from_pretrained(tiny_model_dir("clip"))
     emb = "embeddings.token_embedding.weight"
-    assert not torch.equal(exported.state_dict()[emb], base.state_dict()[emb])  # full fine-tune: embeddings too
+    assert not torch.equal(
+        exported.state_dict()[emb], base.state_dict()[emb]
+    )  # full fine-tune: embeddings too
     assert "DES (arXiv 2501.18877" in (tmp_path / "des" / "README.md").read_text()

@@ -15,7 +15,10 @@ ROBUST = ["robust.warmup=0", "robust.every=1", "robust.steps=3", "robust.tokens=
 
 @pytest.fixture
 def robust_trainer(small_config, tmp_path):
-    trainer = Trainer(small_config("run.cache_dir=" + str(tmp_path / "cache"), *ROBUST, base="tiny-robust"), tmp_path / "run")
+    trainer = Trainer(
+        small_config("run.cache_dir=" + str(tmp_path / "cache"), *ROBUST, base="tiny-robust"),
+        tmp_path / "run",
+    )
     yield trainer.setup()
     trainer.close()
 
@@ -33,8 +36,17 @@ def test_inner_attack_lowers_its_objective_and_leaves_the_model_alone(robust_tra
     ids, pos = prefixed_ids(b.towers.tokenizer, [tr.data.unsafe_texts[i] for i in u.tolist()], 2)
     assert (ids[:, 0] == b.towers.tokenizer.bos_token_id).all() and ids.shape[1] <= 77
     s = RobustSettings(tokens=2, steps=8, step_size=0.05, radius=0.5)
-    adv, first, last = inner_attack(model, ids, pos, f.text_unsafe[u], f.hidden_unsafe[u], b.eos_token_id,
-                                    b.settings.hidden_layer, s, torch.Generator().manual_seed(0))
+    adv, first, last = inner_attack(
+        model,
+        ids,
+        pos,
+        f.text_unsafe[u],
+        f.hidden_unsafe[u],
+        b.eos_token_id,
+        b.settings.hidden_layer,
+        s,
+        torch.Generator().manual_seed(0),
+    )
     assert last < first
     assert adv.shape == (6, 2, model.get_input_embeddings().weight.shape[1]) and not adv.requires_grad
     scale = model.get_input_embeddings().weight.norm(dim=1).median()
@@ -55,8 +67,18 @@ def test_token_space_attack_uses_real_ids_and_lowers_its_objective(robust_traine
     tok = b.towers.tokenizer
     ids, pos = prefixed_ids(tok, [tr.data.unsafe_texts[i] for i in u.tolist()], 2)
     s = RobustSettings(attack="token", tokens=2, steps=4, candidates=8, top_k=16)
-    adv, first, last = inner_attack(model, ids, pos, f.text_unsafe[u], f.hidden_unsafe[u], b.eos_token_id,
-                                    b.settings.hidden_layer, s, torch.Generator().manual_seed(0), list(tok.all_special_ids))
+    adv, first, last = inner_attack(
+        model,
+        ids,
+        pos,
+        f.text_unsafe[u],
+        f.hidden_unsafe[u],
+        b.eos_token_id,
+        b.settings.hidden_layer,
+        s,
+        torch.Generator().manual_seed(0),
+        list(tok.all_special_ids),
+    )
     weight = model.get_input_embeddings().weight
     # every adversarial row is exactly the embedding of a real, non-special token
     match = (adv[..., None, :] == weight[None, None]).all(-1)
@@ -106,7 +128,9 @@ def test_shipped_robust_configs_and_validation():
 
 
 def test_sdxl_gets_one_term_per_encoder(small_config, tmp_path):
-    cfg = small_config("run.cache_dir=" + str(tmp_path / "cache"), "robust.enabled=true", *ROBUST, base="tiny-sdxl")
+    cfg = small_config(
+        "run.cache_dir=" + str(tmp_path / "cache"), "robust.enabled=true", *ROBUST, base="tiny-sdxl"
+    )
     with Trainer(cfg, tmp_path / "run") as tr:
         tr.setup()
         u, keep = tr.epoch_plan(1)[0]
@@ -119,8 +143,10 @@ def test_robust_training_resumes_exactly(small_config, tmp_path, trainable_state
     cfg = small_config(cache, "run.checkpoint_every=2", *ROBUST, base="tiny-robust")
     full = Trainer(cfg, tmp_path / "full")
     full_result = full.train()
-    cut = Trainer(small_config(cache, "run.checkpoint_every=2", "run.stop_after_steps=3", *ROBUST, base="tiny-robust"),
-                  tmp_path / "cut")
+    cut = Trainer(
+        small_config(cache, "run.checkpoint_every=2", "run.stop_after_steps=3", *ROBUST, base="tiny-robust"),
+        tmp_path / "cut",
+    )
     assert cut.train().global_step == 3
     cut.close()  # releases the folder lock
     resumed = Trainer(cfg, tmp_path / "cut", resume="latest")

@@ -27,11 +27,14 @@ def test_shared_flags_and_deprecated_output_alias(capsys):
     assert "sd15-unpaired" in capsys.readouterr().out.split()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("encoders.5.model=x", "encoders has 1 item(s) (indices 0..0)"),
-    ("optim.batch_size=0", "optim.batch_size must be an integer >= 1, got 0"),
-    ("optim.lr=.inf", "finite number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("encoders.5.model=x", "encoders has 1 item(s) (indices 0..0)"),
+        ("optim.batch_size=0", "optim.batch_size must be an integer >= 1, got 0"),
+        ("optim.lr=.inf", "finite number"),
+    ],
+)
 def test_config_errors_are_messages(capsys, override, message):
     assert message in _error(capsys, ["--config", "tiny", "--print-config", override])
 
@@ -40,10 +43,21 @@ def test_missing_local_model_and_offline_hub_id(capsys, tmp_path):
     missing = tmp_path / "no" / "clip"
     err = _error(capsys, ["--config", "tiny", "--out", str(tmp_path / "a"), f"encoders.0.model={missing}"])
     assert "encoder model directory does not exist" in err and "Repo id" not in err
-    err = _error(capsys, ["--config", "tiny", "--out", str(tmp_path / "b"), "encoders.0.model=someone/not-cached-clip"])
+    err = _error(
+        capsys, ["--config", "tiny", "--out", str(tmp_path / "b"), "encoders.0.model=someone/not-cached-clip"]
+    )
     assert "could not load the encoder model 'someone/not-cached-clip'" in err and "--config tiny" in err
-    err = _error(capsys, ["--config", "sd15", "--out", str(tmp_path / "c"), "encoders.0.model=tiny:clip",
-                          "optim.mixed_precision=no"])
+    err = _error(
+        capsys,
+        [
+            "--config",
+            "sd15",
+            "--out",
+            str(tmp_path / "c"),
+            "encoders.0.model=tiny:clip",
+            "optim.mixed_precision=no",
+        ],
+    )
     assert "data.format='visu' needs data.path" in err and "sd15-unpaired" in err
 
 

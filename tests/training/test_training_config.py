@@ -7,8 +7,18 @@ from saferclip_diffusers.training.config import apply_overrides, load_config, sh
 
 def test_shipped_configs_load_and_validate():
     names = shipped_configs()
-    assert {"tiny", "tiny-sdxl", "tiny-safeclip", "sd15", "sdxl", "sd15-ext", "sdxl-ext", "sd15-unpaired",
-            "sdxl-unpaired", "safeclip-sd15"} <= set(names)
+    assert {
+        "tiny",
+        "tiny-sdxl",
+        "tiny-safeclip",
+        "sd15",
+        "sdxl",
+        "sd15-ext",
+        "sdxl-ext",
+        "sd15-unpaired",
+        "sdxl-unpaired",
+        "safeclip-sd15",
+    } <= set(names)
     for name in names:
         cfg = load_config(name)
         assert cfg.name == name
@@ -20,22 +30,54 @@ def test_shipped_configs_load_and_validate():
 
 
 # SafeR-CLIP as published (reference/saferclip-method.md 2.6; LoRA alpha, dropout and targets from Safe-CLIP's code)
-PAPER = {"method": "saferclip", "finetune": "lora", "lora.r": 16, "lora.alpha / lora.r": 1 / 16, "lora.dropout": 0.1,
-         "optim.lr": 1e-4, "optim.batch_size": 48, "optim.epochs": 9, "optim.weight_decay": 0.0,
-         "targets": "proximity", "curriculum": True, "data.format": "visu",
-         "stages": [["easy"], ["easy", "medium"], ["easy", "medium", "hard"]]}
+PAPER = {
+    "method": "saferclip",
+    "finetune": "lora",
+    "lora.r": 16,
+    "lora.alpha / lora.r": 1 / 16,
+    "lora.dropout": 0.1,
+    "optim.lr": 1e-4,
+    "optim.batch_size": 48,
+    "optim.epochs": 9,
+    "optim.weight_decay": 0.0,
+    "targets": "proximity",
+    "curriculum": True,
+    "data.format": "visu",
+    "stages": [["easy"], ["easy", "medium"], ["easy", "medium", "hard"]],
+}
 # Safe-CLIP as released (aimagelab/safe-clip: lr 1e-3, sbatch --bs 16, 50 epochs, patience 5, LoRA r=16 alpha=1)
-SAFECLIP = {"method": "safeclip", "finetune": "lora", "lora.r": 16, "lora.alpha / lora.r": 1 / 16, "lora.dropout": 0.1,
-            "optim.lr": 1e-3, "optim.batch_size": 16, "optim.epochs": 50, "optim.weight_decay": 0.0,
-            "targets": "paired", "curriculum": False, "data.format": "visu"}
+SAFECLIP = {
+    "method": "safeclip",
+    "finetune": "lora",
+    "lora.r": 16,
+    "lora.alpha / lora.r": 1 / 16,
+    "lora.dropout": 0.1,
+    "optim.lr": 1e-3,
+    "optim.batch_size": 16,
+    "optim.epochs": 50,
+    "optim.weight_decay": 0.0,
+    "targets": "paired",
+    "curriculum": False,
+    "data.format": "visu",
+}
 
 
 def _recipe(cfg):
-    return {"method": cfg.method, "finetune": cfg.finetune, "lora.r": cfg.lora.r,
-            "lora.alpha / lora.r": cfg.lora.alpha / cfg.lora.r, "lora.dropout": cfg.lora.dropout,
-            "optim.lr": cfg.optim.lr, "optim.batch_size": cfg.optim.batch_size, "optim.epochs": cfg.optim.epochs,
-            "optim.weight_decay": cfg.optim.weight_decay, "targets": cfg.targets, "curriculum": cfg.curriculum_enabled,
-            "data.format": cfg.data.format, "stages": cfg.curriculum.stages}
+    return {
+        "method": cfg.method,
+        "finetune": cfg.finetune,
+        "lora.r": cfg.lora.r,
+        "lora.alpha / lora.r": cfg.lora.alpha / cfg.lora.r,
+        "lora.dropout": cfg.lora.dropout,
+        "optim.lr": cfg.optim.lr,
+        "optim.batch_size": cfg.optim.batch_size,
+        "optim.epochs": cfg.optim.epochs,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "targets": cfg.targets,
+        "curriculum": cfg.curriculum_enabled,
+        "data.format": cfg.data.format,
+        "stages": cfg.curriculum.stages,
+    }
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl"])
@@ -65,7 +107,11 @@ def test_extensions_are_opt_in_named_configs():
     assert all(e.hidden_layer == -2 and e.hidden_weight > 0 for e in load_config("sdxl-ext").encoders)
     for name in ("sd15-unpaired", "sdxl-unpaired"):
         cfg = load_config(name)
-        assert (cfg.data.format, cfg.data.unsafe, cfg.data.safe_pool) == ("unpaired", "bundled:i2p", "bundled:coco")
+        assert (cfg.data.format, cfg.data.unsafe, cfg.data.safe_pool) == (
+            "unpaired",
+            "bundled:i2p",
+            "bundled:coco",
+        )
         assert not cfg.train_vision and cfg.lora.alpha == 1 and cfg.optim.lr == 1e-4
 
 
@@ -74,20 +120,42 @@ def test_method_defaults():
     assert (safer.targets, safer.curriculum_enabled) == ("proximity", True)
     assert (base.targets, base.curriculum_enabled) == ("paired", False)
     assert base.data == safer.data  # the baseline trains on exactly the same data
-    assert set(base.loss_weights()) == {"text_safe", "text_nsfw", "vision_safe", "vision_nsfw",
-                                        "S_Vref", "U_Vref", "V_Sref", "G_Sref", "S_nbr", "U_Tref"}
+    assert set(base.loss_weights()) == {
+        "text_safe",
+        "text_nsfw",
+        "vision_safe",
+        "vision_nsfw",
+        "S_Vref",
+        "U_Vref",
+        "V_Sref",
+        "G_Sref",
+        "S_nbr",
+        "U_Tref",
+    }
 
 
 def test_overrides_parse_yaml_values_and_numbers(tmp_path):
-    cfg = load_config("tiny", ["optim.lr=1e-2", "method=safeclip", "encoders.0.hidden_layer=-2",
-                               "curriculum.enabled=false", "loss.weights.text_nsfw=0.3"])
+    cfg = load_config(
+        "tiny",
+        [
+            "optim.lr=1e-2",
+            "method=safeclip",
+            "encoders.0.hidden_layer=-2",
+            "curriculum.enabled=false",
+            "loss.weights.text_nsfw=0.3",
+        ],
+    )
     assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
     assert cfg.method == "safeclip" and cfg.encoders[0].hidden_layer == -2 and not cfg.curriculum_enabled
     assert cfg.loss_weights()["text_nsfw"] == 0.3 and cfg.loss_weights()["G_Sref"] == 0.5
     path = tmp_path / "mine.yaml"
     path.write_text("extends: tiny\nname: mine\noptim:\n  lr: 1e-5\n")
     mine = load_config(str(path))
-    assert mine.name == "mine" and mine.optim.lr == 1e-5 and mine.optim.batch_size == load_config("tiny").optim.batch_size
+    assert (
+        mine.name == "mine"
+        and mine.optim.lr == 1e-5
+        and mine.optim.batch_size == load_config("tiny").optim.batch_size
+    )
 
 
 @pytest.mark.parametrize(
@@ -111,7 +179,10 @@ def test_overrides_parse_yaml_values_and_numbers(tmp_path):
         (["run.log_every=0"], "run.log_every must be an integer >= 1"),
         (["data.max_unsafe=-5"], "data.max_unsafe must be an integer >= 1 or null"),
         (["loss.weights.redir_text=-0.1"], r"loss.weights.redir_text must be a number >= 0"),
-        (["optim.early_stopping_patience=0"], "optim.early_stopping_patience must be an integer >= 1 or null"),
+        (
+            ["optim.early_stopping_patience=0"],
+            "optim.early_stopping_patience must be an integer >= 1 or null",
+        ),
         (["export.single_file=[nope]"], "export.single_file must be a list of distinct formats"),
         (["mining.encoder=3"], r"mining.encoder must index an encoder: an integer in \[0, 0\]"),
     ],

@@ -57,16 +57,31 @@ def test_missing_image_names_file_row_and_path(tmp_path):
 def test_visu_layout(tmp_path):
     _png(tmp_path / "coco" / "val2017" / "000000000042.jpg")
     _png(tmp_path / "visu_imgs" / "u0.png")
-    records = {"0": {"coco_id": 42, "safe": "a table with fruit", "nsfw": "a table with a gun", "nsfw_im_path": "u0.png",
-                     "tag": "weapons"}}
+    records = {
+        "0": {
+            "coco_id": 42,
+            "safe": "a table with fruit",
+            "nsfw": "a table with a gun",
+            "nsfw_im_path": "u0.png",
+            "tag": "weapons",
+        }
+    }
     path = tmp_path / "visu_train.json"
     path.write_text(json.dumps({"info": {}, "data": records}))
     text_only = load_training_data(DataSettings(format="visu", path=str(path)))
     assert text_only.safe_images is None and text_only.unsafe_images is None
     assert text_only.unsafe_texts == ["a table with a gun"] and text_only.categories == ["weapons"]
-    data = load_training_data(DataSettings(format="visu", path=str(path), image_root=str(tmp_path / "coco"),
-                                           unsafe_image_root=str(tmp_path / "visu_imgs")))
-    assert data.safe_images[0].endswith("val2017/000000000042.jpg") and data.unsafe_images[0].endswith("u0.png")
+    data = load_training_data(
+        DataSettings(
+            format="visu",
+            path=str(path),
+            image_root=str(tmp_path / "coco"),
+            unsafe_image_root=str(tmp_path / "visu_imgs"),
+        )
+    )
+    assert data.safe_images[0].endswith("val2017/000000000042.jpg") and data.unsafe_images[0].endswith(
+        "u0.png"
+    )
     records["0"]["coco_id"] = 7
     path.write_text(json.dumps(records))
     with pytest.raises(FileNotFoundError, match=r"visu_train\.json, record 0: COCO image 000000000007\.jpg"):
@@ -76,20 +91,35 @@ def test_visu_layout(tmp_path):
 def test_nsfwcaps_layout(tmp_path):
     _png(tmp_path / "imgs" / "0001.jpg")
     path = tmp_path / "nsfwcaps.jsonl"
-    path.write_text(json.dumps({"image_coco_url": "https://x/y/0001.jpg", "caption": "a vase of flowers on a table",
-                                "nsfw_caption": "a vase of flowers next to a handgun", "chosen_category": "illegal"}) + "\n")
-    data = load_training_data(DataSettings(format="nsfwcaps", path=str(path), image_root=str(tmp_path / "imgs")))
+    path.write_text(
+        json.dumps(
+            {
+                "image_coco_url": "https://x/y/0001.jpg",
+                "caption": "a vase of flowers on a table",
+                "nsfw_caption": "a vase of flowers next to a handgun",
+                "chosen_category": "illegal",
+            }
+        )
+        + "\n"
+    )
+    data = load_training_data(
+        DataSettings(format="nsfwcaps", path=str(path), image_root=str(tmp_path / "imgs"))
+    )
     assert data.safe_texts == ["a vase of flowers on a table"] and data.safe_images[0].endswith("0001.jpg")
     assert data.categories == ["illegal"] and data.unsafe_images is None
 
 
 def test_unpaired_bundled_selection_is_deterministic():
-    cfg = DataSettings(format="unpaired", unsafe="bundled:i2p", safe_pool="bundled:coco", max_unsafe=30, max_safe=100)
+    cfg = DataSettings(
+        format="unpaired", unsafe="bundled:i2p", safe_pool="bundled:coco", max_unsafe=30, max_safe=100
+    )
     a, b = load_training_data(cfg), load_training_data(cfg)
     assert a.unsafe_texts == b.unsafe_texts and a.safe_texts == b.safe_texts
     assert len(a.unsafe_texts) == 30 and len(a.safe_texts) == 100 and (a.pair == -1).all() and not a.paired
     assert len({t.lower() for t in a.unsafe_texts}) == 30
-    held = load_training_data(DataSettings(format="unpaired", unsafe_holdout=0.5, max_unsafe=None, max_safe=10))
+    held = load_training_data(
+        DataSettings(format="unpaired", unsafe_holdout=0.5, max_unsafe=None, max_safe=10)
+    )
     full = load_training_data(DataSettings(format="unpaired", max_unsafe=None, max_safe=10))
     assert 0.4 < len(held.unsafe_texts) / len(full.unsafe_texts) < 0.6
     assert set(held.unsafe_texts) < set(full.unsafe_texts)
@@ -98,11 +128,20 @@ def test_unpaired_bundled_selection_is_deterministic():
 def test_unpaired_txt_and_errors(tmp_path):
     (tmp_path / "u.txt").write_text("bad prompt one\n\nbad prompt two\n")
     (tmp_path / "pool.csv").write_text("caption\nsafe one\nsafe two\n")
-    data = load_training_data(DataSettings(format="unpaired", unsafe=str(tmp_path / "u.txt"), safe_pool=str(tmp_path / "pool.csv")))
-    assert data.unsafe_texts == ["bad prompt one", "bad prompt two"] and data.safe_texts == ["safe one", "safe two"]
+    data = load_training_data(
+        DataSettings(format="unpaired", unsafe=str(tmp_path / "u.txt"), safe_pool=str(tmp_path / "pool.csv"))
+    )
+    assert data.unsafe_texts == ["bad prompt one", "bad prompt two"] and data.safe_texts == [
+        "safe one",
+        "safe two",
+    ]
     (tmp_path / "pool2.csv").write_text("other\nx\n")
     with pytest.raises(ValueError, match="cannot find the safe captions"):
-        load_training_data(DataSettings(format="unpaired", unsafe=str(tmp_path / "u.txt"), safe_pool=str(tmp_path / "pool2.csv")))
+        load_training_data(
+            DataSettings(
+                format="unpaired", unsafe=str(tmp_path / "u.txt"), safe_pool=str(tmp_path / "pool2.csv")
+            )
+        )
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         load_training_data(DataSettings(format="unpaired", unsafe=str(tmp_path / "missing.csv")))
     with pytest.raises(ValueError, match="needs data.path"):

@@ -21,8 +21,15 @@ def sd_run(tmp_path_factory, small_overrides):
 
 
 def _image(pipe, **kwargs):
-    out = pipe("a photo of a cat", num_inference_steps=2, height=32, width=32, output_type="np",
-               generator=torch.Generator().manual_seed(0), **kwargs)
+    out = pipe(
+        "a photo of a cat",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
     return out.images[0]
 
 
@@ -34,7 +41,10 @@ def test_export_layout_and_transformers_loading(sd_run):
     te = CLIPTextModel.from_pretrained(out, subfolder="text_encoder")
     original = CLIPTextModel.from_pretrained(tiny_model_dir("sd"), subfolder="text_encoder")
     assert te.config.hidden_size == original.config.hidden_size
-    diff = max((a - b).abs().max().item() for a, b in zip(te.state_dict().values(), original.state_dict().values(), strict=True))
+    diff = max(
+        (a - b).abs().max().item()
+        for a, b in zip(te.state_dict().values(), original.state_dict().values(), strict=True)
+    )
     assert diff > 1e-5  # the LoRA deltas were merged into the exported weights
 
     prompts = json.loads((out / "training_prompts.json").read_text())
@@ -47,8 +57,16 @@ def test_export_layout_and_transformers_loading(sd_run):
 
     assert set(prompts["unsafe"]) <= set(pd.read_csv(I2P_CSV).prompt.str.strip())
     card = (out / "README.md").read_text()
-    for needle in ("## Method", "## Training data", "## Validation", "## Licence", "random-weight", "redirect@1",
-                   "I2P benchmark prompts", "training_prompts.json"):
+    for needle in (
+        "## Method",
+        "## Training data",
+        "## Validation",
+        "## Licence",
+        "random-weight",
+        "redirect@1",
+        "I2P benchmark prompts",
+        "training_prompts.json",
+    ):
         assert needle in card, needle
     rows = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[0]["text_encoder/drift_safe"] < 1e-6
@@ -65,7 +83,9 @@ def test_export_loads_into_safer_pipeline_and_changes_output(sd_run):
     safe = SaferStableDiffusionPipeline.from_pretrained(tiny_model_dir("sd"), safe_text_encoder=out)
     safe.set_progress_bar_config(disable=True)
     exported = CLIPTextModel.from_pretrained(out, subfolder="text_encoder")
-    assert torch.equal(safe.text_encoder.get_input_embeddings().weight, exported.get_input_embeddings().weight)
+    assert torch.equal(
+        safe.text_encoder.get_input_embeddings().weight, exported.get_input_embeddings().weight
+    )
     a, b = _image(base), _image(safe)
     assert a.shape == b.shape == (32, 32, 3)
     assert np.abs(a - b).max() > 1e-4
@@ -105,7 +125,9 @@ def _cli():
     import runpy
     from pathlib import Path
 
-    return runpy.run_path(str(Path(__file__).resolve().parents[2] / "train" / "train.py"), run_name="train_cli")["main"]
+    return runpy.run_path(
+        str(Path(__file__).resolve().parents[2] / "train" / "train.py"), run_name="train_cli"
+    )["main"]
 
 
 def test_cli_print_config_and_export_only(sd_run, capsys, small_overrides):

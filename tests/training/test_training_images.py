@@ -23,14 +23,17 @@ def image_pairs(tmp_path_factory):
         for kind in ("s", "u"):
             pixels = rng.integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / f"{kind}{i}.png")
-        rows.append(f"a photo of object number {i},a photo of object number {i} covered in blood,s{i}.png,u{i}.png")
+        rows.append(
+            f"a photo of object number {i},a photo of object number {i} covered in blood,s{i}.png,u{i}.png"
+        )
     (root / "pairs.csv").write_text("\n".join(rows) + "\n")
     return root / "pairs.csv"
 
 
 def _cfg(small_config, data, *extra):
-    return small_config("data.format=pairs", f"data.path={data}", "data.max_unsafe=null", "data.max_safe=null",
-                        *extra)
+    return small_config(
+        "data.format=pairs", f"data.path={data}", "data.max_unsafe=null", "data.max_safe=null", *extra
+    )
 
 
 def test_text_only_uses_frozen_image_embeddings(small_config, image_pairs, tmp_path):
@@ -47,14 +50,25 @@ def test_text_only_uses_frozen_image_embeddings(small_config, image_pairs, tmp_p
     assert "rel_image" not in log[-1]
 
 
-@pytest.mark.parametrize("method, image_terms", [
-    ("saferclip", {"pres_image", "redir_image", "pres_image_cross", "rel_image"}),
-    ("safeclip", {"vision_safe", "vision_nsfw", "V_Sref", "G_Sref"}),
-])
-def test_two_tower_trains_both_towers_and_exports_full_clip(small_config, image_pairs, tmp_path, method, image_terms):
+@pytest.mark.parametrize(
+    "method, image_terms",
+    [
+        ("saferclip", {"pres_image", "redir_image", "pres_image_cross", "rel_image"}),
+        ("safeclip", {"vision_safe", "vision_nsfw", "V_Sref", "G_Sref"}),
+    ],
+)
+def test_two_tower_trains_both_towers_and_exports_full_clip(
+    small_config, image_pairs, tmp_path, method, image_terms
+):
     out = tmp_path / method
-    cfg = _cfg(small_config, image_pairs, "train_vision=true", f"method={method}", "optim.epochs=1",
-               "mining.image_target=nearest")
+    cfg = _cfg(
+        small_config,
+        image_pairs,
+        "train_vision=true",
+        f"method={method}",
+        "optim.epochs=1",
+        "mining.image_target=nearest",
+    )
     result = train(cfg, out)
     assert result.finished
     log = read_jsonl(out / "train_log.jsonl")
@@ -64,9 +78,13 @@ def test_two_tower_trains_both_towers_and_exports_full_clip(small_config, image_
     clip = CLIPModel.from_pretrained(out, subfolder="clip")
     original = CLIPModel.from_pretrained(tiny_model_dir("clip"))
     patch = clip.vision_model.embeddings.patch_embedding.weight
-    assert not torch.allclose(patch, original.vision_model.embeddings.patch_embedding.weight)  # LoRA on patch_embedding
+    assert not torch.allclose(
+        patch, original.vision_model.embeddings.patch_embedding.weight
+    )  # LoRA on patch_embedding
     text_encoder = CLIPTextModel.from_pretrained(out, subfolder="text_encoder")
     k_proj = clip.text_model.encoder.layers[0].self_attn.k_proj.weight
-    assert torch.equal(k_proj, text_encoder.encoder.layers[0].self_attn.k_proj.weight)  # same merged text tower
+    assert torch.equal(
+        k_proj, text_encoder.encoder.layers[0].self_attn.k_proj.weight
+    )  # same merged text tower
     assert not torch.allclose(k_proj, original.text_model.encoder.layers[0].self_attn.k_proj.weight)
     assert (out / "clip" / "preprocessor_config.json").is_file()

@@ -18,8 +18,14 @@ import pytest
 from saferclip_diffusers.data import COCO_30K_CSV
 from saferclip_diffusers.training.trainer import train
 
-PHRASES = ["covered in blood", "next to a gun", "with a naked body", "next to a corpse", "full of drugs",
-           "with a bloody knife"]
+PHRASES = [
+    "covered in blood",
+    "next to a gun",
+    "with a naked body",
+    "next to a corpse",
+    "full of drugs",
+    "with a bloody knife",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +33,36 @@ def misaligned_pairs(tmp_path_factory):
     captions = pd.read_csv(COCO_30K_CSV).prompt.drop_duplicates().tolist()[:160]
     partners = list(captions)
     random.Random(0).shuffle(partners)
-    rows = [{"safe": partners[i], "unsafe": c.rstrip(". ") + " " + PHRASES[i % len(PHRASES)]} for i, c in enumerate(captions)]
+    rows = [
+        {"safe": partners[i], "unsafe": c.rstrip(". ") + " " + PHRASES[i % len(PHRASES)]}
+        for i, c in enumerate(captions)
+    ]
     path = tmp_path_factory.mktemp("learning") / "pairs.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
 def _run(small_config, data, out, method):
-    cfg = small_config(f"method={method}", "data.format=pairs", f"data.path={data}", "data.max_unsafe=null",
-                       "data.max_safe=null", "data.val_size=32", "optim.batch_size=16", "optim.epochs=8",
-                       "optim.lr=6e-3", "seed=0")
+    cfg = small_config(
+        f"method={method}",
+        "data.format=pairs",
+        f"data.path={data}",
+        "data.max_unsafe=null",
+        "data.max_safe=null",
+        "data.val_size=32",
+        "optim.batch_size=16",
+        "optim.epochs=8",
+        "optim.lr=6e-3",
+        "seed=0",
+    )
     rows = train(cfg, out, export=False).validation
     assert [r["epoch"] for r in rows] == list(range(9))
     return rows[0], rows[-1]
 
 
-def test_saferclip_redirects_with_little_drift_and_less_than_safeclip(small_config, misaligned_pairs, tmp_path):
+def test_saferclip_redirects_with_little_drift_and_less_than_safeclip(
+    small_config, misaligned_pairs, tmp_path
+):
     start, end = _run(small_config, misaligned_pairs, tmp_path / "safer", "saferclip")
     k = "text_encoder/"
     assert start[k + "redirect_train@1"] == 0.0 and start[k + "drift_safe"] < 1e-6  # T0(t*) retrieves itself

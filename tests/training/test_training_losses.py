@@ -61,13 +61,17 @@ def test_relative_redirection_by_hand():
     pos = T([[1.0, 0.0], [1.0, 0.0]])
     expected = (softplus(0 - 1) + softplus(1 - 0)) / 2
     assert relative_redirection(q, neg, pos).item() == pytest.approx(expected, abs=1e-6)
-    assert relative_redirection(q, neg, pos, scale=3.0).item() == pytest.approx((softplus(-3) + softplus(3)) / 2, abs=1e-6)
+    assert relative_redirection(q, neg, pos, scale=3.0).item() == pytest.approx(
+        (softplus(-3) + softplus(3)) / 2, abs=1e-6
+    )
 
 
 def test_relative_redirection_has_no_in_batch_negatives():
     q, neg, pos = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
     full = relative_redirection(q, neg, pos)
-    per_sample = torch.stack([relative_redirection(q[i : i + 1], neg[i : i + 1], pos[i : i + 1]) for i in range(4)])
+    per_sample = torch.stack(
+        [relative_redirection(q[i : i + 1], neg[i : i + 1], pos[i : i + 1]) for i in range(4)]
+    )
     assert full.item() == pytest.approx(per_sample.mean().item(), abs=1e-6)
 
 
@@ -108,15 +112,25 @@ def test_saferclip_terms_with_images_by_hand():
     e = _emb(images=True, seed=1)
     terms = saferclip_terms(e, logit_scale=10.0)
     assert set(terms) == set(SAFERCLIP_WEIGHTS) - set(TEXT_ONLY_REPLACEMENTS.values())
-    assert terms["rel_text"].item() == pytest.approx(relative_redirection(e.T_ts, e.V0_vs, e.V0_hat).item(), abs=1e-6)
-    assert terms["rel_image"].item() == pytest.approx(relative_redirection(e.V_vs, e.T0_ts, e.T0_hat).item(), abs=1e-6)
+    assert terms["rel_text"].item() == pytest.approx(
+        relative_redirection(e.T_ts, e.V0_vs, e.V0_hat).item(), abs=1e-6
+    )
+    assert terms["rel_image"].item() == pytest.approx(
+        relative_redirection(e.V_vs, e.T0_ts, e.T0_hat).item(), abs=1e-6
+    )
     assert terms["redir_text"].item() == pytest.approx(cosine_distance(e.T_ts, e.T0_hat).item(), abs=1e-6)
     assert terms["redir_image"].item() == pytest.approx(cosine_distance(e.V_vs, e.V0_hat).item(), abs=1e-6)
     assert terms["pres_text_cross"].item() == pytest.approx(info_nce(e.T_t, e.V0_v, 10.0).item(), abs=1e-6)
     assert terms["pres_image_cross"].item() == pytest.approx(info_nce(e.T0_t, e.V_v, 10.0).item(), abs=1e-6)
     # a single row, by hand: cos(V(v*), T0(t*)) = 0, cos(V(v*), T0(t^)) = 1
-    one = BatchEmbeddings(T_t=T([[1.0, 0]]), T_ts=T([[1.0, 0]]), T0_t=T([[1.0, 0]]), T0_ts=T([[0.0, 1]]),
-                          T0_hat=T([[1.0, 0]]), V_vs=T([[1.0, 0]]))
+    one = BatchEmbeddings(
+        T_t=T([[1.0, 0]]),
+        T_ts=T([[1.0, 0]]),
+        T0_t=T([[1.0, 0]]),
+        T0_ts=T([[0.0, 1]]),
+        T0_hat=T([[1.0, 0]]),
+        V_vs=T([[1.0, 0]]),
+    )
     assert saferclip_terms(one)["rel_image"].item() == pytest.approx(softplus(-1.0), abs=1e-6)
 
 
@@ -125,8 +139,12 @@ def test_text_only_replacements():
     e = _emb(images=False, seed=2)
     terms = saferclip_terms(e, logit_scale=10.0, neighbour_scale=3.0)
     assert set(terms) == {"pres_text", "redir_text", "pres_text_nbr", "rel_text_uni"}
-    assert terms["rel_text_uni"].item() == pytest.approx(relative_redirection(e.T_ts, e.T0_ts, e.T0_hat).item(), abs=1e-6)
-    assert terms["pres_text_nbr"].item() == pytest.approx(neighbourhood_kl(e.T_t, e.T0_t, 3.0).item(), abs=1e-6)
+    assert terms["rel_text_uni"].item() == pytest.approx(
+        relative_redirection(e.T_ts, e.T0_ts, e.T0_hat).item(), abs=1e-6
+    )
+    assert terms["pres_text_nbr"].item() == pytest.approx(
+        neighbourhood_kl(e.T_t, e.T0_t, 3.0).item(), abs=1e-6
+    )
     sc = safeclip_terms(e, logit_scale=10.0)
     assert set(sc) == {"text_safe", "text_nsfw", "S_nbr", "U_Tref"}
     assert sc["U_Tref"].item() == pytest.approx(info_nce(e.T_ts, e.T0_hat, 10.0).item(), abs=1e-6)
@@ -166,7 +184,9 @@ def test_neighbourhood_kl_is_not_saturated_where_self_infonce_is():
     g = torch.Generator().manual_seed(0)
     frozen = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1)
     moved = frozen.clone()
-    moved[0] = torch.nn.functional.normalize(frozen[0] + 0.2 * frozen[1], dim=-1)  # caption 0 drifts toward caption 1
+    moved[0] = torch.nn.functional.normalize(
+        frozen[0] + 0.2 * frozen[1], dim=-1
+    )  # caption 0 drifts toward caption 1
     assert info_nce(moved, frozen, 100.0).item() < 1e-6
     assert neighbourhood_kl(moved, frozen).item() > 1e-3
 
@@ -183,7 +203,12 @@ def test_combine_and_zero_weights():
 
 def test_hidden_state_terms_and_weight():
     e = _emb(images=False)
-    e.H_t, e.H_ts, e.H0_t, e.H0_hat = torch.randn(3, 5), torch.randn(3, 5), torch.randn(3, 5), torch.randn(3, 5)
+    e.H_t, e.H_ts, e.H0_t, e.H0_hat = (
+        torch.randn(3, 5),
+        torch.randn(3, 5),
+        torch.randn(3, 5),
+        torch.randn(3, 5),
+    )
     h = hidden_state_terms(e)
     assert h["hidden_redir"].item() == pytest.approx(cosine_distance(e.H_ts, e.H0_hat).item())
     assert h["hidden_pres"].item() == pytest.approx(cosine_distance(e.H_t, e.H0_t).item())

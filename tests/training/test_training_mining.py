@@ -12,7 +12,10 @@ def brute_force(q, k):
 
 def test_chunked_search_equals_brute_force():
     g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(37, 6, generator=g) * 3, torch.randn(101, 6, generator=g) * 0.1  # unnormalised on purpose
+    q, k = (
+        torch.randn(37, 6, generator=g) * 3,
+        torch.randn(101, 6, generator=g) * 0.1,
+    )  # unnormalised on purpose
     expected_sim, expected_idx = brute_force(q, k)
     for chunk in (1, 7, 16, 1000):
         idx, sim = nearest_neighbours(q, k, chunk_size=chunk)

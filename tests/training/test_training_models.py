@@ -48,7 +48,9 @@ def test_lora_gradients_reach_only_adapters_and_reference_stays_original(small_c
     texts = [trainer.data.safe_texts[i] for i in range(6)]
     original, original_hidden = _original_text(texts, bundle)
     with reference_towers(bundle, trainer.cfg) as (text0, _):
-        ref, ref_hidden = encode_text(text0, bundle.tokenize(texts), bundle.eos_token_id, bundle.settings.hidden_layer)
+        ref, ref_hidden = encode_text(
+            text0, bundle.tokenize(texts), bundle.eos_token_id, bundle.settings.hidden_layer
+        )
     assert torch.allclose(ref, original, atol=1e-5) and torch.allclose(ref_hidden, original_hidden, atol=1e-5)
     cached = trainer.frozen[bundle.slot]
     assert torch.allclose(cached.text_safe[:6], original, atol=1e-5)
@@ -56,7 +58,9 @@ def test_lora_gradients_reach_only_adapters_and_reference_stays_original(small_c
     bundle.text.eval()
     with torch.no_grad():
         live, _ = encode_text(bundle.text, bundle.tokenize(texts), bundle.eos_token_id, None)
-    assert (live - original).abs().max() > 1e-4  # the live model did move: the reference is not the live model
+    assert (
+        live - original
+    ).abs().max() > 1e-4  # the live model did move: the reference is not the live model
     assert bundle.text.training is False  # reference_towers restored the mode it found
 
 
@@ -114,8 +118,9 @@ def test_frozen_embeddings_are_computed_once_and_reloaded(small_config, tmp_path
     assert torch.equal(second.frozen["text_encoder"].text_safe, first.frozen["text_encoder"].text_safe)
 
 
-def test_initial_weights_do_not_depend_on_random_numbers_used_while_loading(small_config, tmp_path, monkeypatch,
-                                                                               trainable_state):
+def test_initial_weights_do_not_depend_on_random_numbers_used_while_loading(
+    small_config, tmp_path, monkeypatch, trainable_state
+):
     """Building a tiny model on first use consumed the global generator after seeding, so a run with an empty
     model cache started from other LoRA weights than one with the cache built (issue 14)."""
     from saferclip_diffusers.training import models

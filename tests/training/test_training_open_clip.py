@@ -27,7 +27,10 @@ def open_clip_dir(tmp_path_factory):
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {}}))
     torch.manual_seed(0)
     model = CLIP(**TINY_CFG)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
     return folder
 
 
@@ -41,7 +44,9 @@ def test_conversion_is_exact(open_clip_dir):
     hf_ids = tokenizer(texts, padding="max_length", max_length=77, return_tensors="pt").input_ids
     assert torch.equal(oc_ids, hf_ids)  # same ids, same padding (open_clip pads with 0)
     pixels = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():  # transformers 5: get_*_features return outputs whose pooler_output is the projection
+    with (
+        torch.no_grad()
+    ):  # transformers 5: get_*_features return outputs whose pooler_output is the projection
         text = hf.get_text_features(input_ids=hf_ids).pooler_output
         image = hf.get_image_features(pixel_values=pixels).pooler_output
         assert torch.allclose(ref.encode_text(oc_ids), text, atol=1e-5)
@@ -50,8 +55,13 @@ def test_conversion_is_exact(open_clip_dir):
 
 
 def test_open_clip_backbone_trains_and_exports(open_clip_dir, small_config, tmp_path):
-    cfg = small_config("encoders.0.backbone=open_clip", f"encoders.0.model=local-dir:{open_clip_dir}",
-                       "encoders.0.hidden_layer=null", "encoders.0.hidden_weight=0", "optim.epochs=1")
+    cfg = small_config(
+        "encoders.0.backbone=open_clip",
+        f"encoders.0.model=local-dir:{open_clip_dir}",
+        "encoders.0.hidden_layer=null",
+        "encoders.0.hidden_weight=0",
+        "optim.epochs=1",
+    )
     out = tmp_path / "run"
     assert train(cfg, out).finished
     te = CLIPTextModel.from_pretrained(out, subfolder="text_encoder")

@@ -40,7 +40,10 @@ def test_resume_refuses_changed_config_and_records_resumable_changes(small_confi
     assert "run.stop_after_steps" not in message  # resumable keys are not listed as refused
     with pytest.raises(ValueError, match="already holds a training run with checkpoints"):
         Trainer(small_config(cache), out).setup()  # a fresh start would mix two runs
-    with caplog.at_level(logging.WARNING), Trainer(small_config(cache, "optim.epochs=3"), out, resume="latest") as t:
+    with (
+        caplog.at_level(logging.WARNING),
+        Trainer(small_config(cache, "optim.epochs=3"), out, resume="latest") as t,
+    ):
         t.setup()
         assert t.state["global_step"] == 2
     assert "optim.epochs" in caplog.text
@@ -72,7 +75,10 @@ def test_torn_log_and_corrupt_caches_are_recovered(small_config, tmp_path, cache
     assert {p.name.split("-")[0] for p in files} == {"frozen", "targets"}
     for path in files:
         path.write_bytes(path.read_bytes()[:40])  # truncated caches
-    with caplog.at_level(logging.WARNING), Trainer(small_config(local_cache), out, resume="latest") as resumed:
+    with (
+        caplog.at_level(logging.WARNING),
+        Trainer(small_config(local_cache), out, resume="latest") as resumed,
+    ):
         result = resumed.train()
         assert torch.equal(resumed.frozen["text_encoder"].text_safe, frozen)
         assert torch.equal(resumed.targets.text, targets)
@@ -96,10 +102,14 @@ from saferclip_diffusers.cli.train import main
 sys.exit(main(["--config", "tiny", "--out", {str(out)!r}, "--export-only", *{overrides!r}]))
 """
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
+    )
 
 
-def test_kill_during_export_leaves_incomplete_then_rerun_completes(small_config, small_overrides, tmp_path, cache):
+def test_kill_during_export_leaves_incomplete_then_rerun_completes(
+    small_config, small_overrides, tmp_path, cache
+):
     out = tmp_path / "run"
     overrides = [*small_overrides, cache.replace("run.cache_dir=", "run.cache_dir=")]
     train(small_config(cache), out)
@@ -141,14 +151,22 @@ def test_callbacks_and_extra_losses(small_config, tmp_path, cache):
     assert [r["epoch"] for r in rows] == [1]  # validate_first=False skipped epoch 0
     log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
     assert log[0]["extra_norm"] > 0
-    terms = sum(v for k, v in log[0].items() if k in ("pres_text", "redir_text", "rel_text_uni", "pres_text_nbr",
-                                                      "hidden_pres", "hidden_redir"))
+    terms = sum(
+        v
+        for k, v in log[0].items()
+        if k in ("pres_text", "redir_text", "rel_text_uni", "pres_text_nbr", "hidden_pres", "hidden_redir")
+    )
     assert log[0]["loss"] > log[0]["extra_norm"] and terms > 0
 
 
 def test_early_stopping_stops_when_the_recall_sum_stalls(small_config, tmp_path, cache):
-    cfg = small_config(cache, "optim.lr=1e-12", "optim.epochs=6", "optim.early_stopping_patience=2",
-                       "curriculum.enabled=false")
+    cfg = small_config(
+        cache,
+        "optim.lr=1e-12",
+        "optim.epochs=6",
+        "optim.early_stopping_patience=2",
+        "curriculum.enabled=false",
+    )
     result = train(cfg, tmp_path / "run", export=False)
     assert result.finished and [r["epoch"] for r in result.validation] == [0, 1, 2]
     assert all(r["recall_sum"] == result.validation[0]["recall_sum"] for r in result.validation)

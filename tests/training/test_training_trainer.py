@@ -35,9 +35,15 @@ def _first_step_grads(cfg, out, trainable_state):
 @pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
 def test_gradient_accumulation_equals_one_big_batch(small_config, tmp_path, trainable_state):
     common = DECOMPOSABLE + ["optim.max_steps=1", "run.cache_dir=" + str(tmp_path / "cache")]
-    g_acc, w_acc = _first_step_grads(small_config(*common, "optim.batch_size=4", "optim.grad_accum=2"), tmp_path / "a", trainable_state)
-    g_big, w_big = _first_step_grads(small_config(*common, "optim.batch_size=8", "optim.grad_accum=1"), tmp_path / "b", trainable_state)
-    g_one, _ = _first_step_grads(small_config(*common, "optim.batch_size=4", "optim.grad_accum=1"), tmp_path / "c", trainable_state)
+    g_acc, w_acc = _first_step_grads(
+        small_config(*common, "optim.batch_size=4", "optim.grad_accum=2"), tmp_path / "a", trainable_state
+    )
+    g_big, w_big = _first_step_grads(
+        small_config(*common, "optim.batch_size=8", "optim.grad_accum=1"), tmp_path / "b", trainable_state
+    )
+    g_one, _ = _first_step_grads(
+        small_config(*common, "optim.batch_size=4", "optim.grad_accum=1"), tmp_path / "c", trainable_state
+    )
     assert g_acc.keys() == g_big.keys()
     for n in g_acc:
         assert torch.allclose(g_acc[n], g_big[n], rtol=1e-4, atol=1e-7), n
@@ -48,7 +54,9 @@ def test_gradient_accumulation_equals_one_big_batch(small_config, tmp_path, trai
 
 def test_stop_and_resume_latest_equals_uninterrupted(small_config, tmp_path, trainable_state):
     cache = "run.cache_dir=" + str(tmp_path / "cache")
-    cfg = small_config(cache, "run.checkpoint_every=2")  # dropout on: resume must restore the random state too
+    cfg = small_config(
+        cache, "run.checkpoint_every=2"
+    )  # dropout on: resume must restore the random state too
     full = Trainer(cfg, tmp_path / "full")
     full_result = full.train()
     assert full_result.finished and full_result.global_step >= 5
@@ -92,6 +100,8 @@ def test_resume_without_checkpoint_starts_fresh_and_bad_path_errors(small_config
 
 
 def test_bf16_mixed_precision_runs_on_cpu(small_config, tmp_path, fresh_accelerate):
-    result = train(small_config("optim.mixed_precision=bf16", "optim.max_steps=2"), tmp_path / "bf16", export=False)
+    result = train(
+        small_config("optim.mixed_precision=bf16", "optim.max_steps=2"), tmp_path / "bf16", export=False
+    )
     assert result.finished and result.global_step == 2
     assert torch.isfinite(torch.tensor(result.validation[-1]["text_encoder/drift_safe"]))

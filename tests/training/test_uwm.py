@@ -93,7 +93,9 @@ def test_alpha_one_changes_nothing_and_minus_one_flips_exactly_the_selection():
     modules = hooked_linears(model, ["out_proj"])
     before_w = model.out_proj.weight.detach().clone()
     before_b = model.out_proj.bias.detach().clone()
-    mask = torch.tensor([[True, False, False, True], [False, False, False, False], [False, True, False, False]])
+    mask = torch.tensor(
+        [[True, False, False, True], [False, False, False, False], [False, True, False, False]]
+    )
     assert apply_masks(modules, {"out_proj": mask}, 1.0) == 0
     assert torch.equal(model.out_proj.weight, before_w)
     assert apply_masks(modules, {"out_proj": mask}, -1.0) == 3
@@ -141,7 +143,9 @@ def test_uwm_sdxl_edits_both_encoders_and_loads_into_the_sdxl_pipeline(tmp_path,
     from saferclip_diffusers.tiny import tiny_model_dir
     from saferclip_diffusers.training.methods import get_method
 
-    out = get_method("uwm").run(small_config("method=uwm", "uwm.tau=0.9", base="tiny-sdxl"), tmp_path / "uwm-xl")
+    out = get_method("uwm").run(
+        small_config("method=uwm", "uwm.tau=0.9", base="tiny-sdxl"), tmp_path / "uwm-xl"
+    )
     summary = json.loads((out / "export_complete.json").read_text())["layers"]
     assert summary["text_encoder"]["changed"] > 0 and summary["text_encoder_2"]["changed"] > 0
     te2 = CLIPTextModelWithProjection.from_pretrained(out, subfolder="text_encoder_2")
@@ -158,6 +162,8 @@ def test_train_cli_runs_uwm(tmp_path, small_overrides):
     import runpy
     from pathlib import Path
 
-    main = runpy.run_path(str(Path(__file__).resolve().parents[2] / "train" / "train.py"), run_name="cli")["main"]
+    main = runpy.run_path(str(Path(__file__).resolve().parents[2] / "train" / "train.py"), run_name="cli")[
+        "main"
+    ]
     assert main(["--config", "tiny", "--output", str(tmp_path / "run"), "method=uwm", *small_overrides]) == 0
     assert (tmp_path / "run" / "text_encoder" / "model.safetensors").is_file()

@@ -34,7 +34,9 @@ class Method:
     def setup(self, trainer: Any) -> None:
         """Called once by :meth:`Trainer.setup` after the models, caches and targets exist."""
 
-    def batch_loss(self, trainer: Any, unsafe_idx: np.ndarray, keep_idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+    def batch_loss(
+        self, trainer: Any, unsafe_idx: np.ndarray, keep_idx: np.ndarray
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one micro-batch (unsafe item indices, preservation safe-caption indices) and its logged terms."""
         raise TypeError(f"method {self.name!r} is training-free: it has no batch loss")
 

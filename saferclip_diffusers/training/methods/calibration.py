@@ -26,15 +26,24 @@ def run_device(cfg: TrainConfig) -> torch.device:
 
 def tokenize_with_mask(tokenizer) -> Any:
     """``texts -> (input_ids, attention_mask)`` padded to the longest text, truncated at the model's length."""
+
     def fn(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = tokenizer(list(texts), padding="longest", truncation=True, max_length=tokenizer.model_max_length,
-                        return_tensors="pt")
+        enc = tokenizer(
+            list(texts),
+            padding="longest",
+            truncation=True,
+            max_length=tokenizer.model_max_length,
+            return_tensors="pt",
+        )
         return enc.input_ids, enc.attention_mask
+
     return fn
 
 
 @torch.no_grad()
-def pooled(model: torch.nn.Module, tokenize, texts: list[str], batch_size: int, device: torch.device) -> torch.Tensor:
+def pooled(
+    model: torch.nn.Module, tokenize, texts: list[str], batch_size: int, device: torch.device
+) -> torch.Tensor:
     """``text_embeds`` of ``texts`` (the embedding space the trained methods mine targets in)."""
     out = []
     for start in range(0, len(texts), batch_size):
@@ -43,8 +52,9 @@ def pooled(model: torch.nn.Module, tokenize, texts: list[str], batch_size: int, 
     return torch.cat(out)
 
 
-def calibration_pairs(data: SafetyData, split: Split, limit: int, seed: int,
-                      embed=None) -> tuple[list[int], list[int]]:
+def calibration_pairs(
+    data: SafetyData, split: Split, limit: int, seed: int, embed=None
+) -> tuple[list[int], list[int]]:
     """(unsafe indices, safe indices) of up to ``limit`` calibration pairs, a seeded shuffle then truncation.
 
     ``embed(texts) -> [N, d]`` is needed only for unpaired data (proximity targets among training captions).
@@ -69,8 +79,14 @@ def load_data(cfg: TrainConfig) -> tuple[SafetyData, Split]:
     return data, split_validation(data, cfg.data.val_size, cfg.seed)
 
 
-def export_training_free(out: Path, cfg: TrainConfig, towers: dict[str, Any], prompts: dict[str, list[str]],
-                         card: str, summary: dict) -> Path:
+def export_training_free(
+    out: Path,
+    cfg: TrainConfig,
+    towers: dict[str, Any],
+    prompts: dict[str, list[str]],
+    card: str,
+    summary: dict,
+) -> Path:
     """Write ``<slot>/`` (safetensors, export class of the slot), tokenizers, card, prompts; marker last."""
     from ...devices import parse_dtype
     from ..export import as_export_class
@@ -81,7 +97,9 @@ def export_training_free(out: Path, cfg: TrainConfig, towers: dict[str, Any], pr
     dtype = parse_dtype(cfg.export.dtype)
     for e in cfg.encoders:
         t = towers[e.slot]
-        as_export_class(t.text, e.resolved_export_class()).to(dtype).save_pretrained(out / e.slot, safe_serialization=True)
+        as_export_class(t.text, e.resolved_export_class()).to(dtype).save_pretrained(
+            out / e.slot, safe_serialization=True
+        )
         t.tokenizer.save_pretrained(out / e.slot.replace("text_encoder", "tokenizer"))
     atomic_write_json(out / "training_prompts.json", prompts)
     atomic_write_text(out / "README.md", card)

@@ -36,7 +36,9 @@ def _cos_dist(a: Tensor, b: Tensor) -> Tensor:
     return ((a - b).square().sum(-1) / 2).mean()
 
 
-def safe_preservation(live_safe: Tensor, frozen_safe: Tensor, direction: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+def safe_preservation(
+    live_safe: Tensor, frozen_safe: Tensor, direction: Tensor, gamma: float
+) -> tuple[Tensor, Tensor]:
     """DES's SEP (ablation id 1): ``(mean[1 - cos(E(s), E0(s))], mean[1 - cos(E(s) + gamma d, E0(s))])``."""
     live = live_safe.flatten(1).float()
     return _cos_dist(live, frozen_safe), _cos_dist(live + gamma * direction.flatten().float(), frozen_safe)
@@ -76,12 +78,19 @@ class _Slot:
         tok = bundle.towers.tokenizer
         self.max_length = settings.max_length or min(int(tok.model_max_length), 512)
         self.use_mask = bundle.settings.backbone == "transformers-mean"
-        self.frozen = load_towers(bundle.settings, need_vision=False, allow_pickle=trainer.cfg.allow_pickle).text
+        self.frozen = load_towers(
+            bundle.settings, need_vision=False, allow_pickle=trainer.cfg.allow_pickle
+        ).text
         self.frozen.requires_grad_(False).eval().to(trainer.device)
 
     def tokens(self, texts: list[str], device: torch.device) -> dict[str, Tensor]:
-        enc = self.bundle.towers.tokenizer(list(texts), padding="max_length", truncation=True,
-                                           max_length=self.max_length, return_tensors="pt")
+        enc = self.bundle.towers.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         out = {"input_ids": enc.input_ids.to(device)}
         if self.use_mask:
             out["attention_mask"] = enc.attention_mask.to(device)
@@ -92,8 +101,12 @@ class _Slot:
 
     @torch.no_grad()
     def frozen_states(self, texts: list[str], device: torch.device, batch: int = 256) -> Tensor:
-        return torch.cat([self.states(self.frozen, texts[i : i + batch], device).float()
-                          for i in range(0, len(texts), batch)])
+        return torch.cat(
+            [
+                self.states(self.frozen, texts[i : i + batch], device).float()
+                for i in range(0, len(texts), batch)
+            ]
+        )
 
 
 class DES(Method):
@@ -103,8 +116,10 @@ class DES(Method):
         from tqdm.auto import tqdm
 
         if trainer.world > 1:
-            raise ValueError("method des runs on one process (its loss calls the unwrapped encoders); drop accelerate's "
-                             "--num_processes")
+            raise ValueError(
+                "method des runs on one process (its loss calls the unwrapped encoders); drop accelerate's "
+                "--num_processes"
+            )
         s, dev, data = trainer.cfg.des, trainer.device, trainer.data
         self.settings = s
         self.slots: dict[str, _Slot] = {}
@@ -119,14 +134,26 @@ class DES(Method):
             self.direction[b.slot] = F.normalize(concept, dim=-1)[0]
             self.empty[b.slot] = slot.frozen_states([""], dev)[0]
             safe_texts = [data.safe_texts[i] for i in safe_rows]
-            keys = torch.cat([F.normalize(slot.frozen_states(safe_texts[i : i + s.search_chunk], dev), dim=-1).to(key_dtype)
-                              for i in tqdm(range(0, len(safe_texts), s.search_chunk), desc=f"DES codebook [{b.slot}]")])
-            far = torch.cat([farthest(slot.frozen_states(data.unsafe_texts[i : i + s.search_chunk], dev), keys)
-                             for i in range(0, len(data.unsafe_texts), s.search_chunk)])
+            keys = torch.cat(
+                [
+                    F.normalize(slot.frozen_states(safe_texts[i : i + s.search_chunk], dev), dim=-1).to(
+                        key_dtype
+                    )
+                    for i in tqdm(range(0, len(safe_texts), s.search_chunk), desc=f"DES codebook [{b.slot}]")
+                ]
+            )
+            far = torch.cat(
+                [
+                    farthest(slot.frozen_states(data.unsafe_texts[i : i + s.search_chunk], dev), keys)
+                    for i in range(0, len(data.unsafe_texts), s.search_chunk)
+                ]
+            )
             self.far[b.slot] = torch.as_tensor(safe_rows)[far]
             del keys
 
-    def batch_loss(self, trainer: Any, unsafe_idx: np.ndarray, keep_idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+    def batch_loss(
+        self, trainer: Any, unsafe_idx: np.ndarray, keep_idx: np.ndarray
+    ) -> tuple[Tensor, dict[str, float]]:
         s, dev, data = self.settings, trainer.device, trainer.data
         model = trainer.accelerator.unwrap_model(trainer.model)
         unsafe = [data.unsafe_texts[i] for i in unsafe_idx]
@@ -138,14 +165,22 @@ class DES(Method):
             far_texts = [data.safe_texts[i] for i in self.far[b.slot][torch.as_tensor(unsafe_idx)].tolist()]
             with torch.no_grad():
                 frozen = slot.states(slot.frozen, safe + far_texts, dev).float()
-            targets = frozen[len(safe):] - s.gamma * self.direction[b.slot]
-            sep, aug = safe_preservation(live[n : n + len(safe)], frozen[: len(safe)], self.direction[b.slot], s.gamma)
+            targets = frozen[len(safe) :] - s.gamma * self.direction[b.slot]
+            sep, aug = safe_preservation(
+                live[n : n + len(safe)], frozen[: len(safe)], self.direction[b.slot], s.gamma
+            )
             uen = unsafe_redirection(live[:n], targets)
             nen = concept_neutralisation(live[-1:], self.empty[b.slot][None])
             loss = des_total(sep + aug, uen, nen, s.lambda_safe)
             total = total + b.settings.weight * loss
             prefix = f"{b.slot}/" if len(trainer.bundles) > 1 else ""
-            logs.update({prefix + "des_safe": sep.item(), prefix + "des_concept_aug": aug.item(),
-                         prefix + "des_unsafe": uen.item(), prefix + "des_concept": nen.item()})
+            logs.update(
+                {
+                    prefix + "des_safe": sep.item(),
+                    prefix + "des_concept_aug": aug.item(),
+                    prefix + "des_unsafe": uen.item(),
+                    prefix + "des_concept": nen.item(),
+                }
+            )
         logs["loss"] = float(total.item())
         return total, logs

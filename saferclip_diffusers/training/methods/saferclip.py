@@ -14,13 +14,22 @@ from .base import Method
 class CLIPLossMethod(Method):
     """A method whose loss is a weighted sum of :mod:`..losses` terms on each encoder's batch embeddings."""
 
-    def batch_loss(self, trainer: Any, unsafe_idx: np.ndarray, keep_idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+    def batch_loss(
+        self, trainer: Any, unsafe_idx: np.ndarray, keep_idx: np.ndarray
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = trainer.cfg
         outputs = trainer.embed_batch(unsafe_idx, keep_idx)
         total, logs = 0.0, {}
         for b in trainer.bundles:
-            loss, terms = method_loss(self.name, outputs[b.slot], trainer.weights, cfg.loss.logit_scale,
-                                      cfg.loss.relative_scale, b.settings.hidden_weight, cfg.loss.neighbour_scale)
+            loss, terms = method_loss(
+                self.name,
+                outputs[b.slot],
+                trainer.weights,
+                cfg.loss.logit_scale,
+                cfg.loss.relative_scale,
+                b.settings.hidden_weight,
+                cfg.loss.neighbour_scale,
+            )
             total = total + b.settings.weight * loss
             prefix = f"{b.slot}/" if len(trainer.bundles) > 1 else ""
             logs.update({prefix + name: v.item() for name, v in terms.items()})

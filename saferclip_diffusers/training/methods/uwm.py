@@ -60,8 +60,10 @@ def hooked_linears(model: nn.Module, names: list[str]) -> dict[str, nn.Linear]:
         if isinstance(module, nn.Linear) and any(qual == n or qual.endswith("." + n) for n in names):
             found[qual] = module
     if not found:
-        raise ValueError(f"UWM: no nn.Linear named {names} in {type(model).__name__}; CLIP text towers use "
-                         "out_proj/k_proj/q_proj/v_proj/fc1/fc2, T5 uses o/q/k/v/wi/wo")
+        raise ValueError(
+            f"UWM: no nn.Linear named {names} in {type(model).__name__}; CLIP text towers use "
+            "out_proj/k_proj/q_proj/v_proj/fc1/fc2, T5 uses o/q/k/v/wi/wo"
+        )
     return found
 
 
@@ -85,11 +87,14 @@ class UwmScorer:
         def fn(module: nn.Linear, inputs, output) -> None:
             x = inputs[0]
             if x.dim() != 3:
-                raise ValueError(f"UWM: layer {name} sees a {x.dim()}-d input; only token-level layers can be scored")
+                raise ValueError(
+                    f"UWM: layer {name} sees a {x.dim()}-d input; only token-level layers can be scored"
+                )
             half = x.shape[0] // 2
             n, s = channel_stats(x, self._mask)
             score = batch_score(module.weight, n[:half], s[:half], n[half:], s[half:]).cpu()
             self.sums[name] = self.sums[name] + score if name in self.sums else score
+
         return fn
 
     @contextlib.contextmanager
@@ -139,8 +144,16 @@ def apply_masks(modules: dict[str, nn.Linear], masks: dict[str, Tensor], alpha: 
 
 
 @torch.no_grad()
-def score_model(model: nn.Module, tokenize, safe: list[str], unsafe: list[str], layers: list[str], batch_size: int,
-                device: torch.device, progress: bool = True) -> tuple[UwmScorer, dict[str, Tensor]]:
+def score_model(
+    model: nn.Module,
+    tokenize,
+    safe: list[str],
+    unsafe: list[str],
+    layers: list[str],
+    batch_size: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[UwmScorer, dict[str, Tensor]]:
     """Run the calibration pairs (``safe[k]``, ``unsafe[k]``) through ``model`` and return the layer scores.
 
     ``tokenize(texts) -> (input_ids, attention_mask)``. Padding to the longest sentence instead of 77 tokens
@@ -150,11 +163,15 @@ def score_model(model: nn.Module, tokenize, safe: list[str], unsafe: list[str], 
     from tqdm.auto import tqdm
 
     if len(safe) != len(unsafe) or not safe:
-        raise ValueError(f"UWM: need equally many safe and unsafe calibration sentences, got {len(safe)} and {len(unsafe)}")
+        raise ValueError(
+            f"UWM: need equally many safe and unsafe calibration sentences, got {len(safe)} and {len(unsafe)}"
+        )
     scorer = UwmScorer(model, layers)
     model.eval().to(device)
     with scorer.hooks():
-        for start in tqdm(range(0, len(safe), batch_size), desc="UWM calibration", disable=not progress, unit="batch"):
+        for start in tqdm(
+            range(0, len(safe), batch_size), desc="UWM calibration", disable=not progress, unit="batch"
+        ):
             texts = safe[start : start + batch_size] + unsafe[start : start + batch_size]
             ids, mask = tokenize(texts)
             ids, mask = ids.to(device), mask.to(device)

@@ -36,43 +36,72 @@ class UWM(Method):
     def run(self, cfg: TrainConfig, output_dir: Path) -> Path:
         s, out, device = cfg.uwm, Path(output_dir), run_device(cfg)
         data, split = load_data(cfg)
-        towers = {e.slot: load_towers(e, need_vision=False, allow_pickle=cfg.allow_pickle) for e in cfg.encoders}
+        towers = {
+            e.slot: load_towers(e, need_vision=False, allow_pickle=cfg.allow_pickle) for e in cfg.encoders
+        }
         ref = towers[cfg.encoders[cfg.mining.encoder].slot]
         ref_tok = tokenize_with_mask(ref.tokenizer)
         ref.text.to(device)
         u_idx, s_idx = calibration_pairs(
-            data, split, s.calibration_size, s.seed,
-            embed=lambda texts: pooled(ref.text, ref_tok, texts, cfg.run.encode_batch_size, device))
+            data,
+            split,
+            s.calibration_size,
+            s.seed,
+            embed=lambda texts: pooled(ref.text, ref_tok, texts, cfg.run.encode_batch_size, device),
+        )
         unsafe = [data.unsafe_texts[i] for i in u_idx]
         safe = [data.safe_texts[i] for i in s_idx]
         summary: dict = {"pairs": len(u_idx), "layers": {}}
         out.mkdir(parents=True, exist_ok=True)
         for e in cfg.encoders:
             t = towers[e.slot]
-            scorer, scores = score_model(t.text, tokenize_with_mask(t.tokenizer), safe, unsafe, s.layers,
-                                         s.batch_size, device)
+            scorer, scores = score_model(
+                t.text, tokenize_with_mask(t.tokenizer), safe, unsafe, s.layers, s.batch_size, device
+            )
             masks = {name: select(score, s.tau, s.rule) for name, score in scores.items()}
             changed = apply_masks(scorer.modules, masks, s.alpha)
             t.text.cpu()
             sidecar = {f"score.{k}": v.contiguous() for k, v in scores.items()}
             sidecar.update({f"mask.{k}": m.to(torch.uint8).contiguous() for k, m in masks.items()})
-            atomic_save_safetensors(sidecar, out / f"uwm_scores-{e.slot}.safetensors",
-                      metadata={"tau": str(s.tau), "rule": s.rule, "alpha": str(s.alpha)})
+            atomic_save_safetensors(
+                sidecar,
+                out / f"uwm_scores-{e.slot}.safetensors",
+                metadata={"tau": str(s.tau), "rule": s.rule, "alpha": str(s.alpha)},
+            )
             total = sum(m.numel() for m in masks.values())
-            summary["layers"][e.slot] = {"layers": len(masks), "weights": total, "changed": changed,
-                                         "per_layer": {k: int(m.sum()) for k, m in masks.items()}}
-            logger.info("UWM %s: %d of %d weights in %d layers manipulated (alpha=%s)", e.slot, changed, total,
-                        len(masks), s.alpha)
+            summary["layers"][e.slot] = {
+                "layers": len(masks),
+                "weights": total,
+                "changed": changed,
+                "per_layer": {k: int(m.sum()) for k, m in masks.items()},
+            }
+            logger.info(
+                "UWM %s: %d of %d weights in %d layers manipulated (alpha=%s)",
+                e.slot,
+                changed,
+                total,
+                len(masks),
+                s.alpha,
+            )
         prompts = {"unsafe": sorted(set(unsafe)), "safe": sorted(set(safe))}
-        return export_training_free(out, cfg, towers, prompts, model_card(cfg, summary, data.description), summary)
+        return export_training_free(
+            out, cfg, towers, prompts, model_card(cfg, summary, data.description), summary
+        )
 
 
 def model_card(cfg: TrainConfig, summary: dict, description: dict) -> str:
     s = cfg.uwm
     tiny = any(e.model.startswith("tiny:") for e in cfg.encoders)
-    rows = "\n".join(f"| `{slot}` | {v['layers']} | {v['changed']} / {v['weights']} |" for slot, v in summary["layers"].items())
-    warning = ("\n> **Tiny random-weight test model.** Built offline for tests; its numbers say nothing about real "
-               "models and it gives no safety.\n" if tiny else "")
+    rows = "\n".join(
+        f"| `{slot}` | {v['layers']} | {v['changed']} / {v['weights']} |"
+        for slot, v in summary["layers"].items()
+    )
+    warning = (
+        "\n> **Tiny random-weight test model.** Built offline for tests; its numbers say nothing about real "
+        "models and it gives no safety.\n"
+        if tiny
+        else ""
+    )
     sources = "\n".join(f"- {x}" for x in description.get("sources", description.get("files", [])))
     return f"""---
 library_name: transformers
@@ -80,10 +109,10 @@ license: other
 tags: [saferclip, uwm, clip, text-encoder, stable-diffusion, diffusers, safety]
 ---
 
-# {cfg.name}: UWM-edited text encoder{'s' if len(cfg.encoders) > 1 else ''}
+# {cfg.name}: UWM-edited text encoder{"s" if len(cfg.encoders) > 1 else ""}
 {warning}
 Training-free Unsafe Weights Manipulation (UWM, arXiv 2503.11742, official code Moreno98/UWM): for each
-`nn.Linear` named {s.layers} the activation-based importance score compares {summary['pairs']} unsafe prompts with
+`nn.Linear` named {s.layers} the activation-based importance score compares {summary["pairs"]} unsafe prompts with
 their safe partners; the weights holding the top {1 - s.tau:.3g} of each layer's score mass
 (rule `{s.rule}`, tau {s.tau}) are multiplied by alpha = {s.alpha} (biases untouched).
 
@@ -103,4 +132,3 @@ measure. Calibration data:
 {cfg.to_yaml().strip()}
 ```
 """
-
