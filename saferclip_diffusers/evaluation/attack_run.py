@@ -93,7 +93,7 @@ def run_attacks(
     from ..devices import resolve_device
     from .attack_report import write_attack_report
     from .attack_store import check_compatible, iter_records, record_key
-    from .runner import load_models
+    from .run_models import load_models
 
     device = resolve_device(options.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
