@@ -33,6 +33,7 @@ system's own text encoder (and, for ``unlearndiff``, its UNet)."""
 
 TRANSFER = ("mma", "ring-a-bell")
 GRID_DIR = "grid_cells"
+GRID_CELL = 192  # px, the thumbnails kept for grid.png
 LIBRARY_NAME = {"ring-a-bell-adaptive": "ring-a-bell"}
 
 

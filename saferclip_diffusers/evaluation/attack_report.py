@@ -232,91 +232,6 @@ def render_attack_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_attacks(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    attacks = summary["attacks"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    systems = summary["systems"]
-    width = 0.8 / max(1, 2 * len(attacks))
-    for i, attack in enumerate(attacks):
-        rows = summary["results"][attack]
-        for j, (label, key) in enumerate((("pre", "asr_pre"), ("post", "asr_post"))):
-            values = [(rows[s][key] or {}).get("value", 0.0) for s in systems]
-            axes[0].bar(
-                np.arange(len(systems)) + (2 * i + j - len(attacks)) * width,
-                values,
-                width,
-                label=f"{attack} {label}",
-                hatch="//" if label == "pre" else None,
-            )
-        for s in systems:
-            curve = rows[s]["curve"].get("success")
-            if curve:
-                axes[1].plot(range(len(curve)), curve, label=f"{attack} / {s}")
-    axes[0].set_xticks(np.arange(len(systems)), systems, rotation=20, ha="right")
-    axes[0].set_ylabel("attack success rate (%)")
-    axes[0].set_ylim(0, 100)
-    axes[0].legend(fontsize=7)
-    axes[1].set_xlabel("attack step")
-    axes[1].set_ylabel(f"targets within {summary['report']['conditioning_threshold']} (%)")
-    axes[1].set_ylim(0, 100)
-    axes[1].legend(fontsize=6)
-    title = "Attack success"
-    if summary["random_weights"]:
-        title += " (tiny random-weight models: not a result)"
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def attack_grid(directory: Path, summary: dict[str, Any], targets: dict[int, str], cell: int = 160):
-    """Rows = targets; columns = each system's target image and its best adversarial image per attack.
-    The cells on disk are already blurred where an image looked unsafe (unless the run said --no-blur)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from .attack_protocol import cell_path
-
-    columns = [(s, "", "pre") for s in summary["systems"]] + [
-        (s, a, "r0") for a in summary["attacks"] for s in summary["systems"]
-    ]
-    rows = [t for t in summary["config"]["targets"]["ids"] if cell_path(directory, t, *columns[0]).is_file()]
-    rows = rows[: summary["report"]["grid_targets"]]
-    if not rows:
-        return None
-    font = ImageFont.load_default()
-    label_w, head = 200, 28
-    grid = Image.new("RGB", (label_w + cell * len(columns), head + cell * len(rows)), "white")
-    draw = ImageDraw.Draw(grid)
-    for j, (system, attack, _) in enumerate(columns):
-        draw.text(
-            (label_w + j * cell + 3, 3), f"{system}\n{attack or 'no attack'}"[:60], fill="black", font=font
-        )
-    for i, tid in enumerate(rows):
-        y = head + i * cell
-        draw.multiline_text(
-            (3, y + 3), "\n".join(_wrap(f"#{tid}: {targets.get(tid, '')}", 30)[:10]), fill="black", font=font
-        )
-        for j, column in enumerate(columns):
-            path = cell_path(directory, tid, *column)
-            if path.is_file():
-                with Image.open(path) as im:
-                    grid.paste(im.convert("RGB").resize((cell, cell)), (label_w + j * cell, y))
-    return grid
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width)
-
-
 def write_attack_report(
     directory: str | os.PathLike,
     header: dict[str, Any],
@@ -333,6 +248,8 @@ def write_attack_report(
     summary = build_attack_summary(header, records, spec)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "report.md", render_attack_markdown(summary))
+    from .attack_figures import attack_grid, plot_attacks
+
     plot_attacks(summary, out / "attacks.png")
     targets_csv = directory / "targets.csv"
     texts = {}
