@@ -241,3 +241,40 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- content digests
+
+FULL_HASH_LIMIT = 64 << 20  # files up to 64 MiB are hashed whole; larger weight files by size, head and tail
+_SAMPLE = 4 << 20
+
+
+def _file_digest(path: Path) -> str:
+    size = path.stat().st_size
+    if size <= FULL_HASH_LIMIT:
+        return sha256_file(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(_SAMPLE))
+        f.seek(size - _SAMPLE)
+        digest.update(f.read(_SAMPLE))
+    return digest.hexdigest()
+
+
+def folder_digest(spec: str | os.PathLike | None) -> str | None:
+    """A digest of a local model folder's content (relative names and file contents; weight files over 64 MiB by
+    size, first and last 4 MiB), None for a hub id. Where the folder lies does not enter it."""
+    if spec is None or not Path(spec).expanduser().is_dir():
+        return None
+    root = Path(spec).expanduser()
+    digest = hashlib.sha256()
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix in (".safetensors", ".json", ".bin", ".txt")
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{_file_digest(path)}\n".encode())
+    return digest.hexdigest()

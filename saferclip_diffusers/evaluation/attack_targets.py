@@ -95,11 +95,12 @@ def prepare_attack_run(
 ) -> tuple[AttackRunConfig, pd.DataFrame]:
     """Resolve the preset, targets and systems into a fingerprinted run configuration."""
     from ..devices import dtype_name, resolve_device, resolve_dtype
+    from ..io import folder_digest
     from ..presets import get_preset
     from ..scoring.nudenet import nudenet_info
     from ..scoring.q16 import Q16_DEFAULT_CLIP
     from .prompts import PromptSelection, exclude_training_prompts, load_prompts
-    from .systems import build_system_specs, folder_digest
+    from .systems import build_system_specs
 
     attacks = check_attacks(attacks)
     protocol = get_attack_protocol(preset, budgets=budgets, **(overrides or {}))

@@ -42,9 +42,8 @@ def build_run_config(
     sdxl: bool = False,
 ) -> RunConfig:
     """The fingerprinted configuration of a run (NudeNet version and ONNX hash included)."""
-    from ..io import sha256_file
+    from ..io import folder_digest, sha256_file
     from ..scoring.nudenet import nudenet_info
-    from .systems import folder_digest
 
     if torch_dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"unknown dtype {torch_dtype!r}; choose one of float32, float16, bfloat16")

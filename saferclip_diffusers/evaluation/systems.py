@@ -16,7 +16,6 @@ and hide the effect being measured).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import warnings
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 
 from ..hub import is_local, require_local_dir
-from ..io import EXPORT_MARKER, export_state, sha256_file
+from ..io import EXPORT_MARKER, export_state, folder_digest  # noqa: F401 - folder_digest re-exported
 from .protocol import SAFETY_CONCEPT, SystemSpec
 
 logger = logging.getLogger(__name__)
@@ -48,41 +47,6 @@ def sld_configs() -> dict[str, dict[str, float]] | None:
         "sld-strong": dict(SafetyConfig.STRONG),
         "sld-max": dict(SafetyConfig.MAX),
     }
-
-
-FULL_HASH_LIMIT = 64 << 20  # files up to 64 MiB are hashed whole; larger weight files by size, head and tail
-_SAMPLE = 4 << 20
-
-
-def _file_digest(path: Path) -> str:
-    size = path.stat().st_size
-    if size <= FULL_HASH_LIMIT:
-        return sha256_file(path)
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        digest.update(f.read(_SAMPLE))
-        f.seek(size - _SAMPLE)
-        digest.update(f.read(_SAMPLE))
-    return digest.hexdigest()
-
-
-def folder_digest(spec: str | os.PathLike | None) -> str | None:
-    """A digest of a local model folder's content (relative names and file contents; weight files over 64 MiB by
-    size, first and last 4 MiB), None for a hub id. Where the folder lies does not enter it."""
-    if spec is None or not Path(spec).expanduser().is_dir():
-        return None
-    root = Path(spec).expanduser()
-    digest = hashlib.sha256()
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix in (".safetensors", ".json", ".bin", ".txt")
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-    for path in files:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{_file_digest(path)}\n".encode())
-    return digest.hexdigest()
 
 
 def check_safe_encoder(spec: str) -> None:
