@@ -82,7 +82,7 @@ def source_clip(s: EncoderSettings, allow_pickle: bool = False):
     """The full original ``CLIPModel`` an encoder comes from (None when there is none, e.g. no image_model)."""
     from transformers import CLIPModel
 
-    from .models import _model_type, from_pretrained, resolve_model_path
+    from .towers import _model_type, from_pretrained, resolve_model_path
 
     if s.backbone == "open_clip":
         from .open_clip_convert import load_open_clip
