@@ -42,9 +42,9 @@ from .robust import robust_losses
 from .run_folder import check_config, find_checkpoint, lock, read_log
 from .run_folder import json_line as _json_line
 from .settings import TrainConfig
+from .validating import RECALL_SUM, Validating  # noqa: F401 - RECALL_SUM re-exported
 
 ExtraLoss = Callable[[Any, np.ndarray, np.ndarray, Any], dict[str, torch.Tensor]]
-RECALL_SUM = ("redirect@1", "safe_self@1", "T->V@1", "T*->V@1", "V*->T@1")  # early-stopping score
 
 
 @dataclass
@@ -55,7 +55,7 @@ class TrainResult:
     validation: list[dict] = field(default_factory=list)
 
 
-class Trainer(CheckpointIO, EpochPlan):
+class Trainer(CheckpointIO, EpochPlan, Validating):
     """``Trainer(cfg, out).train()``; use as a context manager (or call :meth:`close`) to release the folder lock."""
 
     def __init__(
@@ -146,50 +146,6 @@ class Trainer(CheckpointIO, EpochPlan):
         self.close()
 
     # ------------------------------------------------------------------ one micro-batch
-    def embed_batch(self, unsafe_idx: np.ndarray, keep_idx: np.ndarray) -> dict[str, BatchEmbeddings]:
-        """Live and frozen embeddings of a micro-batch for every encoder slot (also kept in ``batch_outputs``)."""
-        d, dev = self.data, self.device
-        u, k = torch.as_tensor(unsafe_idx), torch.as_tensor(keep_idx)
-        hat, img_hat = self.targets.text[u], self.targets.image[u]
-        texts = [d.unsafe_texts[i] for i in unsafe_idx] + [d.safe_texts[i] for i in keep_idx]
-        text_inputs = {b.slot: b.tokenize(texts).to(dev) for b in self.bundles}
-        images = {}
-        for b in self.bundles:
-            if b.vision is not None:
-                paths = ([d.unsafe_images[i] for i in unsafe_idx] if d.unsafe_images else []) + (
-                    [d.safe_images[i] for i in keep_idx] if d.safe_images else []
-                )
-                images[b.slot] = b.pixel_values(paths).to(dev)
-        out = self.model(text=text_inputs, images=images or None)
-        n, result = len(unsafe_idx), {}
-        for b in self.bundles:
-            o, f = out[b.slot], self.frozen[b.slot]
-            get = lambda t, idx: t[idx].to(dev) if t is not None else None  # noqa: E731
-            v_vs = v_v = None
-            if o["image"] is not None:
-                n_vs = n if d.unsafe_images else 0
-                v_vs = o["image"][:n_vs] if n_vs else None
-                v_v = o["image"][n_vs:] if d.safe_images else None
-            h = o["hidden"]
-            result[b.slot] = BatchEmbeddings(
-                T_t=o["text"][n:],
-                T_ts=o["text"][:n],
-                T0_t=get(f.text_safe, k),
-                T0_ts=get(f.text_unsafe, u),
-                T0_hat=get(f.text_safe, hat),
-                V_v=v_v,
-                V_vs=v_vs,
-                V0_v=get(f.image_safe, k),
-                V0_vs=get(f.image_unsafe, u),
-                V0_hat=get(f.image_safe, img_hat),
-                H_t=h[n:] if h is not None else None,
-                H_ts=h[:n] if h is not None else None,
-                H0_t=get(f.hidden_safe, k),
-                H0_hat=get(f.hidden_safe, hat),
-            )
-        self.batch_outputs = result
-        return result
-
     def batch_loss(
         self, unsafe_idx: np.ndarray, keep_idx: np.ndarray
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -233,50 +189,6 @@ class Trainer(CheckpointIO, EpochPlan):
         return sums
 
     # ------------------------------------------------------------------ validation
-    def validate(self, epoch: int) -> dict:
-        """Validation metrics after ``epoch`` (0 = before training) into ``validation.jsonl``; early-stopping state."""
-        from accelerate.utils import broadcast_object_list
-
-        from .validation import evaluate_encoder
-
-        row = {"epoch": epoch, "step": self.state["global_step"]}
-        if self.is_main and len(self.split.val_unsafe):
-            model = self.accelerator.unwrap_model(self.model)
-            for b in self.bundles:
-                vision = model.vision[b.slot] if b.slot in model.vision else None
-                metrics = evaluate_encoder(
-                    b,
-                    model.text[b.slot],
-                    vision,
-                    self.frozen[b.slot],
-                    self.data,
-                    self.split,
-                    self.targets.text,
-                    self.device,
-                    self.cfg.run.encode_batch_size,
-                )
-                row.update({f"{b.slot}/{k}": v for k, v in metrics.items()})
-            self._track_best(row, epoch)
-            path = self.out / "validation.jsonl"
-            rows = [r for r in read_log(path) if r["epoch"] < epoch] + [row]
-            atomic_write_text(path, "".join(_json_line(r) for r in rows))
-        shared = [self.state["best_score"], self.state["bad_epochs"]]
-        broadcast_object_list(shared)
-        self.state["best_score"], self.state["bad_epochs"] = shared
-        self.state["validated_epoch"] = epoch
-        return row
-
-    def _track_best(self, row: dict, epoch: int) -> None:
-        score = sum(
-            v for k, v in row.items() if k.split("/")[-1] in RECALL_SUM and isinstance(v, float) and v == v
-        )
-        row["recall_sum"] = score
-        best = self.state["best_score"]
-        if epoch == 0 or best is None or score > best:
-            self.state["best_score"], self.state["bad_epochs"] = score, 0
-        else:
-            self.state["bad_epochs"] += 1
-
     # ------------------------------------------------------------------ loop
     def train(self, validate_first: bool = True) -> TrainResult:
         """Train until the configured end (or ``run.stop_after_steps`` steps of this call); resumable."""
