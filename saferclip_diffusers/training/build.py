@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from .curriculum import CurriculumSchedule, difficulty_buckets
-from .data import load_training_data, split_validation
+from .data import load_training_data
 from .models import TrainableEncoders, build_encoder
 from .reference import fingerprint, load_or_compute_frozen
+from .split import split_validation
 from .targets import load_or_compute_targets
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from .data import SafetyData, Split
+from .data import SafetyData
 from .mining import mine_targets
 from .reference import FrozenEmbeddings, cached
 from .settings import TrainConfig
+from .split import Split
 
 
 @dataclass

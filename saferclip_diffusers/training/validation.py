@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import SafetyData, Split
+from .data import SafetyData
 from .models import EncoderBundle, encode_text
 from .reference import FrozenEmbeddings
+from .split import Split
 
 
 def recall_at_1(queries: torch.Tensor, gallery: torch.Tensor, truth: torch.Tensor) -> float:

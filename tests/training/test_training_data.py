@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from saferclip_diffusers.training.config import DataSettings
-from saferclip_diffusers.training.data import load_training_data, split_validation
+from saferclip_diffusers.training.data import load_training_data
+from saferclip_diffusers.training.split import split_validation
 
 
 def _png(path):

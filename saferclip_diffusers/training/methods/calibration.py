@@ -16,8 +16,9 @@ import torch
 
 from ...io import EXPORT_MARKER, atomic_write_json, atomic_write_text
 from ..config import TrainConfig
-from ..data import SafetyData, Split, load_training_data, split_validation
+from ..data import SafetyData, load_training_data
 from ..mining import mine_targets
+from ..split import Split, split_validation
 
 
 def run_device(cfg: TrainConfig) -> torch.device:
