@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
         require_extra("eval", "pandas", feature="the retrieval evaluation")
         from ..evaluation.retrieval import compare_retrieval
-        from ..evaluation.retrieval_data import load_retrieval_set, write_tiny_retrieval_set
+        from ..evaluation.retrieval_data import load_retrieval_set
+        from ..evaluation.tiny_data import write_tiny_retrieval_set
 
         out = Path(args.out)
         data_path, image_root = args.data, args.image_root

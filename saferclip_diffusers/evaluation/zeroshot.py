@@ -263,7 +263,7 @@ def write_tiny_image_folder(directory: str | os.PathLike) -> Path:
     """An ImageFolder of scikit-image photographs: 6 classes x 3 views (photo, mirror, centre crop)."""
     from PIL import ImageOps
 
-    from .retrieval_data import tiny_photographs
+    from .tiny_data import tiny_photographs
 
     directory = Path(directory)
     photos = tiny_photographs()

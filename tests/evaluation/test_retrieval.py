@@ -29,9 +29,9 @@ from saferclip_diffusers.evaluation.retrieval_data import (
     load_nsfwcaps,
     load_retrieval_set,
     load_visu,
-    write_tiny_retrieval_set,
 )
 from saferclip_diffusers.evaluation.tables import ComparisonTable, read_table
+from saferclip_diffusers.evaluation.tiny_data import write_tiny_retrieval_set
 from saferclip_diffusers.tiny import tiny_model_dir
 
 
