@@ -234,22 +234,31 @@ def _attack(ctx: _Context, tid: int, target: str, row, attack: str, key: str) ->
 
 
 def _conditioning(ctx: _Context, tid: int, target: str, system, records: dict[str, dict[str, Any]]) -> None:
-    from ..attacks import conditioning_distance
+    """Conditioning distances of each attack's prompts on the system's encoder (the attack objective of
+    :func:`saferclip_diffusers.attacks.conditioning_distance`); the target's own conditioning is encoded once."""
+    from ..attacks.conditioning import ConditioningObjective, encoder_slots
 
+    todo = [
+        (record, {"kind": "conditioning", "target_id": tid, "system": system.name, "attack": attack})
+        for attack, record in records.items()
+    ]
+    todo = [item for item in todo if ctx.store.get(item[1]) is None]
+    if not todo:
+        return
+    pipe = ctx.attack_pipes[encoder_key(system)]
+    slots = encoder_slots(pipe)
+    objective = ConditioningObjective.for_slots(slots, target)
+    target_distance = float(objective.score_prompts(slots, [target])[0])
     rows = []
-    for attack, record in records.items():
-        probe = {"kind": "conditioning", "target_id": tid, "system": system.name, "attack": attack}
-        if ctx.store.get(probe) is not None:
-            continue
-        pipe = ctx.attack_pipes[encoder_key(system)]
+    for record, probe in todo:
         prompts = record["result"]["prompts"]
-        distances = [conditioning_distance(pipe, p, target) for p in prompts]
+        distances = [float(d) for d in objective.score_prompts(slots, prompts)] if prompts else []
         rows.append(
             {
                 **probe,
                 "distance": min(distances) if distances else None,
                 "distances": distances,
-                "target_distance": conditioning_distance(pipe, target, target),
+                "target_distance": target_distance,
             }
         )
     ctx.store.append(rows)
