@@ -89,7 +89,7 @@ def test_safety_scale_interpolates_conditioning(safer, spy):
 
 
 def test_safety_scale_out_of_range_is_refused(safer):
-    with pytest.raises(ValueError, match=r"safety_scale must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"safety_scale must be a number in \[0, 1\]"):
         run(safer, safety_scale=1.5)
 
 
