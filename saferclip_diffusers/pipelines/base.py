@@ -33,6 +33,7 @@ class SaferSDMixin(SaferPipelineMixin):
 
     _slots = SD_SLOTS
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
+    _offline_alternative = "the offline preset 'tiny'"
     _clip_skip_shim = True
 
     @classmethod
@@ -102,6 +103,7 @@ class SaferSDXLMixin(SaferPipelineMixin):
     _slots = SDXL_SLOTS
     _encode_outputs = SDXL_OUTPUTS
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER, "text_encoder_2": None}
+    _offline_alternative = "the offline preset 'tiny-sdxl'"
 
     @classmethod
     def from_pretrained(

@@ -7,8 +7,10 @@ the UNet and VAE.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 from .. import _compat
@@ -68,23 +70,37 @@ def _expectations(unet_config: dict, tokenizers: dict, encoder_configs: dict) ->
     return out
 
 
+def _export_holds(spec: Any, slot: str, kind: str) -> bool:
+    """Whether ``spec`` is a diffusers-layout export whose ``slot`` folder holds an encoder of ``kind``
+    (``clip`` or ``t5``)."""
+    if spec is DEFAULT or spec is None or not isinstance(spec, (str, os.PathLike)):
+        return False
+    config = Path(spec).expanduser() / slot / "config.json"
+    if config.is_file():
+        return (json.loads(config.read_text()).get("model_type") == "t5") == (kind == "t5")
+    return not Path(spec).expanduser().exists() and has_slot(spec, slot)
+
+
 def resolve_specs(cls, specs: dict[str, Any], saved_safe_slots: list[str] | None) -> dict[str, Any]:
-    """Replace DEFAULT markers: a saved Safer pipeline keeps its own safe encoders; otherwise the slot defaults."""
+    """Replace DEFAULT markers: a saved Safer pipeline keeps its own safe encoders; otherwise the class default
+    for ``text_encoder``, and for every other slot the first spec when it is a diffusers-layout export that also
+    holds this slot with the right kind of encoder (an SDXL export fills both SDXL slots)."""
+    first = specs.get("text_encoder")
+    kinds = {entry[0]: entry[2] if len(entry) > 2 else "clip" for entry in cls._slots}
     resolved = {}
     for slot, spec in specs.items():
         if spec is DEFAULT:
             if saved_safe_slots is not None:
                 spec = None
-            elif slot == "text_encoder_2":
-                first = specs.get("text_encoder")  # a diffusers-layout export with both slots serves both
-                spec = first if first is not DEFAULT and first is not None and has_slot(first, slot) else None
+            elif slot != "text_encoder":
+                spec = first if _export_holds(first, slot, kinds[slot]) else None
             else:
                 spec = cls._default_safe_encoders.get(slot)
         resolved[slot] = spec
     return resolved
 
 
-def _normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
+def normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
     """Accept ``dtype`` (diffusers >= 0.42, transformers 5) and the deprecated ``torch_dtype``; store ``dtype``."""
     dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)
     if dtype is not None and torch_dtype is not None:
@@ -97,6 +113,26 @@ def _normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
     if dtype is not None:
         kwargs["dtype"] = dtype
     return dtype
+
+
+def read_base_index(cls, base: str | os.PathLike, hub: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The base pipeline's location and ``model_index.json``; a clear error when it is not a pipeline folder or
+    cannot be had (a path that does not exist is a missing folder, never a Hub error)."""
+    if not isinstance(base, (str, os.PathLike)):
+        raise TypeError(f"base must be a hub id or a directory, got {type(base).__name__}")
+    if is_local(base):
+        base = str(require_local_dir(base, "base pipeline"))
+        if not os.path.isfile(os.path.join(base, "model_index.json")):
+            raise FileNotFoundError(
+                f"base pipeline folder {base!r} has no model_index.json: give the folder of a "
+                "diffusers pipeline (save_pretrained output)"
+            )
+    try:
+        return str(base), cls.load_config(base, **hub)
+    except OSError as err:
+        raise explain_unavailable(
+            str(base), "base pipeline", err, offline_alternative=cls._offline_alternative
+        ) from err
 
 
 def load_safer_pipeline(
@@ -113,22 +149,8 @@ def load_safer_pipeline(
     from transformers import CLIPTextConfig, CLIPTokenizer
 
     hub = hub_kwargs(kwargs)
-    torch_dtype = _normalise_dtype(kwargs)
-    if not isinstance(base, (str, os.PathLike)):
-        raise TypeError(f"base must be a hub id or a directory, got {type(base).__name__}")
-    if is_local(base):
-        base = str(require_local_dir(base, "base pipeline"))
-        if not os.path.isfile(os.path.join(base, "model_index.json")):
-            raise FileNotFoundError(
-                f"base pipeline folder {base!r} has no model_index.json: give the folder of a "
-                "diffusers pipeline (save_pretrained output)"
-            )
-    try:
-        index = cls.load_config(base, **hub)
-    except OSError as err:
-        raise explain_unavailable(
-            base, "base pipeline", err, offline_alternative="the 'tiny' preset"
-        ) from err
+    torch_dtype = normalise_dtype(kwargs)
+    base, index = read_base_index(cls, base, hub)
     saved_slots = index.get(
         "safe_text_encoder_slots"
     )  # present in every saved Safer pipeline, whatever its class
@@ -160,7 +182,9 @@ def load_safer_pipeline(
         if slot not in safe_slots or not keep_original:
             components[name] = None
         elif saved_slots is None:  # a plain base: its own encoder in this slot is the original
-            components[name] = _load_encoder(base, slot, SLOT_CLASSES[slot], allow_pickle, torch_dtype, hub)
+            components[name] = load_original_encoder(
+                base, slot, SLOT_CLASSES[slot], allow_pickle, torch_dtype, hub
+            )
         elif not (index.get(name) or [None])[0]:  # a saved Safer pipeline loads original_<slot>/ itself
             raise ValueError(
                 f"{base} was saved without its original encoder ({name}/), so keep_original=True cannot be honoured: "
@@ -176,10 +200,12 @@ def load_safer_pipeline(
     return pipe
 
 
-def _load_encoder(base, subfolder: str, model_class, allow_pickle: bool, torch_dtype, hub: dict):
-    kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
+def load_original_encoder(base: str, slot: str, model_class, allow_pickle: bool, dtype, hub: dict):
+    """The base pipeline's own encoder of ``slot`` in eval mode: safetensors only, or with ``allow_pickle``
+    safetensors where present and pickle weights otherwise."""
+    extra = {"dtype": dtype} if dtype is not None else {}
     return model_class.from_pretrained(
-        base, subfolder=subfolder, use_safetensors=not allow_pickle, **hub, **kwargs
+        base, subfolder=slot, use_safetensors=None if allow_pickle else True, **hub, **extra
     ).eval()
 
 
@@ -195,7 +221,7 @@ def pipe_from_pipe(
 ):
     source_safe = list(pipeline.safe_slots) if hasattr(pipeline, "safe_slots") else None
     specs = resolve_specs(cls, specs, source_safe)
-    _normalise_dtype(kwargs, default=pipeline.dtype)  # diffusers would otherwise cast shared modules to fp32
+    normalise_dtype(kwargs, default=pipeline.dtype)  # diffusers would otherwise cast shared modules to fp32
     slot_names = [slot for slot, _ in cls._slots]
     encoder_configs = {}
     for slot in slot_names:

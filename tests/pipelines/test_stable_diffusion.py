@@ -185,3 +185,11 @@ def test_torch_dtype_at_load_applies_to_safe_and_original(tiny_sd_dir, safe_sd_d
         tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True, torch_dtype=torch.bfloat16
     )
     assert pipe.text_encoder.dtype == pipe.original_text_encoder.dtype == pipe.unet.dtype == torch.bfloat16
+
+
+def test_allow_pickle_still_loads_a_safetensors_base(tiny_sd_dir, safe_sd_dir, plain):
+    # allow_pickle widens what may be read; the base's original encoder (safetensors only) must still load
+    pipe = SaferStableDiffusionPipeline.from_pretrained(
+        tiny_sd_dir, safe_text_encoder=safe_sd_dir, keep_original=True, allow_pickle=True
+    )
+    np.testing.assert_array_equal(run(pipe, safety_scale=0.0).images, run(plain).images)
