@@ -183,8 +183,7 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
         return {"text_encoder": embeds["pooled_prompt_embeds"], "text_encoder_2": t5}
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
-        height = args.get("height") or self.default_sample_size * self.vae_scale_factor
-        width = args.get("width") or self.default_sample_size * self.vae_scale_factor
+        height, width = self._default_size(args)
         latents, _ = self.prepare_latents(
             batch,
             self.transformer.config.in_channels // 4,

@@ -222,8 +222,7 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         return features
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
-        height = args.get("height") or self.default_sample_size * self.vae_scale_factor
-        width = args.get("width") or self.default_sample_size * self.vae_scale_factor
+        height, width = self._default_size(args)
         return self.prepare_latents(
             batch,
             self.transformer.config.in_channels,
