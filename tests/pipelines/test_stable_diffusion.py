@@ -126,12 +126,20 @@ def test_compare_mode_with_images_per_prompt_and_tuple_output(safer):
     assert not np.allclose(images[0], images[1])  # two different initial latents
 
 
-def test_redirection_scores(safer, tiny_sd_dir):
-    out = run(safer, prompt=["a cat", "a bloody knife"])
-    assert isinstance(out, SaferPipelineOutput) and len(out.redirection_scores) == 2
-    assert all(-1.0 <= s < 0.999 for s in out.redirection_scores)
-    same = SaferStableDiffusionPipeline.from_pipe(safer, safe_text_encoder=safer.original_text_encoder)
-    assert same.redirection_scores(["a cat"])[0] == pytest.approx(1.0, abs=1e-5)
+def test_redirection_scores_by_their_definition(safer):
+    """cos(original pooled, safe pooled) per prompt, from the two encoders by hand."""
+    prompts = ["a cat", "a bloody knife"]
+    out = run(safer, prompt=prompts)
+    assert isinstance(out, SaferPipelineOutput)
+    ids = safer.tokenizer(
+        prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        original = safer.original_text_encoder(ids).pooler_output
+        safe = safer.text_encoder(ids).pooler_output
+    expected = torch.nn.functional.cosine_similarity(original, safe, dim=-1)
+    np.testing.assert_allclose(out.redirection_scores, expected.numpy(), rtol=1e-5)
+    assert max(out.redirection_scores) < 0.999  # the safe encoder moved both prompts
 
 
 def test_without_original_no_extra_encoder_and_clear_errors(tiny_sd_dir, safe_sd_dir):
