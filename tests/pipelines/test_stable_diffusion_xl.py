@@ -186,7 +186,9 @@ def test_textual_inversion_on_the_bigG_slot_reaches_its_original(tiny_sdxl_dir, 
 def test_tuple_output_has_diffusers_layout(safer, tiny_sdxl_dir):
     # diffusers' SDXL returns (images,) with return_dict=False (it has no safety checker): so does the Safer one,
     # followed by the original images in compare mode
-    plain = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir)  # the module's `plain` is cast to bf16 later
+    plain = StableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir
+    )  # the module's `plain` is cast to bf16 later
     reference = run(plain, return_dict=False)
     assert len(reference) == 1
     (images,) = run(safer, safety_scale=0.0, return_dict=False)
