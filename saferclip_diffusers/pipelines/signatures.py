@@ -8,7 +8,6 @@ parameters in the parent's order followed by ours, so positional calls, diffuser
 from __future__ import annotations
 
 import inspect
-import threading
 import typing
 from typing import Any
 
@@ -62,7 +61,6 @@ def safer_init(parent: type, slots: tuple[str, ...]):
         parent.__init__(self, *args, **kwargs)
         self.register_modules(**originals)
         self.register_to_config(safe_text_encoder_slots=list(safe_slots or []))
-        self._safer_lock = threading.RLock()
 
     __init__.__signature__ = signature
     __init__.__annotations__ = _annotations(
