@@ -11,7 +11,8 @@ from ..encoders import DEFAULT_SAFE_TEXT_ENCODER
 from .adapters import SaferAdaptersMixin
 from .calling import SaferCallMixin
 from .conditioning import SaferConditioningMixin
-from .loading import DEFAULT, load_safer_pipeline, pipe_from_pipe
+from .loading import DEFAULT
+from .sd_loading import load_safer_pipeline, pipe_from_pipe
 from .slots import SaferSlotsMixin
 
 SD_SLOTS = (("text_encoder", "tokenizer"),)

@@ -20,7 +20,14 @@ from diffusers import DiffusionPipeline
 
 from ..encoders import load_safe_text_encoder
 from ..hub import hub_kwargs
-from .loading import DEFAULT, load_original_encoder, normalise_dtype, read_base_index, resolve_specs
+from .loading import (
+    DEFAULT,
+    add_original,
+    load_original_encoder,
+    normalise_dtype,
+    read_base_index,
+    resolve_specs,
+)
 from .safe_t5 import check_slot, t5_load_options
 
 
@@ -118,16 +125,15 @@ def load_mmdit_pipeline(
             safe_slots.append(slot)
         elif saved and slot in saved:
             safe_slots.append(slot)  # diffusers loads the saved safe encoder from the directory itself
-        name = f"original_{slot}"
-        if slot not in safe_slots or not keep_original:
-            components[name] = None
-        elif saved is None:
-            components[name] = original_of(slot)
-        elif not (index.get(name) or [None])[0]:
-            raise ValueError(
-                f"{base} was saved without its original encoder ({name}/), so keep_original=True cannot be honoured: "
-                "save the pipeline after loading it with keep_original=True, or pass a plain base pipeline."
-            )
+        add_original(
+            components,
+            base,
+            index,
+            slot,
+            safe=slot in safe_slots,
+            keep_original=keep_original,
+            load=lambda slot=slot: original_of(slot),
+        )
     if not allow_pickle:
         kwargs.setdefault("use_safetensors", True)
     pipe = DiffusionPipeline.from_pretrained.__func__(
