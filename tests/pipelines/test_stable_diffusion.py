@@ -89,8 +89,11 @@ def test_safety_scale_interpolates_conditioning(safer, spy):
 
 
 def test_safety_scale_out_of_range_is_refused(safer):
-    with pytest.raises(ValueError, match=r"safety_scale must be a number in \[0, 1\]"):
-        run(safer, safety_scale=1.5)
+    # one rule for every Safer pipeline (SD3/FLUX: tests/pipelines/test_sd3.py); "0.5" and True were taken as
+    # numbers here before
+    for bad in (1.5, -0.1, float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match=r"safety_scale must be a number in \[0, 1\]"):
+            run(safer, safety_scale=bad)
 
 
 def test_compare_mode_shares_unet_and_matches_plain_run(safer, plain, spy):
@@ -151,6 +154,12 @@ def test_without_original_no_extra_encoder_and_clear_errors(tiny_sd_dir, safe_sd
         run(pipe, safety_scale=0.5)
     with pytest.raises(ValueError, match="keep_original=True"):
         run(pipe, return_original=True)
+    with pytest.warns(UserWarning, match="the safe encoders read the negative prompt"):
+        with_negative = run(pipe, negative_prompt="gore", num_inference_steps=1).images
+    np.testing.assert_array_equal(
+        with_negative,
+        run(pipe, negative_prompt="gore", negative_prompt_encoder="safe", num_inference_steps=1).images,
+    )
 
 
 def test_from_pipe_shares_components(plain, safe_sd_dir):
