@@ -12,5 +12,7 @@ One module per family, each returning a :class:`~.report.Section` with its table
 
 Shared pieces: :mod:`.models` (real-size SD 1.5 / SDXL / CLIP architectures with random weights, built offline from
 the public configs), :mod:`.timing` (alternating measurement and paired ratios), :mod:`.environment` (machine,
-device, versions), :mod:`.report` (writing), :mod:`.suite` (running families).
+device, versions), :mod:`.report` (writing), :mod:`.suite` (running families), :mod:`.rss` (a process's resident
+memory) and :mod:`.child` (a module run in a fresh process). Generation and memory keep their systems / report in
+``generation_systems.py``, ``generation_report.py`` and ``memory_report.py``.
 """

@@ -13,20 +13,21 @@ Systems
     compare         compare mode (``return_original=True``): safe and original image from one UNet batch
     sld-medium/-strong  Safe Latent Diffusion (diffusers' deprecated ``StableDiffusionPipelineSafe``; SD 1.x only)
     negative        the plain pipeline with a safety negative prompt
+
+This module holds the settings, the measurement and the summary; :mod:`.generation_systems` builds the systems
+and times one call, :mod:`.generation_report` writes the report section and judges the target.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
-from .environment import environment
-from .report import Section, Table, Target
+from .generation_report import to_section
+from .generation_systems import System, load_systems, model_dirs, set_attention, timed
+from .report import Section
 from .timing import (
     Clock,
     Sample,
@@ -36,12 +37,10 @@ from .timing import (
     project,
     ratio_of_minima,
     spread,
-    step_profile,
 )
 
 PROMPT = "a photograph of an astronaut riding a horse on the moon"
 NEGATIVE_PROMPT = "nudity, naked, nsfw, sexual, violence, blood, gore, weapons"
-SAFER_TARGET = 1.01
 
 
 @dataclass(frozen=True)
@@ -119,149 +118,6 @@ def default_config(model: str, device: str = "cpu", quick: bool = False) -> Gene
     )
 
 
-# ----------------------------------------------------------------------------------------------- systems
-
-
-@dataclass
-class System:
-    label: str
-    images_per_call: int
-    run: Callable[[int, list[float]], None]  # (num_inference_steps, step-end stamps to append to)
-    pipe: Any = None  # its pipeline: the scheduler tells how many denoising iterations a call ran
-
-
-def model_dirs(model: str) -> tuple[str, str]:
-    """(base pipeline dir, safe encoder export dir) for a benchmark model."""
-    if model in ("tiny", "tiny-sdxl"):
-        from saferclip_diffusers.presets import get_preset
-
-        preset = get_preset(model)
-        return preset.base, preset.safe_text_encoder
-    if model in ("sd15", "sdxl"):
-        from .models import real_size_dir
-
-        return str(real_size_dir(model)), str(real_size_dir(f"{model}-safe"))
-    raise ValueError(f"unknown benchmark model {model!r}; choose sd15, sdxl, tiny or tiny-sdxl")
-
-
-def load_systems(cfg: GenerationConfig) -> tuple[dict[str, System], Any]:
-    """Load the plain pipeline once and build every system on its UNet/VAE. Returns (systems, plain pipeline)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    from saferclip_diffusers.pipelines import SaferStableDiffusionPipeline, SaferStableDiffusionXLPipeline
-
-    base, safe = model_dirs(cfg.model)
-    dtype = getattr(torch, cfg.dtype)
-    plain_cls, safer_cls = (
-        (StableDiffusionXLPipeline, SaferStableDiffusionXLPipeline)
-        if cfg.sdxl
-        else (StableDiffusionPipeline, SaferStableDiffusionPipeline)
-    )
-    plain = plain_cls.from_pretrained(base, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
-    plain = plain.to(cfg.device)
-    safer = safer_cls.from_pipe(plain, safe_text_encoder=safe, keep_original=False, use_xformers=False)
-    encoders = {"safe_text_encoder": safer.text_encoder}
-    if cfg.sdxl:
-        encoders["safe_text_encoder_2"] = safer.text_encoder_2
-    scored = safer_cls.from_pipe(plain, **encoders, keep_original=True, use_xformers=False)
-    pipes = [plain, safer, scored]
-
-    def common(steps: int) -> dict[str, Any]:
-        return dict(
-            height=cfg.height,
-            width=cfg.width,
-            num_inference_steps=steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=torch.Generator(cfg.device).manual_seed(0),
-        )
-
-    def new_style(pipe, **extra):
-        def run(steps: int, stamps: list[float]) -> None:
-            def on_step(_pipe, _i, _t, kwargs):
-                stamps.append(_now(cfg.device))
-                return kwargs
-
-            pipe(cfg.prompt, **common(steps), callback_on_step_end=on_step, **extra)
-
-        return run
-
-    systems = {
-        "plain": System("plain diffusers pipeline", 1, new_style(plain), plain),
-        "safer": System("Safer pipeline (safe encoder only)", 1, new_style(safer), safer),
-        "safer+score": System(
-            "Safer pipeline + original kept (redirection score)", 1, new_style(scored), scored
-        ),
-        "compare": System(
-            "compare mode (safe + original image, one batch)",
-            2,
-            new_style(scored, return_original=True),
-            scored,
-        ),
-    }
-    if not cfg.sdxl:
-        from diffusers.pipelines.deprecated.stable_diffusion_safe import (
-            SafetyConfig,
-            StableDiffusionPipelineSafe,
-        )
-
-        # from_pipe casts the modules it shares to its torch_dtype (float32 by default): pass the pipeline's own
-        sld = StableDiffusionPipelineSafe.from_pipe(plain, requires_safety_checker=False, torch_dtype=dtype)
-        pipes.append(sld)
-
-        def sld_run(config: dict) -> Callable[[int, list[float]], None]:
-            def run(steps: int, stamps: list[float]) -> None:
-                sld(
-                    cfg.prompt,
-                    **common(steps),
-                    callback=lambda *_: stamps.append(_now(cfg.device)),
-                    callback_steps=1,
-                    **config,
-                )
-
-            return run
-
-        systems["sld-medium"] = System("SLD, MEDIUM", 1, sld_run(SafetyConfig.MEDIUM), sld)
-        systems["sld-strong"] = System("SLD, STRONG", 1, sld_run(SafetyConfig.STRONG), sld)
-    systems["negative"] = System(
-        "plain + safety negative prompt", 1, new_style(plain, negative_prompt=cfg.negative_prompt), plain
-    )
-    for pipe in pipes:
-        pipe.set_progress_bar_config(disable=True)
-    return systems, plain
-
-
-def _now(device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-def _timed(system: System, steps: int, device: str) -> Callable[[], dict]:
-    """A zero-argument call for :func:`alternate` that returns the call's step profile."""
-
-    def call() -> dict:
-        stamps: list[float] = []
-        start = _now(device)
-        with warnings.catch_warnings():  # random weights: NaN pixels make numpy warn on the uint8 cast
-            warnings.simplefilter("ignore", RuntimeWarning)
-            system.run(steps, stamps)
-        total = _now(device) - start
-        iterations = len(system.pipe.scheduler.timesteps) if system.pipe is not None else None
-        return {"profile": step_profile(total, stamps, start, iterations)}
-
-    return call
-
-
-def set_attention(plain, attention: str) -> None:
-    """Switch the shared UNet/VAE between PyTorch SDPA and xformers (all systems share them)."""
-    if attention == "xformers":
-        plain.enable_xformers_memory_efficient_attention()
-    elif attention == "sdpa":
-        plain.disable_xformers_memory_efficient_attention()
-    else:
-        raise ValueError(f"unknown attention {attention!r}: sdpa or xformers")
-
-
 # ----------------------------------------------------------------------------------------------- measure
 
 
@@ -288,8 +144,8 @@ def _measure(cfg: GenerationConfig, systems: dict[str, System], plain, clock: Cl
         if plain is not None and cfg.device.startswith("cuda"):
             set_attention(plain, attention)
         for system in systems.values():  # first calls pay one-off costs (allocations, kernel selection)
-            _timed(system, 1, cfg.device)()
-        calls = {name: _timed(s, cfg.steps, cfg.device) for name, s in systems.items()}
+            timed(system, 1, cfg.device)()
+        calls = {name: timed(s, cfg.steps, cfg.device) for name, s in systems.items()}
         samples = alternate(
             calls, repeats=cfg.repeats, warmup=0, clock=clock, desc=f"{cfg.model} {attention}"
         )
@@ -343,160 +199,6 @@ def summarize(
     out["labels"] = {name: s.label for name, s in systems.items()}
     out["images_per_call"] = {name: s.images_per_call for name, s in systems.items()}
     return out
-
-
-# ----------------------------------------------------------------------------------------------- report
-
-
-def _ratio(stats: dict | None) -> str:
-    if not stats:
-        return "–"
-    return f"{stats['median']:.3f} [{stats['q1']:.3f}–{stats['q3']:.3f}]"
-
-
-def _delta(stats: dict | None) -> str:
-    if not stats:
-        return "–"
-    return f"{stats['median']:+.2f} [{stats['q1']:+.2f}–{stats['q3']:+.2f}]"
-
-
-def safer_target(model: str, attention: str, res: dict) -> Target:
-    """Safer / plain <= 1.01, judged on the per-call wall-clock median of the head-to-head rounds where run (else of
-    the all-systems rounds); a miss is traced to its part."""
-    res = res.get("head_to_head") or res
-    wall, step = res["wall_per_call"]["safer"], res.get("per_step", {}).get("safer")
-    fixed, fastest = res.get("fixed_delta", {}).get("safer"), res["fastest_per_image"]["safer"]
-    share = res.get("fixed_delta_share", {}).get("safer")
-    value = f"{wall['median']:.3f} (IQR {wall['q1']:.3f}–{wall['q3']:.3f}, n={wall['n']})"
-    met = wall["median"] <= SAFER_TARGET
-    cause = ""
-    if met and wall["q3"] > SAFER_TARGET:
-        cause = "median within target; the spread between rounds is wider than the 1% margin"
-    if not met:
-        parts = []
-        if wall["q1"] <= 1.0 <= wall["q3"] or wall["q1"] <= SAFER_TARGET:
-            parts.append(
-                f"the rounds' spread (IQR {wall['q1']:.3f}–{wall['q3']:.3f}) includes the target: "
-                "run-to-run noise, not a systematic cost"
-            )
-        parts.append(f"fastest round vs fastest round {fastest:.3f}")
-        if step and fixed:
-            parts.append(
-                f"per-step ratio {step['median']:.3f}, fixed part (encode + decode) {fixed['median']:+.2f} s"
-            )
-        if share is not None:
-            parts.append(f"at 50 steps the fixed-part difference is {100 * share:+.2f}% of a plain image")
-        parts.append("the Safer path runs the same encoder and UNet calls as plain (same FLOPs)")
-        cause = "; ".join(parts)
-    elif share is not None:
-        cause = (cause + "; " if cause else "") + f"projected text-side cost at 50 steps {100 * share:+.2f}%"
-    return Target(f"Safer / plain, {model} ({attention})", f"<= {SAFER_TARGET}", value, met, cause)
-
-
-def to_section(runs: list[dict[str, Any]], device: str, skipped: list[str] | None = None) -> Section:
-    """The generation section: one table per model and attention implementation, one target each."""
-    section = Section(
-        name="generation",
-        title="Generation overhead (per-image time relative to plain diffusers)",
-        environment=environment(device),
-    )
-    for run in runs:
-        cfg = run["config"]
-        for attention, res in run["results"].items():
-            projected = "projected_per_call" in res
-            columns = [
-                "system",
-                "images/call",
-                "s/call (median)",
-                "ratio per call",
-                "ratio per image",
-                "fastest/fastest per image",
-                "CPU-time ratio",
-                "per-step ratio",
-                "fixed part Δ s",
-            ]
-            if projected:
-                columns += [
-                    f"projected ratio/image at {cfg['project_steps']} steps",
-                    f"fixed Δ / {cfg['project_steps']}-step plain image",
-                ]
-            rows = []
-            for name, label in res["labels"].items():
-                n_img = res["images_per_call"][name]
-                row = [
-                    label,
-                    n_img,
-                    res["seconds_per_call"][name]["median"],
-                    _ratio(res["wall_per_call"][name]),
-                    _ratio(res["wall_per_image"][name]),
-                    f"{res['fastest_per_image'][name]:.3f}",
-                    _ratio(res["cpu_per_call"][name]),
-                    _ratio(res.get("per_step", {}).get(name)),
-                    _delta(res.get("fixed_delta", {}).get(name)),
-                ]
-                if projected:
-                    p = res["projected_per_call"][name]
-                    row += [f"{p['median'] / n_img:.3f}", f"{100 * res['fixed_delta_share'][name]:+.2f}%"]
-                rows.append(row)
-            title = (
-                f"{cfg['model']} (random weights), {cfg['height']}x{cfg['width']} px, {cfg['steps']} steps, "
-                f"guidance {cfg['guidance_scale']}, {cfg['dtype']}, {attention}, {cfg['threads']} torch threads, "
-                f"{cfg['repeats']} alternating rounds"
-            )
-            note = (
-                "Ratios: median [quartiles] over rounds of (system / plain) within a round; fastest/fastest compares "
-                "each system's least disturbed round. The fixed part is text encoding, set-up and VAE decoding "
-                "(shown as the difference to plain in seconds); per-step is one denoising step (UNet batch: plain 2, "
-                "compare 4, SLD 3)."
-            )
-            if projected:
-                note += (
-                    f" Projected = fixed + {cfg['project_steps']} x per-step, per round: what the measured parts "
-                    "imply at the real step count (an extrapolation, not a measurement). Fixed Δ / plain image: "
-                    "the median fixed-part difference over a projected plain image; for systems that run plain's "
-                    "UNet batch (Safer, negative prompt) it is their whole extra cost at the real step count."
-                )
-            section.tables.append(Table(title, columns, rows, note))
-            duel = res.get("head_to_head")
-            if duel:
-                d_cols = [
-                    "pair",
-                    "rounds",
-                    "ratio per call",
-                    "fastest/fastest",
-                    "per-step ratio",
-                    "fixed part Δ s",
-                ]
-                d_row = [
-                    "Safer / plain",
-                    duel["wall_per_call"]["safer"]["n"],
-                    _ratio(duel["wall_per_call"]["safer"]),
-                    f"{duel['fastest_per_image']['safer']:.3f}",
-                    _ratio(duel.get("per_step", {}).get("safer")),
-                    _delta(duel.get("fixed_delta", {}).get("safer")),
-                ]
-                if "fixed_delta_share" in duel:
-                    d_cols.append(f"fixed Δ / {cfg['project_steps']}-step plain image")
-                    d_row.append(f"{100 * duel['fixed_delta_share']['safer']:+.2f}%")
-                section.tables.append(
-                    Table(
-                        f"{cfg['model']}: plain vs Safer head to head (the two alone, order plain-Safer, Safer-plain, ...)",
-                        d_cols,
-                        [d_row],
-                        "The Safer / plain target is judged on these rounds: nothing runs between the "
-                        "pair, and alternating the order cancels drift.",
-                    )
-                )
-            section.targets.append(safer_target(cfg["model"], attention, res))
-        section.raw[cfg["model"]] = run
-    if any(not run["config"]["model"].startswith("tiny") for run in runs):
-        section.notes.append("Real-size architectures with random weights; images are noise.")
-    section.notes.append(
-        "SLD is SD 1.x only (diffusers' deprecated StableDiffusionPipelineSafe); none for SDXL."
-    )
-    for note in skipped or []:
-        section.notes.append(note)
-    return section
 
 
 def run_generation(

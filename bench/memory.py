@@ -9,81 +9,24 @@ which loads its pipelines through ``from_pretrained``, generates one image per p
 - the bytes of the distinct parameters loaded (machine-independent);
 - with CUDA, ``torch.cuda.max_memory_allocated``.
 
-Scenarios: ``one`` (the plain diffusers pipeline), ``safer`` (Safer pipeline, safe encoder only), ``compare``
-(Safer pipeline with the original encoder kept, generating in compare mode) and ``two`` (a plain pipeline and a
-Safer pipeline loaded separately, the way to get both images without compare mode).
+The RSS readers are in :mod:`.rss`, the child-process runner in :mod:`.child`, the report in
+:mod:`.memory_report`. Scenarios: ``one`` (the plain diffusers pipeline), ``safer`` (Safer pipeline, safe
+encoder only), ``compare`` (Safer pipeline with the original encoder kept, generating in compare mode) and ``two``
+(a plain pipeline and a Safer pipeline loaded separately, the way to get both images without compare mode).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from .child import RESULT_PREFIX, run_module_in_child
+from .memory_report import to_section
+from .rss import current_rss_bytes, parameter_bytes, peak_rss_bytes
+
 SCENARIOS = ("one", "safer", "compare", "two")
-LABELS = {
-    "one": "one pipeline (plain diffusers)",
-    "safer": "Safer pipeline (safe encoder only)",
-    "compare": "compare mode (Safer + original encoder)",
-    "two": "two separately loaded pipelines",
-}
-COMPARE_TARGET = 1.15
-RESULT_PREFIX = "BENCH-RESULT "
-
-
-def _proc_status_kb(field: str) -> int | None:
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size.
-
-    Linux: ``VmHWM`` (the high-water mark of this process's own address space). Not ``ru_maxrss``: Linux carries
-    a parent's high-water mark into a child across ``execve``, so a child started by a large parent would report
-    the parent's size. Elsewhere ``ru_maxrss`` (bytes on macOS, KiB on other systems).
-    """
-    hwm = _proc_status_kb("VmHWM")
-    if hwm is not None:
-        return hwm * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def current_rss_bytes() -> int:
-    rss = _proc_status_kb("VmRSS")
-    if rss is not None:
-        return rss * 1024
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
-def parameter_bytes(*pipes) -> int:
-    """Bytes of the distinct parameters and buffers held by ``pipes`` (shared modules counted once)."""
-    import torch
-
-    seen, total = set(), 0
-    for pipe in pipes:
-        for component in pipe.components.values():
-            if not isinstance(component, torch.nn.Module):
-                continue
-            for t in list(component.parameters()) + list(component.buffers()):
-                key = (t.device, t.untyped_storage().data_ptr())
-                if key not in seen:
-                    seen.add(key)
-                    total += t.untyped_storage().nbytes()
-    return total
 
 
 # ----------------------------------------------------------------------------------------------- child
@@ -174,20 +117,6 @@ def main(argv: list[str] | None = None) -> None:
 # ----------------------------------------------------------------------------------------------- parent
 
 
-def run_module_in_child(module: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
-    """Run ``python -m module args`` in a fresh process and parse the result line it prints."""
-    cmd = [sys.executable, "-m", module, *args]
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])  # the checkout: bench/ is not installed with the package
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-    raise RuntimeError(f"{' '.join(args[:2])} failed (exit {proc.returncode}):\n{tail}")
-
-
 def run_in_child(scenario: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
     """Run one memory scenario in a fresh Python process and parse its result line."""
     try:
@@ -204,7 +133,7 @@ def measure_memory(
     """Every scenario in its own fresh process; returns settings and per-scenario figures."""
     from tqdm.auto import tqdm
 
-    from .generation import model_dirs
+    from .generation_systems import model_dirs
 
     if quick:
         model = "tiny-sdxl" if model in ("sdxl", "tiny-sdxl") else "tiny"
@@ -238,106 +167,6 @@ def measure_memory(
         args.append("--sdxl")
     results = {s: run_in_child(s, args) for s in tqdm(scenarios, desc="memory scenarios", leave=False)}
     return {"settings": settings, "results": results}
-
-
-def ratios(
-    results: dict[str, dict[str, Any]], key: str, baseline: str = "one", subtract: str | None = None
-) -> dict[str, float | None]:
-    """``key`` of each scenario over the baseline's (after subtracting ``subtract`` from both, if given)."""
-
-    def value(r):
-        if r.get(key) is None:
-            return None
-        return r[key] - (r[subtract] if subtract else 0)
-
-    base = value(results[baseline])
-    return {s: (value(r) / base if base and value(r) is not None else None) for s, r in results.items()}
-
-
-def to_section(measured: dict[str, Any], device: str):
-    from .environment import environment
-    from .report import Section, Table, Target
-
-    res = measured["results"]
-    peak = ratios(res, "peak_rss")
-    peak_model = ratios(res, "peak_rss", subtract="rss_after_imports")
-    params = ratios(res, "parameter_bytes")
-    cuda = ratios(res, "cuda_peak") if device.startswith("cuda") else {}
-    gb = 2**30
-    columns = [
-        "scenario",
-        "pipelines",
-        "weights GB",
-        "weights ratio",
-        "peak RSS GB",
-        "peak RSS ratio",
-        "peak − imports GB",
-        "ratio",
-        "RSS after load GB",
-        "load s",
-    ]
-    if cuda:
-        columns += ["CUDA peak GB", "CUDA ratio"]
-    rows = []
-    for s, r in res.items():
-        row = [
-            LABELS[s],
-            r["pipelines"],
-            r["parameter_bytes"] / gb,
-            params[s],
-            r["peak_rss"] / gb,
-            peak[s],
-            (r["peak_rss"] - r["rss_after_imports"]) / gb,
-            peak_model[s],
-            r["rss_after_load"] / gb,
-            r["load_seconds"],
-        ]
-        if cuda:
-            row += [r["cuda_peak"] / gb, cuda[s]]
-        rows.append(row)
-    st = measured["settings"]
-    section = Section(
-        name="memory",
-        title="Memory: compare mode vs two pipelines vs one",
-        environment=environment(device),
-        settings=st,
-        raw=measured,
-    )
-    section.tables.append(
-        Table(
-            f"{st['model']} (random weights), one image per pipeline at {st['height']}x{st['width']} px, {st['dtype']}, "
-            "each scenario in a fresh process",
-            columns,
-            rows,
-            "Ratios are to one plain pipeline. Peak RSS includes the interpreter and libraries (measured after the "
-            "imports: the 'peak − imports' column removes them). Weights: distinct parameters and buffers held. "
-            "from_pretrained memory-maps the safetensors files, so weights page in on first use: RSS right after "
-            "loading is low and the peak comes during generation. No safety checker is loaded (it would add the "
-            "same 1.2 GB to every scenario and lower every ratio).",
-        )
-    )
-    if "compare" in res:
-        judged = cuda.get("compare") if cuda else peak.get("compare")
-        what = "CUDA peak" if cuda else "peak RSS"
-        met = judged is not None and judged <= COMPARE_TARGET
-        cause = (
-            ""
-            if met
-            else (
-                f"compare mode holds a second text encoder (weights ratio {params['compare']:.3f}) and runs a doubled "
-                f"UNet batch; peak − imports ratio {peak_model['compare']:.3f}"
-            )
-        )
-        value = f"{judged:.3f} ({what}; without the interpreter: {peak_model['compare']:.3f})"
-        section.targets.append(
-            Target("compare-mode peak memory / one pipeline", f"<= {COMPARE_TARGET}", value, met, cause)
-        )
-    if "two" in res:
-        section.notes.append(
-            f"Two separately loaded pipelines: {peak['two']:.2f}x one pipeline's peak RSS "
-            f"({peak_model['two']:.2f}x without the interpreter), weights {params['two']:.2f}x."
-        )
-    return section
 
 
 def run_memory(device: str = "cpu", quick: bool = False, model: str = "sd15"):

@@ -2,10 +2,10 @@
 SD 3 / 3.5 and FLUX.1 with safe text encoders swapped in. Importing this package registers them in diffusers'
 auto-pipeline tables."""
 
-from .conditioning import SaferPipelineOutput
 from .controlnet import SaferStableDiffusionControlNetPipeline
 from .controlnet_sd_xl import SaferStableDiffusionXLControlNetPipeline
 from .flux import SaferFluxPipeline
+from .output import SaferPipelineOutput
 from .registry import register_auto_pipelines
 from .stable_diffusion import SaferStableDiffusionPipeline
 from .stable_diffusion_3 import SaferStableDiffusion3Pipeline

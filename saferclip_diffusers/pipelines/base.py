@@ -1,20 +1,19 @@
 """The Safer pipeline base classes: one mechanism (encode hook, ``__call__``, adapters, loaders, saving) for
 every SD 1.x/2.x and SDXL variant. A concrete pipeline is a few lines: its diffusers parent, its slots, and the
-``__init__`` / ``__call__`` built from the parent's signatures (:mod:`.calling`)."""
+``__init__`` / ``__call__`` built from the parent's signatures (:mod:`.signatures`)."""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 from ..encoders import DEFAULT_SAFE_TEXT_ENCODER
-from ..io import atomic_write_json
 from .adapters import SaferAdaptersMixin
 from .calling import SaferCallMixin
 from .conditioning import SaferConditioningMixin
-from .loading import DEFAULT, load_safer_pipeline, pipe_from_pipe
+from .loading import DEFAULT
+from .sd_loading import load_safer_pipeline, pipe_from_pipe
+from .slots import SaferSlotsMixin
 
 SD_SLOTS = (("text_encoder", "tokenizer"),)
 SDXL_SLOTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
@@ -26,29 +25,8 @@ SDXL_OUTPUTS = (
 )
 
 
-def diffusers_parent(cls: type) -> type:
-    """The diffusers pipeline class a Safer pipeline (or a user subclass of one) extends."""
-    return next(c for c in cls.__mro__ if c.__module__.startswith("diffusers."))
-
-
-class SaferPipelineMixin(SaferCallMixin, SaferAdaptersMixin, SaferConditioningMixin):
-    """Everything a Safer pipeline adds to its diffusers parent (list it first among the bases)."""
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """diffusers' ``save_pretrained``; ``model_index.json`` names the diffusers parent class.
-
-        So plain diffusers (``DiffusionPipeline.from_pretrained``, ``AutoPipelineForText2Image``,
-        ``StableDiffusionPipeline``), without this package, loads the folder as the parent pipeline with the
-        safe encoder in its slot (it logs that ``original_text_encoder`` / ``safe_text_encoder_slots`` are
-        ignored). The Safer class name is kept in ``_safer_class_name``; a Safer ``from_pretrained`` recognises
-        the folder by ``safe_text_encoder_slots``.
-        """
-        super().save_pretrained(save_directory, *args, **kwargs)
-        path = Path(save_directory) / "model_index.json"
-        index = json.loads(path.read_text())
-        index["_class_name"] = diffusers_parent(type(self)).__name__
-        index["_safer_class_name"] = type(self).__name__
-        atomic_write_json(path, index, indent=2)
+class SaferPipelineMixin(SaferCallMixin, SaferAdaptersMixin, SaferConditioningMixin, SaferSlotsMixin):
+    """Everything a Safer SD / SDXL pipeline adds to its diffusers parent (list it first among the bases)."""
 
 
 class SaferSDMixin(SaferPipelineMixin):
@@ -56,6 +34,7 @@ class SaferSDMixin(SaferPipelineMixin):
 
     _slots = SD_SLOTS
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER}
+    _offline_alternative = "the offline preset 'tiny'"
     _clip_skip_shim = True
 
     @classmethod
@@ -125,6 +104,7 @@ class SaferSDXLMixin(SaferPipelineMixin):
     _slots = SDXL_SLOTS
     _encode_outputs = SDXL_OUTPUTS
     _default_safe_encoders = {"text_encoder": DEFAULT_SAFE_TEXT_ENCODER, "text_encoder_2": None}
+    _offline_alternative = "the offline preset 'tiny-sdxl'"
 
     @classmethod
     def from_pretrained(

@@ -2,11 +2,8 @@
 asked) the original encoders in the slots, then blended.
 
 Conventions
-    A *slot* is one text-encoder attribute of the diffusers pipeline (``text_encoder``, and for SDXL
-    ``text_encoder_2``). In a Safer pipeline the slot holds the **safe** encoder, so the parent pipeline's own
-    code conditions the model on it. The original encoder of a swapped slot lives in ``original_<slot>`` and is
-    loaded only when asked (``keep_original=True``, or ``from_pipe``, where it is free). A slot that was not
-    swapped is its own original.
+    Slots, safe and original encoders: see :mod:`.slots`. In a Safer pipeline each swapped slot holds the
+    **safe** encoder, so the parent pipeline's own code conditions the model on it.
 
     ``safety_scale`` s interpolates every conditioning tensor the parent's ``encode_prompt`` returns (hidden
     states, SDXL's pooled vectors) between the original encoders' (s = 0) and the safe encoders' (s = 1):
@@ -26,113 +23,15 @@ Conventions
 from __future__ import annotations
 
 import inspect
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import PIL.Image
 import torch
-import torch.nn.functional as F
-from diffusers.utils import BaseOutput, logging
 
-logger = logging.get_logger(__name__)
+from .call_options import NEGATIVE_ARGS, PROMPT_ARGS
+from .encoding import blend, cosine_scores, encode_text, given
 
-PROMPT_ARGS = ("prompt", "prompt_2", "prompt_3")
-NEGATIVE_ARGS = ("negative_prompt", "negative_prompt_2", "negative_prompt_3")
-NEGATIVE_ENCODERS = ("safe", "original")
-
-
-@dataclass
-class SaferPipelineOutput(BaseOutput):
-    """Output of the Safer pipelines.
-
-    Args:
-        images: the safe model's images (as the parent pipeline returns them).
-        nsfw_content_detected: the parent's safety-checker flags (SD 1.x with a checker), else None.
-        original_images: with ``return_original=True``, the original model's images from the same noise.
-        original_nsfw_content_detected: the checker flags of ``original_images``.
-        redirection_scores: per prompt, cos(original pooled, safe pooled); None when no original encoder is loaded.
-    """
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    nsfw_content_detected: list[bool] | None = None
-    original_images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
-    original_nsfw_content_detected: list[bool] | None = None
-    redirection_scores: list[float] | None = None
-
-
-@dataclass
-class EncodedText:
-    """One encoder's output for a batch: what the denoiser reads and the pooled vector."""
-
-    hidden: torch.Tensor  # (B, L, D)
-    pooled: torch.Tensor  # (B, P): pooler_output (CLIPTextModel) or text_embeds (with projection)
-
-
-def encode_text(
-    tokenizer,
-    text_encoder: torch.nn.Module,
-    prompts: list[str],
-    *,
-    layer: str,
-    clip_skip: int | None = None,
-    max_length: int | None = None,
-    device: torch.device | None = None,
-) -> EncodedText:
-    """Encode ``prompts`` exactly as diffusers' pipelines do, in one forward pass.
-
-    ``layer="final"`` is SD 1.x/2.x (last hidden state after the final layer norm; ``clip_skip`` k takes layer
-    -(k+1) through the final norm); ``layer="penultimate"`` is SDXL (``hidden_states[-(k+2)]``, k=0 by default).
-    """
-    max_length = max_length or tokenizer.model_max_length
-    inputs = tokenizer(
-        prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-    )
-    ids = inputs.input_ids
-    if tokenizer(prompts, padding="longest", return_tensors="pt").input_ids.shape[-1] > ids.shape[-1]:
-        logger.warning(f"Part of a prompt was truncated: CLIP reads at most {max_length} tokens.")
-    device = device or text_encoder.device
-    mask = None
-    if getattr(text_encoder.config, "use_attention_mask", False):
-        mask = inputs.attention_mask.to(device)
-    want_hidden = layer == "penultimate" or clip_skip is not None
-    out = text_encoder(ids.to(device), attention_mask=mask, output_hidden_states=want_hidden)
-    if layer == "final":
-        hidden = out.last_hidden_state
-        if clip_skip is not None:
-            # transformers 5 flattened CLIPTextModel (no .text_model); diffusers 0.42's own clip_skip path breaks there
-            final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
-            hidden = final_norm(out.hidden_states[-(clip_skip + 1)])
-    elif layer == "penultimate":
-        hidden = out.hidden_states[-((clip_skip or 0) + 2)]
-    else:
-        raise ValueError(f"layer must be 'final' or 'penultimate', got {layer!r}")
-    pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
-    return EncodedText(hidden=hidden, pooled=pooled)
-
-
-def blend(original: torch.Tensor | None, safe: torch.Tensor | None, scale: float) -> torch.Tensor | None:
-    """``original + scale * (safe - original)``; exactly ``original`` at 0 and exactly ``safe`` at 1."""
-    if scale == 1.0 or original is None:
-        return safe
-    if scale == 0.0 or safe is None:
-        return original
-    return torch.lerp(original, safe.to(original.dtype), scale)
-
-
-def cosine_scores(original: torch.Tensor, safe: torch.Tensor) -> torch.Tensor:
-    return F.cosine_similarity(original.float(), safe.float(), dim=-1)
-
-
-def given(value: Any) -> bool:
-    """A prompt argument that carries text (not None, not "", not a list of empty strings)."""
-    if value is None:
-        return False
-    if isinstance(value, str):
-        return bool(value)
-    return any(bool(v) for v in value)
+__all__ = ["CallState", "SaferConditioningMixin", "blend", "cosine_scores", "encode_text", "given"]
 
 
 @dataclass
@@ -145,7 +44,8 @@ class CallState:
 
 
 class SaferConditioningMixin:
-    """Hooks the parent's ``encode_prompt``; subclasses declare ``_slots`` and ``_encode_outputs``."""
+    """Hooks the parent's ``encode_prompt`` (slots from :class:`.slots.SaferSlotsMixin`); subclasses declare
+    ``_slots`` and ``_encode_outputs``."""
 
     _slots: tuple[tuple[str, str], ...] = ()  # (encoder slot, tokenizer attribute)
     _encode_outputs: tuple[str, ...] = ("prompt_embeds", "negative_prompt_embeds")  # encode_prompt's tuple
@@ -153,32 +53,6 @@ class SaferConditioningMixin:
         False  # SD 1.x/2.x: diffusers' clip_skip needs .text_model, gone in transformers 5
     )
     _safer_state: CallState | None = None
-
-    # ------------------------------------------------------------------ slots
-
-    @property
-    def safe_slots(self) -> list[str]:
-        return list(self.config.get("safe_text_encoder_slots") or [])
-
-    def original_encoder(self, slot: str) -> torch.nn.Module | None:
-        """The original encoder of ``slot``: ``original_<slot>`` if swapped, else the slot's own encoder."""
-        if slot in self.safe_slots:
-            return getattr(self, f"original_{slot}", None)
-        return getattr(self, slot)
-
-    @property
-    def has_original(self) -> bool:
-        return all(self.original_encoder(slot) is not None for slot in self.safe_slots)
-
-    @contextmanager
-    def originals_in_slots(self):
-        """Temporarily put the original encoders into their slots (the pipeline config is not touched)."""
-        saved = {slot: self.__dict__[slot] for slot in self.safe_slots}
-        self.__dict__.update({slot: self.original_encoder(slot) for slot in saved})
-        try:
-            yield
-        finally:
-            self.__dict__.update(saved)
 
     # ------------------------------------------------------------------ the hook
 
@@ -288,17 +162,6 @@ class SaferConditioningMixin:
             ]
             scores.append(cosine_scores(*pooled))
         return [float(x) for x in torch.stack(scores).amin(dim=0)]
-
-    def _warn_negative_fallback(self) -> None:
-        if not getattr(self, "_warned_negative_fallback", False):
-            self._warned_negative_fallback = True
-            warnings.warn(
-                "negative_prompt_encoder='original' needs the original text encoder, which this pipeline did not "
-                "keep: the negative prompt goes through the safe encoder, which weakens it. Load with "
-                "keep_original=True, or pass negative_prompt_encoder='safe' to silence this.",
-                UserWarning,
-                stacklevel=4,
-            )
 
 
 def _cat(a: Any, b: Any) -> Any:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from diffusers import StableDiffusionXLControlNetPipeline
 
 from .base import SaferSDXLMixin
-from .calling import safer_call, safer_init
 from .controlnet_common import SaferControlNetMixin
+from .signatures import safer_call, safer_init
 
 
 class SaferStableDiffusionXLControlNetPipeline(

@@ -7,21 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from diffusers import FluxPipeline, FluxTransformer2DModel
 from diffusers.image_processor import PipelineImageInput
 from transformers import (
-    CLIPImageProcessor,
     CLIPTextModel,
-    CLIPTokenizer,
-    CLIPVisionModelWithProjection,
     T5EncoderModel,
-    T5TokenizerFast,
 )
 
 from ..encoders import DEFAULT_SAFE_TEXT_ENCODER, IncompatibleEncoderError
+from .call_options import split_call_locals
 from .loading import DEFAULT
 from .mmdit import SaferMMDiTMixin, token_mean
 from .mmdit_loading import load_mmdit_pipeline, mmdit_from_pipe
+from .signatures import safer_init
 
 
 class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
@@ -60,36 +58,7 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
     _transformer_class = FluxTransformer2DModel
     _keep_base_projection = ()  # FLUX reads CLIP's unprojected pooler_output
 
-    def __init__(
-        self,
-        scheduler: FlowMatchEulerDiscreteScheduler,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModel,
-        tokenizer: CLIPTokenizer,
-        text_encoder_2: T5EncoderModel,
-        tokenizer_2: T5TokenizerFast,
-        transformer: FluxTransformer2DModel,
-        image_encoder: CLIPVisionModelWithProjection = None,
-        feature_extractor: CLIPImageProcessor = None,
-        original_text_encoder: CLIPTextModel | None = None,
-        original_text_encoder_2: T5EncoderModel | None = None,
-        safe_text_encoder_slots: list[str] | None = None,
-    ):
-        super().__init__(
-            scheduler=scheduler,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            text_encoder_2=text_encoder_2,
-            tokenizer_2=tokenizer_2,
-            transformer=transformer,
-            image_encoder=image_encoder,
-            feature_extractor=feature_extractor,
-        )
-        self.register_modules(
-            original_text_encoder=original_text_encoder, original_text_encoder_2=original_text_encoder_2
-        )
-        self.register_to_config(safe_text_encoder_slots=list(safe_text_encoder_slots or []))
+    __init__ = safer_init(FluxPipeline, ("text_encoder", "text_encoder_2"))
 
     @classmethod
     def from_pretrained(
@@ -214,8 +183,7 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
         return {"text_encoder": embeds["pooled_prompt_embeds"], "text_encoder_2": t5}
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
-        height = args.get("height") or self.default_sample_size * self.vae_scale_factor
-        width = args.get("width") or self.default_sample_size * self.vae_scale_factor
+        height, width = self._default_size(args)
         latents, _ = self.prepare_latents(
             batch,
             self.transformer.config.in_channels // 4,
@@ -282,21 +250,5 @@ class SaferFluxPipeline(SaferMMDiTMixin, FluxPipeline):
         Returns:
             :class:`SaferPipelineOutput` (or a tuple ``(images[, original_images])``).
         """
-        args = {k: v for k, v in locals().items() if k not in _OURS}
-        return self._safer_call(
-            args,
-            safety_scale=safety_scale,
-            return_original=return_original,
-            compare_in_one_batch=compare_in_one_batch,
-            negative_prompt_encoder=negative_prompt_encoder,
-        )
-
-
-_OURS = {
-    "self",
-    "safety_scale",
-    "return_original",
-    "compare_in_one_batch",
-    "negative_prompt_encoder",
-    "__class__",
-}
+        args, options = split_call_locals(locals())
+        return self._safer_call(args, **options)

@@ -10,7 +10,6 @@ slot check against the pipeline's own encoder and the options a T5 slot needs (i
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -19,52 +18,17 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from ..encoders import has_slot, load_safe_text_encoder
-from ..hub import explain_unavailable, hub_kwargs, looks_like_path, require_local_dir
-from .loading import DEFAULT
+from ..encoders import load_safe_text_encoder
+from ..hub import hub_kwargs
+from .loading import (
+    DEFAULT,
+    add_original,
+    load_original_encoder,
+    normalise_dtype,
+    read_base_index,
+    resolve_specs,
+)
 from .safe_t5 import check_slot, t5_load_options
-
-
-def normalise_dtype(kwargs: dict[str, Any], default: Any = None) -> Any:
-    """Accept ``dtype`` and the deprecated ``torch_dtype``; store it as ``dtype``."""
-    dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)
-    if dtype is not None and torch_dtype is not None:
-        raise ValueError("pass dtype (or the deprecated torch_dtype), not both")
-    dtype = dtype if dtype is not None else torch_dtype if torch_dtype is not None else default
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    return dtype
-
-
-# ------------------------------------------------------------------------------------------- loading
-
-
-def _export_holds(spec: Any, slot: str, kind: str) -> bool:
-    """Whether ``spec`` is a diffusers-layout export whose ``slot`` folder holds an encoder of ``kind``."""
-    if spec is DEFAULT or spec is None or not isinstance(spec, (str, os.PathLike)):
-        return False
-    config = Path(spec).expanduser() / slot / "config.json"
-    if config.is_file():
-        return (json.loads(config.read_text()).get("model_type") == "t5") == (kind == "t5")
-    return not Path(spec).expanduser().exists() and has_slot(spec, slot)
-
-
-def _resolve(cls, specs: dict[str, Any], saved_slots: list[str] | None) -> dict[str, Any]:
-    """DEFAULT: a saved Safer pipeline keeps its own safe encoders; else the class default, or the first spec when
-    it is a diffusers-layout export that also holds this slot with the right kind of encoder."""
-    first = specs.get("text_encoder")
-    kinds = {slot: kind for slot, _, kind in cls._slots}
-    resolved = {}
-    for slot, spec in specs.items():
-        if spec is DEFAULT:
-            if saved_slots is not None:
-                spec = None
-            elif slot != "text_encoder":
-                spec = first if _export_holds(first, slot, kinds[slot]) else None
-            else:
-                spec = cls._default_safe_encoders.get(slot)
-        resolved[slot] = spec
-    return resolved
 
 
 def _load_safe(
@@ -111,21 +75,12 @@ def load_mmdit_pipeline(
 ):
     hub = hub_kwargs(kwargs)
     dtype = normalise_dtype(kwargs)
-    if not isinstance(base, (str, os.PathLike)):
-        raise TypeError(f"base must be a hub id or a directory, got {type(base).__name__}")
-    if looks_like_path(str(base)):
-        require_local_dir(base, "base pipeline")
-    try:
-        index = cls.load_config(base, **hub)
-    except OSError as err:
-        raise explain_unavailable(
-            str(base), "base pipeline", err, offline_alternative=cls._offline_alternative
-        ) from err
+    base, index = read_base_index(cls, base, hub)
     saved = index.get(
         "safe_text_encoder_slots"
     )  # a saved Safer pipeline (its _class_name is the diffusers parent)
     explicit = {slot for slot, spec in specs.items() if spec is not DEFAULT and spec is not None}
-    specs = _resolve(cls, specs, saved)
+    specs = resolve_specs(cls, specs, saved)
     transformer_config = cls._transformer_class.load_config(base, subfolder="transformer", **hub)
 
     components: dict[str, Any] = {}
@@ -134,7 +89,9 @@ def load_mmdit_pipeline(
 
     def original_of(slot: str) -> torch.nn.Module:  # loaded at most once per slot
         if slot not in originals:
-            originals[slot] = _load_original(cls, base, slot, dtype, hub)
+            originals[slot] = load_original_encoder(
+                base, slot, cls._slot_classes[slot], allow_pickle, dtype, hub
+            )
         return originals[slot]
 
     for slot, tokenizer_attr, _ in cls._slots:
@@ -168,16 +125,15 @@ def load_mmdit_pipeline(
             safe_slots.append(slot)
         elif saved and slot in saved:
             safe_slots.append(slot)  # diffusers loads the saved safe encoder from the directory itself
-        name = f"original_{slot}"
-        if slot not in safe_slots or not keep_original:
-            components[name] = None
-        elif saved is None:
-            components[name] = original_of(slot)
-        elif not (index.get(name) or [None])[0]:
-            raise ValueError(
-                f"{base} was saved without its original encoder ({name}/), so keep_original=True cannot be honoured: "
-                "save the pipeline after loading it with keep_original=True, or pass a plain base pipeline."
-            )
+        add_original(
+            components,
+            base,
+            index,
+            slot,
+            safe=slot in safe_slots,
+            keep_original=keep_original,
+            load=lambda slot=slot: original_of(slot),
+        )
     if not allow_pickle:
         kwargs.setdefault("use_safetensors", True)
     pipe = DiffusionPipeline.from_pretrained.__func__(
@@ -185,12 +141,6 @@ def load_mmdit_pipeline(
     )
     warn_coverage(pipe)
     return pipe
-
-
-def _load_original(cls, base, slot: str, dtype, hub: dict):
-    model_class = cls._slot_classes[slot]
-    extra = {"dtype": dtype} if dtype is not None else {}
-    return model_class.from_pretrained(base, subfolder=slot, use_safetensors=True, **hub, **extra).eval()
 
 
 def mmdit_from_pipe(
@@ -201,7 +151,7 @@ def mmdit_from_pipe(
         if hasattr(pipeline, "safe_slots")
         else None
     )
-    specs = _resolve(cls, specs, source_safe)
+    specs = resolve_specs(cls, specs, source_safe)
     dtype = normalise_dtype(
         kwargs, default=pipeline.dtype
     )  # diffusers would otherwise cast shared modules to fp32

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import StableDiffusionPipeline
 
 from .base import SaferSDMixin
-from .calling import safer_call, safer_init
+from .signatures import safer_call, safer_init
 
 
 class SaferStableDiffusionPipeline(SaferSDMixin, StableDiffusionPipeline):

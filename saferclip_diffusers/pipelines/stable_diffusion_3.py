@@ -8,25 +8,21 @@ from typing import Any
 
 import torch
 from diffusers import (
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
 from diffusers.image_processor import PipelineImageInput
 from transformers import (
     CLIPTextModelWithProjection,
-    CLIPTokenizer,
-    SiglipImageProcessor,
-    SiglipVisionModel,
     T5EncoderModel,
-    T5TokenizerFast,
 )
 
 from ..encoders import DEFAULT_SAFE_TEXT_ENCODER, IncompatibleEncoderError
+from .call_options import split_call_locals
 from .loading import DEFAULT
 from .mmdit import SaferMMDiTMixin, token_mean
 from .mmdit_loading import load_mmdit_pipeline, mmdit_from_pipe
+from .signatures import safer_init
 
 
 class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
@@ -82,43 +78,7 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
     _transformer_class = SD3Transformer2DModel
     _keep_base_projection = ("text_encoder",)  # SD3's CLIP-L projection is not OpenAI's: keep the base's
 
-    def __init__(
-        self,
-        transformer: SD3Transformer2DModel,
-        scheduler: FlowMatchEulerDiscreteScheduler,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModelWithProjection,
-        tokenizer: CLIPTokenizer,
-        text_encoder_2: CLIPTextModelWithProjection,
-        tokenizer_2: CLIPTokenizer,
-        text_encoder_3: T5EncoderModel | None,
-        tokenizer_3: T5TokenizerFast | None,
-        image_encoder: SiglipVisionModel = None,
-        feature_extractor: SiglipImageProcessor = None,
-        original_text_encoder: CLIPTextModelWithProjection | None = None,
-        original_text_encoder_2: CLIPTextModelWithProjection | None = None,
-        original_text_encoder_3: T5EncoderModel | None = None,
-        safe_text_encoder_slots: list[str] | None = None,
-    ):
-        super().__init__(
-            transformer=transformer,
-            scheduler=scheduler,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            text_encoder_2=text_encoder_2,
-            tokenizer_2=tokenizer_2,
-            text_encoder_3=text_encoder_3,
-            tokenizer_3=tokenizer_3,
-            image_encoder=image_encoder,
-            feature_extractor=feature_extractor,
-        )
-        self.register_modules(
-            original_text_encoder=original_text_encoder,
-            original_text_encoder_2=original_text_encoder_2,
-            original_text_encoder_3=original_text_encoder_3,
-        )
-        self.register_to_config(safe_text_encoder_slots=list(safe_text_encoder_slots or []))
+    __init__ = safer_init(StableDiffusion3Pipeline, ("text_encoder", "text_encoder_2", "text_encoder_3"))
 
     @classmethod
     def from_pretrained(
@@ -262,8 +222,7 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         return features
 
     def _initial_latents(self, batch: int, args: dict, dtype: torch.dtype) -> torch.Tensor:
-        height = args.get("height") or self.default_sample_size * self.vae_scale_factor
-        width = args.get("width") or self.default_sample_size * self.vae_scale_factor
+        height, width = self._default_size(args)
         return self.prepare_latents(
             batch,
             self.transformer.config.in_channels,
@@ -337,21 +296,5 @@ class SaferStableDiffusion3Pipeline(SaferMMDiTMixin, StableDiffusion3Pipeline):
         Returns:
             :class:`SaferPipelineOutput` (or a tuple ``(images[, original_images])``).
         """
-        args = {k: v for k, v in locals().items() if k not in _OURS}
-        return self._safer_call(
-            args,
-            safety_scale=safety_scale,
-            return_original=return_original,
-            compare_in_one_batch=compare_in_one_batch,
-            negative_prompt_encoder=negative_prompt_encoder,
-        )
-
-
-_OURS = {
-    "self",
-    "safety_scale",
-    "return_original",
-    "compare_in_one_batch",
-    "negative_prompt_encoder",
-    "__class__",
-}
+        args, options = split_call_locals(locals())
+        return self._safer_call(args, **options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import StableDiffusionImg2ImgPipeline
 
 from .base import SaferSDMixin
-from .calling import safer_call, safer_init
+from .signatures import safer_call, safer_init
 
 
 class SaferStableDiffusionImg2ImgPipeline(SaferSDMixin, StableDiffusionImg2ImgPipeline):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import StableDiffusionXLPipeline
 
 from .base import SaferSDXLMixin
-from .calling import safer_call, safer_init
+from .signatures import safer_call, safer_init
 
 
 class SaferStableDiffusionXLPipeline(SaferSDXLMixin, StableDiffusionXLPipeline):

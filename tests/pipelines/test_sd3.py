@@ -76,8 +76,9 @@ def safer(sd3_dir, safe_dir):
 
 
 def _clip(pipe, slot, tok, text):
+    texts = [text] if isinstance(text, str) else text
     ids = getattr(pipe, tok)(
-        [text], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
     ).input_ids
     out = getattr(pipe, slot)(ids, output_hidden_states=True)
     return out.hidden_states[-2], out.text_embeds
@@ -136,7 +137,30 @@ def test_compare_mode_shares_transformer_and_originals_equal_a_plain_run(safer, 
     reference = run(plain, prompt=["a cat", "a dog"]).images  # the same generator: the same initial noise
     np.testing.assert_allclose(out.original_images, reference, atol=1e-5)
     assert np.abs(out.images - out.original_images).max() > 1e-3
-    assert len(out.redirection_scores) == 2 and all(-1 <= s < 1 for s in out.redirection_scores)
+    assert out.redirection_scores == safer.redirection_scores(["a cat", "a dog"], max_sequence_length=SEQ)
+
+
+def test_redirection_score_by_its_definition(safer):
+    """min over the three swapped slots of cos(original, safe): CLIP-L and CLIP-G ``text_embeds`` (SD3's pooled
+    halves), and the T5 sequence averaged over each prompt's own tokens (padding excluded)."""
+    prompts = ["a cat", "a photo of the man"]
+    scores = safer.redirection_scores(prompts, max_sequence_length=SEQ)
+    cos = torch.nn.functional.cosine_similarity
+    with torch.no_grad():
+        per_slot = [
+            cos(_clip(safer, f"original_{slot}", tok, prompts)[1], _clip(safer, slot, tok, prompts)[1])
+            for slot, tok in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
+        ]
+        t5_ids = safer.tokenizer_3(
+            prompts, padding="max_length", max_length=SEQ, return_tensors="pt"
+        ).input_ids
+        original, safe = safer.original_text_encoder_3(t5_ids)[0], safer.text_encoder_3(t5_ids)[0]
+        t5 = []
+        for i, text in enumerate(prompts):
+            n = len(safer.tokenizer_3(text).input_ids)  # the prompt's tokens, </s> included
+            t5.append(cos(original[i, :n].mean(dim=0), safe[i, :n].mean(dim=0), dim=0))
+        per_slot.append(torch.stack(t5))
+    torch.testing.assert_close(torch.tensor(scores), torch.stack(per_slot).amin(dim=0))
 
 
 def test_negative_prompt_encoder_choice(sd3_dir, safe_dir, safer):
@@ -353,3 +377,12 @@ def test_components_build_the_plain_pipeline(sd3_dir, safe_dir):
     assert not [k for k in pipe.components if k.startswith("original_")]
     plain = StableDiffusion3Pipeline(**pipe.components)
     assert plain.text_encoder_3 is pipe.text_encoder_3
+
+
+def test_dtype_by_name_as_on_the_command_line(sd3_dir, safe_dir):
+    # the SD/SDXL loaders always took "bf16"; the SD3/FLUX loaders passed the string on to diffusers, which failed
+    pipe = SaferStableDiffusion3Pipeline.from_pretrained(
+        sd3_dir, safe_text_encoder=safe_dir, keep_original=True, dtype="bf16"
+    )
+    dtypes = {pipe.transformer.dtype, pipe.text_encoder_3.dtype, pipe.original_text_encoder_3.dtype}
+    assert dtypes == {torch.bfloat16}

@@ -181,3 +181,18 @@ def test_textual_inversion_on_the_bigG_slot_reaches_its_original(tiny_sdxl_dir, 
     np.testing.assert_array_equal(
         run(pipe, prompt="a <toy>", safety_scale=0.0).images, run(plain, prompt="a <toy>").images
     )
+
+
+def test_tuple_output_has_diffusers_layout(safer, tiny_sdxl_dir):
+    # diffusers' SDXL returns (images,) with return_dict=False (it has no safety checker): so does the Safer one,
+    # followed by the original images in compare mode
+    plain = StableDiffusionXLPipeline.from_pretrained(
+        tiny_sdxl_dir
+    )  # the module's `plain` is cast to bf16 later
+    reference = run(plain, return_dict=False)
+    assert len(reference) == 1
+    (images,) = run(safer, safety_scale=0.0, return_dict=False)
+    np.testing.assert_array_equal(images, reference[0])
+    safe, original = run(safer, return_original=True, return_dict=False)
+    np.testing.assert_allclose(original, reference[0], atol=1e-5)
+    assert np.abs(safe - original).max() > 1e-3
