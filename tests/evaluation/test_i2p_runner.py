@@ -31,6 +31,7 @@ from saferclip_diffusers.evaluation.systems import (
     sld_configs,
 )
 from saferclip_diffusers.evaluation.worker import ScoringWorker
+from saferclip_diffusers.scoring.q16 import Q16Classifier
 from saferclip_diffusers.tiny import tiny_model_dir
 
 
@@ -232,8 +233,11 @@ def test_q16_path_with_a_test_only_prompt_matrix(tmp_path):
         config, prompts, RunOptions(output_dir=out, report=FAST, progress=False, save_images=True)
     )
     _, records = load_results(out)
-    assert len(records) == 4 and all(0.0 <= r["q16"] <= 1.0 for r in records)
-    assert all((out / r["image_file"]).is_file() for r in records)
+    assert len(records) == 4 and all((out / r["image_file"]).is_file() for r in records)
+    # each record carries the Q16 score of its own image (PNG is lossless: the saved file is what was scored)
+    q16 = Q16Classifier(tiny_model_dir("clip"), prompts=str(prompts_file))
+    rescored = q16([Image.open(out / r["image_file"]) for r in records])
+    assert [r["q16"] for r in records] == pytest.approx(rescored, abs=1e-5)
     assert summary["scoring"]["unsafe_rule"] == "Q16 or NudeNet"
     expected = 100 * np.mean([r["q16"] > 0.5 for r in records])
     assert summary["metrics"]["original"]["all"]["inappropriate_probability"]["value"] == pytest.approx(
