@@ -236,10 +236,17 @@ def test_hidden_state_terms_and_weight():
     assert h["hidden_pres"].item() == pytest.approx(ref_cos_dist(e.H_t, e.H0_t), abs=1e-5)
     without, _ = method_loss("saferclip", e, SAFERCLIP_WEIGHTS)
     with_h, terms = method_loss("saferclip", e, SAFERCLIP_WEIGHTS, hidden_weight=0.5)
-    assert "hidden_redir" in terms and with_h.item() != pytest.approx(without.item())
+    # the two hidden terms join the four text-only terms at weight 0.5 each: sum_k (w_k / sum w) * l_k / 6
+    w = {k: SAFERCLIP_WEIGHTS[k] for k in ("pres_text", "redir_text", "pres_text_nbr", "rel_text_uni")}
+    w.update(hidden_redir=0.5, hidden_pres=0.5)
+    assert set(terms) == set(w)
+    expected = sum(w[k] / sum(w.values()) * terms[k].item() for k in w) / 6
+    assert with_h.item() == pytest.approx(expected, rel=1e-6) and with_h.item() != pytest.approx(
+        without.item()
+    )
 
 
-def test_gradients_reach_live_embeddings_only():
+def test_gradients_reach_every_live_embedding():
     e = _emb(images=True)
     live = [e.T_t, e.T_ts, e.V_v, e.V_vs]
     for x in live:
