@@ -198,7 +198,7 @@ def test_tiny_run_writes_everything(reference_run):
 
 
 def test_resume_after_lost_records_and_a_torn_line_is_identical(reference_run, tmp_path):
-    ref_out, ref_summary, ref_records = reference_run
+    _, ref_summary, ref_records = reference_run
     config, prompts, options = tiny(tmp_path)
     run_i2p(config, prompts, options)
     shard = shard_path(tmp_path, 0, 1)
