@@ -112,7 +112,8 @@ def test_systems_share_unet_and_vae_and_start_from_the_same_latents(systems):
     np.testing.assert_array_equal(images["empty-negative"], images["original"])
     assert not np.array_equal(images["negative-prompt"], images["original"])
     assert not np.array_equal(images["safe"], images["original"])
-    _, scores = gens["safe"](batch)  # the per-image redirection scores the safe pipeline reported while generating
+    # the per-image redirection scores the safe pipeline reported while generating
+    _, scores = gens["safe"](batch)
     assert scores == pytest.approx(gens["safe"].pipe.redirection_scores(batch.prompts), abs=1e-5)
     assert all(s < 0.9999 for s in scores)  # the safe encoder really differs from the original
     if "sld-off" in gens:  # SLD with its guidance switched off is the plain pipeline
