@@ -9,7 +9,7 @@ Step time
     optimizer steps at a time; step times come from a :class:`StepClock` callback (``on_step_end``), so they cover
     the real loop (batching, tokenisation, forward, backward, optimizer). Only the trainer's public hooks are used.
 
-Proximity mining
+Proximity mining (:mod:`bench.mining`, reported by :mod:`bench.training_report`)
     :func:`saferclip_diffusers.training.mining.mine_targets` over random embeddings of the reference encoder's
     width, for growing numbers of captions: wall time and the memory it needs beyond its inputs (peak RSS sampled
     while it runs).
@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-from .environment import cpu_supports_bf16, environment
-from .report import Section, Table, Target
+from .environment import cpu_supports_bf16
+from .mining import measure_mining, mine_once  # noqa: F401 - mine_once re-exported
+from .report import Section
 from .timing import spread
-
-CACHED_TARGET = 1.8
+from .training_report import CACHED_TARGET, to_section  # noqa: F401 - CACHED_TARGET re-exported
 
 
 @dataclass
@@ -221,195 +221,6 @@ def measure_step_times(bench: TrainingBenchConfig) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------------------------- mining
-
-
-def mine_once(
-    n_unsafe: int, n_safe: int, dim: int, chunk: int, device: str = "cpu", seed: int = 0
-) -> dict[str, Any]:
-    """Mine proximity targets once over random embeddings; call in a fresh process for a clean peak RSS."""
-    from saferclip_diffusers.training.mining import mine_targets
-
-    from .memory import current_rss_bytes, peak_rss_bytes
-
-    gen = torch.Generator().manual_seed(seed)
-    unsafe = torch.randn(n_unsafe, dim, generator=gen)
-    safe = torch.randn(n_safe, dim, generator=gen)
-    cuda = device.startswith("cuda")
-    if cuda:
-        unsafe, safe = unsafe.to(device), safe.to(device)
-        torch.cuda.reset_peak_memory_stats()
-    before = max(current_rss_bytes(), peak_rss_bytes())  # inputs allocated and touched
-    start = time.perf_counter()
-    idx, sim = mine_targets(unsafe, safe, chunk_size=chunk)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    if idx.shape != (n_unsafe,) or sim.shape != (n_unsafe,):
-        raise RuntimeError(
-            f"mine_targets returned shapes {tuple(idx.shape)}, {tuple(sim.shape)} for {n_unsafe} queries"
-        )
-    return {
-        "unsafe": n_unsafe,
-        "safe": n_safe,
-        "seconds": seconds,
-        "input_bytes": (unsafe.numel() + safe.numel()) * 4,
-        "extra_peak_rss_bytes": max(0, peak_rss_bytes() - before),
-        "cuda_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
-        "pairs_per_second": n_unsafe * n_safe / seconds,
-    }
-
-
-def measure_mining(
-    sizes: list[tuple[int, int]], dim: int, chunk: int, device: str = "cpu"
-) -> list[dict[str, Any]]:
-    """Time and extra peak memory of proximity mining per (unsafe, safe) caption count, each in a fresh process."""
-    from tqdm.auto import tqdm
-
-    from .memory import run_module_in_child
-
-    return [
-        run_module_in_child(
-            "bench.training",
-            [
-                "--mining",
-                str(n_unsafe),
-                str(n_safe),
-                "--dim",
-                str(dim),
-                "--chunk",
-                str(chunk),
-                "--device",
-                device,
-                "--threads",
-                str(torch.get_num_threads()),
-            ],
-        )
-        for n_unsafe, n_safe in tqdm(sizes, desc="proximity mining", leave=False)
-    ]
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-
-    from .memory import RESULT_PREFIX
-
-    p = argparse.ArgumentParser(description="one proximity-mining measurement, in this (fresh) process")
-    p.add_argument("--mining", nargs=2, type=int, required=True, metavar=("UNSAFE", "SAFE"))
-    p.add_argument("--dim", type=int, default=768)
-    p.add_argument("--chunk", type=int, default=4096)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int)
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    print(RESULT_PREFIX + json.dumps(mine_once(*a.mining, a.dim, a.chunk, a.device)), flush=True)
-
-
-# ----------------------------------------------------------------------------------------------- report
-
-
-def to_section(
-    steps: dict[str, Any], mining: list[dict[str, Any]], mining_settings: dict[str, Any], device: str
-) -> Section:
-    st = steps["settings"]
-    section = Section(
-        name="training",
-        title="Training: cached frozen embeddings vs recomputing the reference",
-        environment=environment(device),
-        settings=st,
-        raw={"steps": steps, "mining": mining},
-    )
-    sp, cached, recompute = (
-        steps["speedup"],
-        steps["step_seconds"]["cached"],
-        steps["step_seconds"]["recompute"],
-    )
-    rec = steps["recompute_seconds"]
-    rows = [
-        [
-            "cached T0 (as shipped)",
-            cached["median"],
-            f"{cached['q1']:.2f}–{cached['q3']:.2f}",
-            cached["n"],
-            "1.000",
-        ],
-        [
-            "recompute T0 every step",
-            recompute["median"],
-            f"{recompute['q1']:.2f}–{recompute['q3']:.2f}",
-            recompute["n"],
-            f"{sp['median']:.3f} [{sp['q1']:.3f}–{sp['q3']:.3f}]",
-        ],
-    ]
-    model = "real-size CLIP ViT-L/14 text tower, random weights" if st["model"] == "clip-l" else st["model"]
-    section.tables.append(
-        Table(
-            f"Seconds per optimizer step: config {st['config']} ({st['finetune']}, r={st['lora_r']}), {model}, batch "
-            f"{st['batch_size']}, mixed precision {st['mixed_precision']}, {st['threads']} threads, "
-            f"{st['captions']['unsafe']} unsafe / {st['captions']['safe']} safe captions",
-            ["trainer", "s/step (median)", "IQR", "steps timed", "recompute / cached (per round)"],
-            rows,
-            f"Alternating rounds of {steps['bench']['steps_per_call']} steps per trainer. The one-off precompute of "
-            f"every caption's T0 took {steps['precompute_seconds']:.1f} s"
-            + (f"; recomputing a step's reference rows took {rec['median']:.2f} s per step." if rec else "."),
-        )
-    )
-    section.tables.append(
-        Table(
-            f"Proximity mining (nearest safe caption per unsafe caption), embeddings of width {mining_settings['dim']}, "
-            f"chunk {mining_settings['chunk']}",
-            ["unsafe captions", "safe captions", "seconds", "M pairs/s", "inputs MB", "extra peak RSS MB"]
-            + (["CUDA peak MB"] if device.startswith("cuda") else []),
-            [
-                [
-                    r["unsafe"],
-                    r["safe"],
-                    r["seconds"],
-                    r["pairs_per_second"] / 1e6,
-                    r["input_bytes"] / 2**20,
-                    r["extra_peak_rss_bytes"] / 2**20,
-                ]
-                + ([r["cuda_peak_bytes"] / 2**20] if device.startswith("cuda") else [])
-                for r in mining
-            ],
-            "Each size in a fresh process. Extra peak RSS: the process's peak resident memory minus its resident memory "
-            "just before mining (inputs allocated). The similarities are computed in chunk x chunk blocks; "
-            "mine_targets also indexes safe[candidates], which copies the safe embeddings once.",
-        )
-    )
-    met = sp["median"] >= CACHED_TARGET
-    cause = ""
-    if not met:
-        b = st["batch_size"]
-        rec_s = rec["median"] if rec else recompute["median"] - cached["median"]
-        f, t = rec_s / (3 * b), cached["median"] / (2 * b)  # s per caption: frozen forward; trained step
-        cause = (
-            f"recomputing adds one no-grad forward over {3 * b} captions per step (the step's unsafe and "
-            f"preservation captions and the targets), {rec_s:.2f} s; the cached step trains {2 * b} captions "
-            f"(forward, backward, update) in {cached['median']:.2f} s. Per caption a trained step costs "
-            f"{t / f:.1f} forward passes here, so caching saves at most 1 + 3f/2t = "
-            f"{1 + 3 * f / (2 * t):.2f}x. Since a backward pass costs at least one forward (t >= 2f), the gain "
-            "is at most 1.75x for any implementation of this objective: 1.8x is out of reach by design, "
-            "not by a slow cache"
-        )
-    section.targets.append(
-        Target(
-            "cached training vs recomputing the reference, per step",
-            f">= {CACHED_TARGET}x",
-            f"{sp['median']:.2f}x (IQR {sp['q1']:.2f}–{sp['q3']:.2f})",
-            met,
-            cause,
-        )
-    )
-    if st["model"] == "clip-l":
-        section.notes.append(
-            "Real-size architecture with random weights; loss values mean nothing, step costs do."
-        )
-    return section
-
-
 def run_training(device: str = "cpu", quick: bool = False, **overrides: Any) -> Section:
     bench = default_config(device, quick)
     for key, value in overrides.items():
@@ -417,7 +228,3 @@ def run_training(device: str = "cpu", quick: bool = False, **overrides: Any) -> 
     steps = measure_step_times(bench)
     mining = measure_mining(bench.mining_sizes, bench.mining_dim, bench.mining_chunk, device)
     return to_section(steps, mining, {"dim": bench.mining_dim, "chunk": bench.mining_chunk}, device)
-
-
-if __name__ == "__main__":
-    main()

@@ -83,7 +83,6 @@ def float_range(
 positive_int = int_range(1)
 nonneg_int = int_range(0)
 probability = float_range(0.0, 1.0)
-finite_float = float_range()
 
 
 # ------------------------------------------------------------------------------------------- deprecated aliases

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from saferclip_diffusers import _compat
 
@@ -31,6 +33,24 @@ def test_shim_does_nothing_on_a_matching_host(monkeypatch):
 def test_shim_not_needed_once_torchvision_is_imported(monkeypatch):
     monkeypatch.setattr(_compat, "_torchvision_cuda_build", lambda: True)
     monkeypatch.setitem(sys.modules, "torchvision", object())
+    assert not _compat.needs_torchvision_patch()
+
+
+def test_shim_is_needed_only_for_cpu_torch_beside_a_cuda_torchvision_wheel(monkeypatch, tmp_path):
+    """The positive case the two tests above cannot see: the version file of the wheel decides."""
+    package = tmp_path / "torchvision"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    spec = importlib.util.spec_from_file_location("torchvision", package / "__init__.py")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec if name == "torchvision" else None)
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    for version, cuda_wheel in (("0.21.0+cu124", True), ("0.21.0+cpu", False), ("0.21.0", False)):
+        (package / "version.py").write_text(f"__version__ = '{version}'\ncuda = None\n")
+        assert _compat._torchvision_cuda_build() is cuda_wheel, version
+        assert _compat.needs_torchvision_patch() is cuda_wheel, version
+    (package / "version.py").write_text("__version__ = '0.21.0+cu124'\n")
+    monkeypatch.setattr(torch.version, "cuda", "12.4")  # a CUDA torch needs no shim
     assert not _compat.needs_torchvision_patch()
 
 

@@ -29,7 +29,10 @@ def test_tiny_end_to_end_script(tmp_path):
         p["redirection_score"] < 0.9999 for p in pairs
     )  # the trained encoder moved them
     summary = json.loads((tmp_path / "i2p" / "summary.json").read_text())
-    assert {"original", "safe"} <= set(json.dumps(summary).split('"'))
+    assert {"original", "safe"} <= set(summary["systems"]) and summary["completeness"]["complete"]
+    [safe] = [s for s in summary["config"]["systems"] if s["name"] == "safe"]
+    # the encoder trained in step 1 is the one evaluated
+    assert Path(safe["safe_text_encoder"]) == tmp_path / "encoder"
     attacks = json.loads((tmp_path / "attacks" / "summary.json").read_text())
     assert set(attacks["asr_post"]["swap-gcg"]) == {"original", "safe", "negative-prompt"}
     for report in (

@@ -57,7 +57,6 @@ class Checkpoint:
 
     path: Path
     tensors: dict[str, torch.Tensor]
-    pickled: bool
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,7 +69,7 @@ def read_weights_file(path: str | Path, *, allow_pickle: bool = False) -> Checkp
     if name.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return Checkpoint(path, load_file(str(path)), pickled=False)
+        return Checkpoint(path, load_file(str(path)))
     if not name.endswith(PICKLE_SUFFIXES):
         raise ValueError(f"{str(path)!r} is not a weights file: expected one of {', '.join(WEIGHT_SUFFIXES)}")
     if not allow_pickle:
@@ -96,7 +95,7 @@ def read_weights_file(path: str | Path, *, allow_pickle: bool = False) -> Checkp
     sidecar = path.with_name(path.stem + "-metadata.json")  # DES writes checkpoint-N-metadata.json
     if sidecar.is_file():
         info["metadata"] = json.loads(sidecar.read_text())
-    return Checkpoint(path, dict(obj), pickled=True, info=info)
+    return Checkpoint(path, dict(obj), info=info)
 
 
 def read_weights_folder(folder: Path, *, allow_pickle: bool) -> Checkpoint:
@@ -116,7 +115,7 @@ def read_weights_folder(folder: Path, *, allow_pickle: bool) -> Checkpoint:
     tensors: dict[str, torch.Tensor] = {}
     for f in files:
         tensors.update(read_weights_file(f, allow_pickle=True).tensors)
-    return Checkpoint(files[0], tensors, pickled=True)
+    return Checkpoint(files[0], tensors)
 
 
 def is_clip_class(model_class: type) -> bool:

@@ -192,7 +192,3 @@ class AttackRunConfig:
                     system[slot] = f"local:{system[digest]}"
                 system.pop(digest, None)
         return config_fingerprint(ident)
-
-    @property
-    def system_names(self) -> list[str]:
-        return [s.name for s in self.systems]

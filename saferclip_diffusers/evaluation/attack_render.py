@@ -29,7 +29,7 @@ def render_variants(
     guidance: float,
     seed: int,
 ) -> None:
-    from .systems import GenerationBatch, quiet_generation_logs
+    from .generators import GenerationBatch, quiet_generation_logs
 
     n = ctx.config.protocol.images_per_attempt
     todo = [

@@ -61,7 +61,7 @@ def _flags(records, spec: AttackReportSpec):
 
 
 def _rate(values: Sequence[bool], spec: AttackReportSpec) -> dict[str, float] | None:
-    from .metrics import proportion_with_interval
+    from .statistics import proportion_with_interval
 
     if not len(values):
         return None

@@ -36,14 +36,12 @@ from transformers import (
 )
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders import PICKLE_SUFFIXES, PickleCheckpointError, load_safe_text_encoder
-from .clip_models import ClipEncoder, ImageTower, TextTower, Tokenize, hf_text_tower, hf_tokenize
+from ..encoders import PickleCheckpointError, load_safe_text_encoder
+from .clip_models import ClipEncoder, ImageTower, hf_text_tower, hf_tokenize
+from .open_clip_loading import is_open_clip_spec, load_open_clip, original_projection
 
-OPEN_CLIP_PREFIX = "open_clip:"
-OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:", OPEN_CLIP_PREFIX)
 TOWERS = ("auto", "text", "both")
 HUB_KEYS = ("cache_dir", "token", "revision", "local_files_only")
-DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -75,17 +73,6 @@ def _hub(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def is_open_clip_spec(spec: str | os.PathLike) -> bool:
-    """``hf-hub:``, ``local-dir:``, ``open_clip:`` specs, or a directory with only an open_clip config."""
-    spec = str(spec)
-    if spec.startswith(OPEN_CLIP_SCHEMAS):
-        return True
-    path = Path(spec).expanduser()
-    return (
-        path.is_dir() and (path / "open_clip_config.json").is_file() and not (path / "config.json").is_file()
-    )
-
-
 def hf_model_type(spec: str | os.PathLike, **hub: Any) -> str | None:
     """``model_type`` of the ``config.json`` at the top of a hub id or directory (None when there is none)."""
     path = Path(spec).expanduser()
@@ -103,14 +90,6 @@ def hf_model_type(spec: str | os.PathLike, **hub: Any) -> str | None:
     if not config.is_file():
         return None
     return json.loads(config.read_text()).get("model_type")
-
-
-def _refuse_pickle(path: str | os.PathLike, what: str, allow_pickle: bool) -> None:
-    if str(path).endswith(PICKLE_SUFFIXES) and not allow_pickle:
-        raise PickleCheckpointError(
-            f"{what} resolves to the pickle checkpoint {path}; loading pickle can run arbitrary code. Use a "
-            "safetensors checkpoint, or pass allow_pickle=True (--allow-pickle) if you trust its source."
-        )
 
 
 def _load_hf_clip(
@@ -150,67 +129,6 @@ def _load_hf_clip(
     return ClipEncoder(spec, text, _hf_image_tower(spec, model, processor), device, dtype)
 
 
-def _open_clip_checkpoint(spec: str, allow_pickle: bool, cache_dir: str | None) -> tuple[str, str | None]:
-    """(model name for open_clip, pretrained tag or file), after checking the checkpoint format."""
-    import open_clip
-
-    if spec.startswith("local-dir:") or not spec.startswith(OPEN_CLIP_SCHEMAS):
-        folder = Path(spec.removeprefix("local-dir:")).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
-            raise FileNotFoundError(f"no open_clip_config.json in {folder}")
-        weights = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors",) + PICKLE_SUFFIXES)
-        if not weights:
-            raise FileNotFoundError(f"no weights in {folder}: expected open_clip_model.safetensors")
-        if not any(w.endswith(".safetensors") for w in weights):
-            _refuse_pickle(folder / weights[0], spec, allow_pickle)
-        return f"local-dir:{folder}", None
-    if spec.startswith("hf-hub:"):
-        from open_clip.pretrained import download_pretrained_from_hf
-
-        path = download_pretrained_from_hf(
-            spec.removeprefix("hf-hub:"), cache_dir=cache_dir
-        )  # prefers safetensors
-        _refuse_pickle(path, spec, allow_pickle)
-        return spec, None
-    name, _, pretrained = spec.removeprefix(OPEN_CLIP_PREFIX).partition("/")
-    if not pretrained:
-        raise ValueError(
-            f"{spec!r} names no pretrained weights (it would be a random model); use open_clip:{name}/TAG with a tag "
-            f"from open_clip.list_pretrained_tags_by_model({name!r}), or open_clip:{name}//path/to/weights.safetensors"
-        )
-    if Path(pretrained).expanduser().is_file():
-        _refuse_pickle(pretrained, spec, allow_pickle)
-        return name, str(Path(pretrained).expanduser())
-    cfg = open_clip.get_pretrained_cfg(name, pretrained)
-    if not cfg:
-        raise ValueError(
-            f"open_clip has no pretrained tag {pretrained!r} for {name!r} (and it is not a file); "
-            f"tags: {open_clip.list_pretrained_tags_by_model(name)}"
-        )
-    _refuse_pickle(open_clip.download_pretrained(cfg, cache_dir=cache_dir), spec, allow_pickle)
-    return name, pretrained
-
-
-def _load_open_clip(
-    spec: str, device: torch.device, dtype: torch.dtype, allow_pickle: bool, cache_dir: str | None = None
-) -> ClipEncoder:
-    import open_clip
-
-    name, pretrained = _open_clip_checkpoint(spec, allow_pickle, cache_dir)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=pretrained, cache_dir=cache_dir, weights_only=True
-    )
-    tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
-
-    def tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
-        return {"text": tokenizer(list(texts))}
-
-    dim = int(model.visual.output_dim)
-    text = TextTower(spec, tokenize, lambda inputs: model.encode_text(inputs["text"]), [model], dim)
-    image = ImageTower(spec, preprocess, model.encode_image, [model], dim)
-    return ClipEncoder(spec, text, image, device, dtype, open_clip_model=model, open_clip_tokenizer=tokenizer)
-
-
 def load_clip(
     spec: str | os.PathLike,
     *,
@@ -225,7 +143,7 @@ def load_clip(
     hub = _hub(hub)
     spec = str(spec)
     if is_open_clip_spec(spec):
-        return _load_open_clip(spec, device, dtype, allow_pickle, hub.get("cache_dir"))
+        return load_open_clip(spec, device, dtype, allow_pickle, hub.get("cache_dir"))
     if spec.startswith(("/", ".", "~")) and not Path(spec).expanduser().exists():
         raise FileNotFoundError(f"CLIP directory does not exist: {spec}")
     model_type = hf_model_type(spec, **hub)
@@ -235,31 +153,6 @@ def load_clip(
             f"open_clip_config.json; found model_type {model_type!r}"
         )
     return _load_hf_clip(spec, device, dtype, allow_pickle, **hub)
-
-
-def _original_projection(original: ClipEncoder) -> tuple[torch.nn.Linear, Tokenize, int]:
-    """The original CLIP's text projection as a Linear layer, its tokenizer and its vocabulary size."""
-    model = original.open_clip_model
-    if model is None:  # transformers: [body, projection]
-        body, projection = original.text.modules
-        return projection, original.text.tokenize, body.config.vocab_size
-    proj = getattr(model, "text_projection", None)
-    if proj is None or getattr(model, "text_pool_type", "argmax") not in ("argmax", "eos"):
-        raise ValueError(
-            f"{original.name}: this open_clip model has no CLIP text transformer (pooled at end-of-text with a "
-            "projection) that a transformers CLIP text encoder could replace"
-        )
-    if isinstance(proj, torch.nn.Linear):
-        linear = proj
-    else:
-        linear = torch.nn.Linear(proj.shape[0], proj.shape[1], bias=False)
-        linear.weight.data.copy_(proj.detach().T.float())
-    tokenizer = original.open_clip_tokenizer
-
-    def tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
-        return {"input_ids": tokenizer(list(texts))}
-
-    return linear, tokenize, int(model.vocab_size)
 
 
 def load_safe_clip(
@@ -287,7 +180,7 @@ def load_safe_clip(
         is_open_clip_spec(safe) or hf_model_type(safe, **hub) == "clip"
     ):
         full = (
-            _load_open_clip(str(safe), original.device, original.dtype, allow_pickle, hub.get("cache_dir"))
+            load_open_clip(str(safe), original.device, original.dtype, allow_pickle, hub.get("cache_dir"))
             if is_open_clip_spec(safe)
             else _load_hf_clip(str(safe), original.device, original.dtype, allow_pickle, original, **hub)
         )
@@ -306,7 +199,7 @@ def load_safe_clip(
             f"{safe!r} holds a text encoder only; towers='both' needs a full CLIP (text and image)"
         )
     encoder = load_safe_text_encoder(safe, slot=slot, allow_pickle=allow_pickle, **hub)
-    projection, tokenize, vocab_size = _original_projection(original)
+    projection, tokenize, vocab_size = original_projection(original)
     if encoder.config.vocab_size < vocab_size:
         raise ValueError(
             f"safe text encoder {safe!r} has {encoder.config.vocab_size} tokens but {original.name}'s tokenizer "

@@ -15,7 +15,7 @@ and only the difference between two systems scored against the same reference is
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +107,3 @@ def frechet_distances(
             _update(metric, list(images), False, image_size, batch_size, f"FID {name}")
             out[name] = float(metric.compute())
     return out
-
-
-def generated_images(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, list[Path]]:
-    """The saved images of each system (``folder/<name>/*.png``), in file order."""
-    return {name: sorted((Path(folder) / name).glob("*.png")) for name in names}

@@ -216,8 +216,3 @@ def exclude_training_prompts(
         recorded = flatten_training_prompts(read_training_prompts(spec))
         df, counts[str(spec)] = exclude_prompts(df, recorded, source=f"safe encoder {spec}")
     return df, counts
-
-
-def reference_columns_present(df: pd.DataFrame) -> bool:
-    """Whether the prompt table carries the SD 1.4 reference percentages of the I2P CSV."""
-    return "inappropriate_percentage" in df and bool(df["inappropriate_percentage"].notna().any())

@@ -229,10 +229,6 @@ class RunConfig:
     def fingerprint(self) -> str:
         return config_fingerprint(self.identity())
 
-    @property
-    def system_names(self) -> list[str]:
-        return [s.name for s in self.systems]
-
 
 def config_fingerprint(config: dict[str, Any]) -> str:
     """sha256 of the canonical JSON form of a configuration dictionary."""

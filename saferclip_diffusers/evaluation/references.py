@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from .metrics import ALL, expected_maximum, in_group
+from .metrics import ALL, in_group
+from .statistics import expected_maximum
 
 CSV_SOURCE = "SD 1.4, I2P CSV per-prompt figures (10 images/prompt, Q16 or NudeNet v2)"
 CSV_NUDITY_RULE = "I2P CSV nudity_percentage (NudeNet v2, the dataset's own rule)"

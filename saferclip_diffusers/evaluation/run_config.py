@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
-import torch
 
 from ..devices import dtype_name, resolve_device, resolve_dtype
 from .prompts import PromptSelection, exclude_training_prompts, load_prompts
@@ -168,9 +167,3 @@ def prepare_run(
         sdxl=preset.sdxl,
     )
     return config, df
-
-
-def torch_dtype_of(config: RunConfig) -> torch.dtype:
-    from ..devices import parse_dtype
-
-    return parse_dtype(config.torch_dtype)

@@ -38,7 +38,7 @@ def load_models(
     from ..devices import parse_dtype
     from ..hub import explain_unavailable, is_local
     from ..scoring.nudenet import NudeNetScorer
-    from .systems import build_generators, load_base_pipeline
+    from .generators import build_generators, load_base_pipeline
 
     protocol = config.protocol
     sdxl = config.sdxl

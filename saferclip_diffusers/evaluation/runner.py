@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,12 @@ import pandas as pd
 import torch
 
 from ..io import atomic_save_image
-from .grid import cell_ok, grid_cell, grid_cell_path, select_grid_prompts, slug
-from .protocol import Protocol, ReportSpec, RunConfig, SystemSpec
+from .grid import grid_cell, grid_cell_path, slug
+from .protocol import ReportSpec, RunConfig
 from .report import save_prompt_snapshot, write_report
 from .run_config import build_run_config, prepare_run  # noqa: F401 - re-exported: the runner's public API
 from .run_models import LoadedModels, load_models, load_q16  # noqa: F401 - re-exported
+from .run_plan import Work, initial_latents, plan_batches, plan_work  # noqa: F401 - plan_batches re-exported
 from .store import ResultStore, check_compatible, done_keys, merge_results, shard_path
 from .worker import ScoringWorker
 
@@ -53,70 +53,8 @@ class RunOptions:
     progress: bool = True
 
 
-def plan_batches(prompts: pd.DataFrame, protocol: Protocol, batch_size: int) -> list[list[tuple[int, int]]]:
-    """Fixed batches of (row, image_index); with per-row guidance a batch never mixes two CFG scales."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    batches: list[list[tuple[int, int]]] = []
-    current: list[tuple[int, int]] = []
-    current_cfg = None
-    for row in range(len(prompts)):
-        cfg = protocol.guidance_for(prompts["guidance"].iloc[row])
-        for k in range(protocol.num_images_per_prompt):
-            if current and (len(current) == batch_size or cfg != current_cfg):
-                batches.append(current)
-                current = []
-            current.append((row, k))
-            current_cfg = cfg
-    if current:
-        batches.append(current)
-    return batches
-
-
-def initial_latents(seed: int, num_images: int, shape: Sequence[int]) -> torch.Tensor:
-    """The protocol's noise for all images of one prompt: float32 from a CPU generator seeded with ``seed``."""
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    return torch.randn((num_images, *shape), generator=generator, dtype=torch.float32)
-
-
 def _marker(output_dir: Path, rank: int, world: int) -> Path:
     return output_dir / "shards" / f"done-{rank:03d}-of-{world:03d}"
-
-
-@dataclass
-class _Work:
-    """This process's share: the global batch layout, the (batch, system) pairs still to do, progress counts."""
-
-    batches: list[list[tuple[int, int]]]
-    todo: list[tuple[int, SystemSpec]]
-    total: int
-    done: int
-    grid_ids: set[int]
-
-
-def _plan_work(
-    config: RunConfig, prompts: pd.DataFrame, options: RunOptions, done: set, rank: int, world: int
-) -> _Work:
-    """The (batch, system) pairs with a missing record, plus those whose grid cell is missing or corrupt (cells are
-    a cache: regenerating the batch rewrites the cell; its records exist already and are not written twice)."""
-    batches = plan_batches(prompts, config.protocol, config.protocol.batch_size)
-    mine = [b for b in range(len(batches)) if b % world == rank]
-    ids = [int(i) for i in prompts["prompt_id"]]
-    grid_ids = set(select_grid_prompts(prompts, options.report.grid_prompts))
-    out = Path(options.output_dir)
-    todo = []
-    for b in mine:
-        for spec in config.systems:
-            missing = not all((ids[r], spec.name, k) in done for r, k in batches[b])
-            stale = not missing and any(
-                k == 0 and ids[r] in grid_ids and not cell_ok(grid_cell_path(out, spec.name, ids[r]))
-                for r, k in batches[b]
-            )
-            if missing or stale:
-                todo.append((b, spec))
-    total = sum(len(batches[b]) for b in mine) * len(config.systems)
-    todo_images = sum(len(batches[b]) for b, _ in todo)
-    return _Work(batches, todo, total, total - todo_images, grid_ids)
 
 
 def run_i2p(
@@ -140,7 +78,7 @@ def run_i2p(
     out = Path(options.output_dir)
     identity, fingerprint = config.identity(), config.fingerprint()
     check_compatible(out, identity, fingerprint)  # read-only: a refused run writes nothing
-    work = _plan_work(config, prompts, options, done_keys(out), rank, world)
+    work = plan_work(config, prompts, options, done_keys(out), rank, world)
     models = None
     if work.todo:
         models = load_models(
@@ -206,12 +144,12 @@ def _generate(
     options: RunOptions,
     state,
     store: ResultStore,
-    work: _Work,
+    work: Work,
     models: LoadedModels,
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from .systems import GenerationBatch, count_truncated, quiet_generation_logs
+    from .generators import GenerationBatch, count_truncated, quiet_generation_logs
 
     protocol = config.protocol
     out = Path(options.output_dir)

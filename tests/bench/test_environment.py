@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -11,9 +13,11 @@ from bench.environment import describe, environment
 def test_environment_names_machine_device_and_versions():
     env = environment("cpu")
     assert env["device"] == "cpu"
-    assert env["machine"]["cores"] >= 1
+    assert env["machine"]["cores"] == os.cpu_count()
     assert env["machine"]["cpu"]
-    assert env["machine"]["ram_gb"] > 0
+    # physical memory as the OS counts it in pages (MemTotal on Linux), in GiB to one decimal
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    assert env["machine"]["ram_gb"] == pytest.approx(ram, abs=0.11)
     assert (
         env["versions"]["torch"] == torch.__version__.split("+")[0]
         or env["versions"]["torch"] == torch.__version__

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from bench import scoring as sb
@@ -30,7 +32,14 @@ def test_throughput_and_eval_run_measurements(quick_run):
         # every batch went through the worker's hand-over; waits fit inside the loop
         assert timing["batches"] == cfg.prompts // cfg.batch_size
         assert timing["blocked_s"] + timing["tail_s"] <= timing["wall_s"]
-    assert 0 <= run["waiting_share"]["median"] <= 1
+    # the summary figures are medians over the rounds: waiting = (blocked + tail) / wall of the NudeNet runs;
+    # overhead = wall with NudeNet / wall without - 1, round by round
+    nude, plain = run["runs"]["nudenet"], run["runs"]["no scoring"]
+    assert len(nude) == len(plain) == cfg.run_rounds
+    waiting = statistics.median((t["blocked_s"] + t["tail_s"]) / t["wall_s"] for t in nude)
+    overhead = statistics.median(a["wall_s"] / b["wall_s"] - 1 for a, b in zip(nude, plain, strict=True))
+    assert run["waiting_share"]["median"] == pytest.approx(waiting)
+    assert run["wall_overhead"]["median"] == pytest.approx(overhead)
 
 
 def test_section_states_the_target(quick_run):

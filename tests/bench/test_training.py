@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import statistics
 
 import pytest
 import torch
@@ -49,6 +50,9 @@ def test_recompute_callback_recomputes_exactly_the_cached_reference(quick, tmp_p
 def test_step_times_are_paired_per_round(quick):
     steps = tb.measure_step_times(quick)
     assert steps["speedup"]["n"] == quick.rounds
+    # the speedup pairs the two trainers round by round: median over rounds of recompute / cached
+    rounds = zip(steps["per_round"]["recompute"], steps["per_round"]["cached"], strict=True)
+    assert steps["speedup"]["median"] == pytest.approx(statistics.median(r / c for r, c in rounds))
     for name in ("cached", "recompute"):
         assert steps["step_seconds"][name]["n"] == quick.rounds * (quick.steps_per_call - 1)
         assert steps["step_seconds"][name]["median"] > 0

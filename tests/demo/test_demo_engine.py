@@ -101,4 +101,7 @@ def test_tiny_sdxl_compares_from_identical_latents_too():
     np.testing.assert_array_equal(arrays(same.original.images)[0], arrays(same.safe.images)[0])
     full = engine.generate(req(safety_scale=1.0, guidance_scale=5.0, negative_prompt="blurry"))
     assert not np.array_equal(arrays(full.original.images)[0], arrays(full.safe.images)[0])
-    assert full.redirection_score < 0.999 and full.interpreted is None
+    # the score reported is the pipeline's own (min over the swapped slots), and the slots did change
+    expected = engine.pipe.redirection_scores("a cat on a sofa")[0]
+    assert full.redirection_score == pytest.approx(expected, abs=1e-5) and expected < 0.999
+    assert full.interpreted is None

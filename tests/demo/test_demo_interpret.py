@@ -13,7 +13,6 @@ from saferclip_diffusers.demo.interpret import (
     load_captions,
     pooled_embeddings,
 )
-from saferclip_diffusers.pipelines.conditioning import cosine_scores, encode_text
 
 
 def test_load_captions_takes_the_first_distinct_ones(tmp_path):
@@ -38,7 +37,13 @@ def test_load_captions_errors_say_what_is_wrong(tmp_path):
 def test_pooled_embeddings_match_the_pipeline_encoding_and_are_unit_length(tiny_pipe):
     texts = ["a cat", "a dog on a sofa", "a red car"]
     got = pooled_embeddings(tiny_pipe.tokenizer, tiny_pipe.text_encoder, texts, batch_size=2)
-    ref = encode_text(tiny_pipe.tokenizer, tiny_pipe.text_encoder, texts, layer="final").pooled
+    # transformers' own pooled output (the end-of-text state after the final norm) of the padded prompts
+    tok = tiny_pipe.tokenizer
+    ids = tok(
+        texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        ref = tiny_pipe.text_encoder(ids.input_ids).pooler_output
     assert got.shape == ref.shape and torch.allclose(got.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(got, torch.nn.functional.normalize(ref, dim=-1), atol=1e-5)
 
@@ -121,12 +126,10 @@ def test_sdxl_averages_over_both_swapped_slots(tmp_path):
         interpreter.similarities(prompt)["safe"], (per_slot[0] + per_slot[1]) / 2, atol=1e-5
     )
     # the same pooled embeddings give the pipeline's redirection score (the lowest cosine over swapped slots)
-    cosines = [
+    cosines = [  # dot products of the unit-length pooled embeddings
         float(
-            cosine_scores(
-                pooled_embeddings(tok, pipe.original_encoder(slot), [prompt]),
-                pooled_embeddings(tok, getattr(pipe, slot), [prompt]),
-            )[0]
+            pooled_embeddings(tok, pipe.original_encoder(slot), [prompt])[0]
+            @ pooled_embeddings(tok, getattr(pipe, slot), [prompt])[0]
         )
         for slot, tok in (("text_encoder", pipe.tokenizer), ("text_encoder_2", pipe.tokenizer_2))
     ]

@@ -35,10 +35,12 @@ def test_real_detector_output_becomes_detections_and_a_safe_verdict(photos):
     assert not astronaut.unsafe and not cat.unsafe
     labels = [d.label for d in astronaut.detections]
     assert "FACE_FEMALE" in labels  # Eileen Collins' face
-    w, h = photos[0].size
-    for d in astronaut.detections:
-        x, y, bw, bh = d.box
-        assert 0.25 <= d.score <= 1 and 0 <= x < w and 0 <= y < h and bw > 0 and bh > 0
+    # the box is (x, y, w, h) in pixels around her face, which lies within columns 150-290, rows 60-200 of the
+    # 512 x 512 photograph (centre near (220, 130)): an (x1, y1, x2, y2) or a normalised box would not fit
+    [face] = [d for d in astronaut.detections if d.label == "FACE_FEMALE"]
+    x, y, bw, bh = face.box
+    assert 150 <= x < 220 < x + bw <= 290 and 60 <= y < 130 < y + bh <= 200
+    assert 60 <= bw <= 140 and 60 <= bh <= 140
     assert astronaut.summary().startswith("safe: FACE_FEMALE")
     assert cat.summary() == "safe: no detections"
 

@@ -22,7 +22,8 @@ def test_resume_skips_done_and_repairs_torn_tail(tmp_path):
     with open(shard, "a") as fh:
         fh.write('{"kind": "image", "target_id": 2')  # a write cut by kill -9
     with AttackStore(tmp_path, {"a": 1}, "fp") as store:
-        assert store.get(rec) is not None
+        assert store.get(rec) == rec  # the record read back after the restart, whole
+        assert store.get({**rec, "target_id": 2}) is None  # the torn line is not a record
         assert store.append([{**rec, "target_id": 2}]) == 1
     _, records = load_attack_results(tmp_path)
     assert [r["target_id"] for r in records] == [1, 2]

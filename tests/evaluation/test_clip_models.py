@@ -102,10 +102,21 @@ def test_full_safe_clip_towers(tmp_path, original, photos):
     torch.testing.assert_close(text_only.encode_text(TEXTS), both.encode_text(TEXTS))
 
 
-def test_identity_pair_gives_identical_embeddings(clip_dir, photos):
-    original, safe = load_clip_pair(clip_dir, clip_dir, device="cpu")
-    torch.testing.assert_close(safe.encode_text(TEXTS), original.encode_text(TEXTS))
-    torch.testing.assert_close(safe.encode_image(photos), original.encode_image(photos))
+def test_a_full_clip_as_the_safe_side_embeds_as_transformers_does(clip_dir, photos):
+    """The safe side of a pair is loaded by its own path (a full CLIP beside an original): it must embed as
+    transformers' CLIPModel does, not merely as the original side does."""
+    from transformers import CLIPImageProcessor
+
+    _, safe = load_clip_pair(clip_dir, clip_dir, device="cpu")
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    reference = _reference_text(model, CLIPTokenizer.from_pretrained(clip_dir), TEXTS)
+    torch.testing.assert_close(safe.encode_text(TEXTS), reference, atol=1e-5, rtol=1e-4)
+    pixels = CLIPImageProcessor.from_pretrained(clip_dir)(images=photos, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        image = F.normalize(
+            model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1
+        )
+    torch.testing.assert_close(safe.encode_image(photos), image, atol=1e-5, rtol=1e-4)
 
 
 def test_mismatched_safe_text_encoder_is_refused(tmp_path, original):

@@ -31,6 +31,7 @@ from saferclip_diffusers.evaluation.systems import (
     sld_configs,
 )
 from saferclip_diffusers.evaluation.worker import ScoringWorker
+from saferclip_diffusers.scoring.q16 import Q16Classifier
 from saferclip_diffusers.tiny import tiny_model_dir
 
 
@@ -111,8 +112,10 @@ def test_systems_share_unet_and_vae_and_start_from_the_same_latents(systems):
     np.testing.assert_array_equal(images["empty-negative"], images["original"])
     assert not np.array_equal(images["negative-prompt"], images["original"])
     assert not np.array_equal(images["safe"], images["original"])
+    # the per-image redirection scores the safe pipeline reported while generating
     _, scores = gens["safe"](batch)
-    assert len(scores) == 2
+    assert scores == pytest.approx(gens["safe"].pipe.redirection_scores(batch.prompts), abs=1e-5)
+    assert all(s < 0.9999 for s in scores)  # the safe encoder really differs from the original
     if "sld-off" in gens:  # SLD with its guidance switched off is the plain pipeline
         np.testing.assert_allclose(images["sld-off"], images["original"], atol=1)
         assert not np.array_equal(images["sld-max"], images["original"])
@@ -196,7 +199,7 @@ def test_tiny_run_writes_everything(reference_run):
 
 
 def test_resume_after_lost_records_and_a_torn_line_is_identical(reference_run, tmp_path):
-    ref_out, ref_summary, ref_records = reference_run
+    _, ref_summary, ref_records = reference_run
     config, prompts, options = tiny(tmp_path)
     run_i2p(config, prompts, options)
     shard = shard_path(tmp_path, 0, 1)
@@ -232,8 +235,11 @@ def test_q16_path_with_a_test_only_prompt_matrix(tmp_path):
         config, prompts, RunOptions(output_dir=out, report=FAST, progress=False, save_images=True)
     )
     _, records = load_results(out)
-    assert len(records) == 4 and all(0.0 <= r["q16"] <= 1.0 for r in records)
-    assert all((out / r["image_file"]).is_file() for r in records)
+    assert len(records) == 4 and all((out / r["image_file"]).is_file() for r in records)
+    # each record carries the Q16 score of its own image (PNG is lossless: the saved file is what was scored)
+    q16 = Q16Classifier(tiny_model_dir("clip"), prompts=str(prompts_file))
+    rescored = q16([Image.open(out / r["image_file"]) for r in records])
+    assert [r["q16"] for r in records] == pytest.approx(rescored, abs=1e-5)
     assert summary["scoring"]["unsafe_rule"] == "Q16 or NudeNet"
     expected = 100 * np.mean([r["q16"] > 0.5 for r in records])
     assert summary["metrics"]["original"]["all"]["inappropriate_probability"]["value"] == pytest.approx(

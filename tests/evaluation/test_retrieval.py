@@ -221,7 +221,18 @@ def test_identity_gives_zero_differences_and_layouts_agree(tmp_path):
     t_visu = compare_retrieval(
         original, safe, visu, gallery="mixed", by_category=True, cache_dir=tmp_path / "cache"
     )
-    assert all(r.difference == 0.0 for r in t_visu.rows)
+    # T->V R@5 and unsafe@1 over the mixed gallery (safe then unsafe images), from the encoders directly
+    text = original.encode_text([r.safe_caption for r in visu.records])
+    images = original.encode_image(
+        [Image.open(p).convert("RGB") for p in visu.safe_images + visu.unsafe_images]
+    )
+    top5 = (text @ images.T).topk(5, dim=1).indices
+    hits = (top5 == visu.image_of_record[:, None]).any(dim=1)
+    unsafe_top1 = top5[:, 0] >= len(visu.safe_images)
+    assert t_visu.row("T->V R@5").original == pytest.approx(100 * hits.float().mean().item())
+    assert t_visu.row("T->V unsafe@1").original == pytest.approx(100 * unsafe_top1.float().mean().item())
+    assert 0 < hits.sum() < len(hits) and 0 < unsafe_top1.sum() < len(hits)  # neither check is trivially met
+    assert t_visu.row("T->V R@5").safe == t_visu.row("T->V R@5").original  # the same CLIP on both sides
     assert {r.group for r in t_visu.rows} >= {None, "weapons", "blood"}
     t_caps = compare_retrieval(original, safe, caps, gallery="mixed", by_category=True)
     assert [(r.metric, r.group, r.original) for r in t_caps.rows] == [

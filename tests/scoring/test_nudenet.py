@@ -39,8 +39,11 @@ def test_real_photographs_give_faces_and_nothing_unsafe(scorer, photos):
     faces = [d for d in detections["astronaut"] if d["class"] in ("FACE_FEMALE", "FACE_MALE")]
     assert faces and faces[0]["score"] > 0.5
     assert any(d["class"] in ("FACE_FEMALE", "FACE_MALE") for d in detections["camera"])  # the cameraman
+    # [x, y, w, h] in pixels around her face, which lies within columns 150-290, rows 60-200 of the 512 x 512
+    # photograph (centre near (220, 130)): an [x1, y1, x2, y2] or a normalised box would not fit
     x, y, w, h = faces[0]["box"]
-    assert 0 <= x < 512 and 0 <= y < 512 and 0 < w < 512 and 0 < h < 512
+    assert 150 <= x < 220 < x + w <= 290 and 60 <= y < 130 < y + h <= 200
+    assert 60 <= w <= 140 and 60 <= h <= 140
     for name, dets in detections.items():
         assert all(d["class"] in NUDENET_LABELS for d in dets)
         assert all(d["score"] >= 0.2 for d in dets)  # the detector's own pre-filter

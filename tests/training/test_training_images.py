@@ -43,8 +43,10 @@ def test_text_only_uses_frozen_image_embeddings(small_config, image_pairs, tmp_p
     assert len(trainer.accelerator.unwrap_model(trainer.model).vision) == 0  # image tower not trained
     result = trainer.train()
     row = result.validation[-1]
+    n = len(trainer.split.val_unsafe)  # R@1 over the validation pairs: a count of hits divided by n
     for key in ("T->V@1", "T*->V@1", "V*->T@1"):
-        assert 0.0 <= row[f"text_encoder/{key}"] <= 1.0
+        hits = row[f"text_encoder/{key}"] * n
+        assert hits == pytest.approx(round(hits), abs=1e-6) and 0 <= round(hits) <= n, (key, hits, n)
     log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
     assert {"pres_text", "redir_text", "pres_text_cross", "rel_text"} <= set(log[-1])
     assert "rel_image" not in log[-1]
