@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -179,7 +179,3 @@ def step_profile(
 def project(profile: dict[str, float], steps: int) -> float:
     """Projected duration of the same call with ``steps`` denoising steps: fixed + steps * per_step."""
     return profile["fixed"] + steps * profile["per_step"]
-
-
-def samples_to_json(samples: dict[str, list[Sample]]) -> dict[str, list[dict]]:
-    return {name: [asdict(s) for s in runs] for name, runs in samples.items()}
