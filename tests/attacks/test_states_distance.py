@@ -45,7 +45,9 @@ def test_states_distance_equals_a_direct_transcription(per_row):
     assert not torch.allclose(states_distance(moved, target, pooled, target_pooled, 0.7), got)
     pooled_only = states_distance(hidden, target, pooled, target_pooled, 0.7, "pooled")
     goal = target_pooled.expand(3, -1)
-    direct = torch.tensor([1 - float(p @ q) / float(p.norm() * q.norm()) for p, q in zip(pooled, goal)])
+    direct = torch.tensor(
+        [1 - float(p @ q) / float(p.norm() * q.norm()) for p, q in zip(pooled, goal, strict=True)]
+    )
     assert torch.allclose(pooled_only, direct, atol=1e-6)
 
 
