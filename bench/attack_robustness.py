@@ -229,3 +229,59 @@ def markdown(res: dict) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+BUDGETS = ((4, 15), (8, 15), (32, 15), (64, 15), (4, 60), (8, 60))
+
+
+def bench_budgets(quick: bool, epochs: int | None, targets: int | None) -> dict:
+    """swap-gcg budgets (candidates, steps) against plain tiny SafeR: does a cheaper one keep its success?"""
+    from tqdm.auto import tqdm
+
+    from saferclip_diffusers.attacks import get_attack
+    from saferclip_diffusers.attacks.safety import minor_reason
+
+    work = Path(tempfile.mkdtemp(prefix="bench-budgets-"))
+    common = ["run.cache_dir=" + str(work / "cache"), "run.checkpoint_every=1000"]
+    if quick or epochs:
+        common += [f"optim.epochs={2 if quick else epochs}"]
+    trainer, _, _ = _train("tiny", common, work / "plain")
+    val = [trainer.data.unsafe_texts[i] for i in trainer.split.val_unsafe]
+    chosen = [t for t in val if not minor_reason(t)][: targets or (3 if quick else 8)]
+    pipe = _pipe(str(work / "plain"))
+    rows = {}
+    for c, steps in tqdm(BUDGETS[:2] if quick else BUDGETS, desc="budgets"):
+        attack = get_attack(
+            "swap-gcg",
+            steps=steps // 5 if quick else steps,
+            candidates=c,
+            top_k=64,
+            patience=None,
+            ban="mma-words",
+            init="carrier",
+        )
+        post = [attack.run(pipe, t).best_loss for t in chosen]
+        rows[f"c={c} steps={steps}"] = {
+            "candidates": c,
+            "steps": steps,
+            "post_attack_distance": sum(post) / len(post),
+            **{f"success@{t:g}": sum(x <= t for x in post) / len(post) for t in THRESHOLDS},
+        }
+    return {"targets": len(chosen), "budgets": rows, "note": "plain tiny SafeR, random weights"}
+
+
+def budgets_markdown(r: dict) -> list[str]:
+    lines = [
+        f"## swap-gcg budgets against plain tiny SafeR ({r['targets']} held-out captions; random weights)",
+        "",
+        "top-64, ban=mma-words, carrier init.",
+        "",
+        "| candidates | steps | post-attack distance | success@0.1 | success@0.2 |",
+        "|---|---|---|---|---|",
+    ]
+    for v in r["budgets"].values():
+        lines.append(
+            f"| {v['candidates']} | {v['steps']} | {v['post_attack_distance']:.3f} | {v['success@0.1']:.2f} | "
+            f"{v['success@0.2']:.2f} |"
+        )
+    return lines + [""]

@@ -109,7 +109,7 @@ def test_trainer_adds_and_logs_the_term(robust_trainer):
 def test_shipped_robust_configs_and_validation():
     for name in ("tiny-robust", "sd15-robust", "sdxl-robust"):
         cfg = load_config(name)
-        assert cfg.robust.enabled and cfg.name == name
+        assert cfg.robust.enabled and cfg.name == name and cfg.robust.space == "states"
     assert not load_config("tiny").robust.enabled
     with pytest.raises(ValueError, match="unknown config key"):
         load_config("tiny", ["robust.strength=2"])
@@ -123,15 +123,21 @@ def test_shipped_robust_configs_and_validation():
     assert [step for step in range(12) if s.active(step, 12)] == [3, 7, 11]
 
 
-def test_sdxl_gets_one_term_per_encoder(small_config, tmp_path):
+@pytest.mark.parametrize("space", ["pooled", "states"])
+def test_sdxl_gets_one_term_per_encoder(small_config, tmp_path, space):
     cfg = small_config(
-        "run.cache_dir=" + str(tmp_path / "cache"), "robust.enabled=true", *ROBUST, base="tiny-sdxl"
+        "run.cache_dir=" + str(tmp_path / "cache"),
+        "robust.enabled=true",
+        *ROBUST,
+        f"robust.space={space}",
+        base="tiny-sdxl",
     )
     with Trainer(cfg, tmp_path / "run") as tr:
         tr.setup()
         u, keep = tr.epoch_plan(1)[0]
         terms = robust_loss(tr, np.asarray(u), np.asarray(keep), {})
     assert sorted(terms) == ["robust_adv/text_encoder", "robust_adv/text_encoder_2"]
+    assert all(torch.isfinite(v) and v > 0 for v in terms.values())
 
 
 @pytest.mark.parametrize("space", ["pooled", "states"])
