@@ -130,6 +130,9 @@ def real_size_flops(candidates: tuple[int, ...] = CANDIDATES, eval_points: int =
     encoder_forward = count_flops(_forward(clip))
     return {
         "models": "CLIP-L text tower (123.1 M) + SD 1.5 UNet (859.5 M) at 64x64 latents, random weights, meta tensors",
+        "swap_gcg_adversarial_tokens": 20,  # MMA's length; the one-hot products are ~3 % of a 1-candidate step
+        "unlearndiff_prefix_tokens": 5,
+        "unlearndiff_eval_points": eval_points,
         "unlearndiff_step_gflop": unet_step / 1e9,
         "encoder_forward_gflop": encoder_forward / 1e9,
         "swap_gcg_step_gflop": {str(c): f / 1e9 for c, f in text.items()},

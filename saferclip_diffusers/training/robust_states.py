@@ -10,7 +10,10 @@ with ``H``/``pool`` the LIVE encoder's states (the layer the UNet reads) and poo
 ORIGINAL encoder's, from a reference forward (LoRA: the live network with its adapters disabled, through
 :func:`~.models.reference_towers`; full fine-tuning: one frozen copy loaded once per trainer and kept, since the
 trainer holds no frozen text tower then). ``w_pool`` is 0.5 for a one-encoder (SD) config, as in swap-gcg; with
-two encoders (SDXL) it is 1.0 on ``text_encoder_2`` (whose pooled vector the UNet reads) and 0 on the other.
+two encoders (SDXL) it is 1.0 on ``text_encoder_2`` (whose pooled vector the UNet reads) and 0 on the other. The
+pooled vector is the one swap-gcg sees in the pipeline: SD's ``CLIPTextModel`` pools without projection (the final
+state at the first end-of-text token, taken here from the trained tower's states), SDXL's ``text_encoder_2`` gives
+the projected ``text_embeds``.
 
 * inner attack: prefix ``a`` minimising ``A(a) = D(a + t*, t*)``;
 * outer term: ``w_redir D(a + t*, t̂) + w_rel softplus(D(a + t*, t̂) - D(a + t*, t*))`` (SafeR's relative term
@@ -85,18 +88,27 @@ class StatesSpace:
         self.trainer, self.bundle, self.model, self.s = trainer, bundle, model, s
         self.slot = Slot(bundle.slot, bundle.towers.tokenizer, model, model, states_layer(s.layer, slots))
         self.w_pool = pool_weight(bundle.slot, slots)
+        self.eos_pooled = len(slots) == 1  # SD: the pipeline's CLIPTextModel pools without projection
         self.unsafe = self.reference(unsafe_texts)  # H0(t*), pool0(t*)
         self.target = self.reference(target_texts)  # H0(t̂), pool0(t̂)
+
+    def _forward(self, encoder, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, pooled = forward_slot(self.slot, encoder, ids)
+        if self.eos_pooled:
+            eos = (ids == self.bundle.eos_token_id).int().argmax(dim=1)
+            final = hidden if self.slot.layer == "final" else encoder(ids).last_hidden_state
+            pooled = final[torch.arange(ids.shape[0], device=ids.device), eos]
+        return hidden, pooled
 
     def reference(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = full_ids(self.bundle.towers.tokenizer, texts).to(self.trainer.device)
         with reference_text(self.trainer, self.bundle) as text0:
-            hidden, pooled = forward_slot(self.slot, text0, ids)
+            hidden, pooled = self._forward(text0, ids)
         return hidden.detach().float(), pooled.detach().float()
 
     def live(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Live states of ``ids`` (soft tokens, if any, come from the caller's ``soft_tokens`` context)."""
-        return forward_slot(self.slot, self.model, ids)
+        return self._forward(self.model, ids)
 
     def distance(self, live: tuple[torch.Tensor, torch.Tensor], goal: tuple[torch.Tensor, torch.Tensor]):
         (h, p), (h0, p0) = live, goal

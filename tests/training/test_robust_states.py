@@ -44,7 +44,7 @@ def _perturb_lora(model):
                 p.add_(0.5 * torch.randn_like(p))
 
 
-def test_reference_is_the_original_encoder_not_the_live_one(states_trainer):
+def test_reference_is_the_original_encoder_not_the_live_one(states_trainer, tiny_sd_dir):
     tr = states_trainer
     texts = [tr.data.unsafe_texts[i] for i in tr.split.train_unsafe[:3]]
     b, model, space = _space(tr, texts, texts)
@@ -53,7 +53,14 @@ def test_reference_is_the_original_encoder_not_the_live_one(states_trainer):
     with torch.no_grad():
         out = fresh(ids)
     assert torch.allclose(space.unsafe[0], out.last_hidden_state, atol=1e-5)  # tiny SD reads the final states
-    assert torch.allclose(space.unsafe[1], out.text_embeds, atol=1e-5)
+    # the pooled vector swap-gcg sees: the tiny SD pipeline's own CLIPTextModel (same tower, no projection)
+    from transformers import CLIPTextModel
+
+    pipe_encoder = CLIPTextModel.from_pretrained(tiny_sd_dir, subfolder="text_encoder").eval()
+    with torch.no_grad():
+        pipe_out = pipe_encoder(ids)
+    assert torch.allclose(space.unsafe[1], pipe_out.pooler_output, atol=1e-5)
+    assert torch.allclose(space.unsafe[0], pipe_out.last_hidden_state, atol=1e-5)
     _perturb_lora(model)
     assert torch.allclose(space.reference(texts)[0], out.last_hidden_state, atol=1e-5)  # adapters disabled
     with torch.no_grad():
