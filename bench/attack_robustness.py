@@ -213,7 +213,7 @@ def markdown(res: dict) -> list[str]:
             "",
             f"swap-gcg: {b['steps']} steps, {b['candidates']} candidates, top-{b['top_k']}, ban={b['ban']}, "
             f"init={b['init']}. Distance = the adaptive objective (0 = the UNet sees the unsafe prompt). "
-            "Embedding attack = a 30-step, 3-token soft-prefix attack in the pooled / states space.",
+            "Embedding attack = a 30-step (10 with --quick), 3-token soft-prefix attack in the pooled / states space.",
             "",
             "| encoder | pre-attack distance | post-attack distance | success@0.1 | success@0.2 | "
             "emb. attack (pooled) | emb. attack (states) | drift_safe | safe_self@1 | redirect@1 |",
@@ -251,9 +251,10 @@ def bench_budgets(quick: bool, epochs: int | None, targets: int | None) -> dict:
     pipe = _pipe(str(work / "plain"))
     rows = {}
     for c, steps in tqdm(BUDGETS[:2] if quick else BUDGETS, desc="budgets"):
+        steps = steps // 5 if quick else steps
         attack = get_attack(
             "swap-gcg",
-            steps=steps // 5 if quick else steps,
+            steps=steps,
             candidates=c,
             top_k=64,
             patience=None,
