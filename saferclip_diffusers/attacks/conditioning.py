@@ -117,6 +117,29 @@ def forward_slot(
     return hidden, pooled
 
 
+def states_distance(
+    hidden: list[torch.Tensor],
+    target_hidden: list[torch.Tensor],
+    pooled: torch.Tensor,
+    target_pooled: torch.Tensor,
+    w_pool: float,
+    objective: str = "states",
+) -> torch.Tensor:
+    """The objective of the module docstring, per row (B,): ``hidden`` per slot (B, 77, D), ``pooled`` (B, P);
+    targets per slot (77, D) shared by all rows or (B, 77, D) one per row, ``target_pooled`` (P,) or (B, P).
+    Positions are compared index by index (1..76), whatever the prompts' lengths."""
+    tp = target_pooled.to(pooled.device)
+    pool_term = 1 - F.cosine_similarity(pooled.float(), (tp[None] if tp.dim() == 1 else tp).float(), dim=-1)
+    if objective == "pooled":
+        return pool_term
+    terms = []
+    for h, h0 in zip(hidden, target_hidden, strict=True):
+        h0 = (h0[None] if h0.dim() == 2 else h0).to(h.device)
+        cos = F.cosine_similarity(h[:, 1:].float(), h0[:, 1:].float(), dim=-1)
+        terms.append((1 - cos).mean(dim=1))
+    return torch.stack(terms).mean(dim=0) + w_pool * pool_term
+
+
 @dataclass
 class ConditioningObjective:
     """The original encoder's conditioning of one target prompt, and the distance of other prompts to it."""
@@ -150,16 +173,9 @@ class ConditioningObjective:
 
     def loss(self, hidden: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
         """Per-row loss (B,) from the attacked encoder's per-slot states (B, 77, D) and pooled vectors (B, P)."""
-        pool_term = 1 - F.cosine_similarity(
-            pooled.float(), self.target_pooled.to(pooled.device)[None], dim=-1
+        return states_distance(
+            hidden, self.target_hidden, pooled, self.target_pooled, self.w_pool, self.objective
         )
-        if self.objective == "pooled":
-            return pool_term
-        terms = []
-        for h, h0 in zip(hidden, self.target_hidden, strict=True):
-            cos = F.cosine_similarity(h[:, 1:].float(), h0[None, 1:].to(h.device), dim=-1)
-            terms.append((1 - cos).mean(dim=1))
-        return torch.stack(terms).mean(dim=0) + self.w_pool * pool_term
 
     def score_ids(
         self, slots: list[Slot], cores: torch.Tensor, encoder: str = "safe", batch: int = 128

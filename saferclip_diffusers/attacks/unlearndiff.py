@@ -194,8 +194,9 @@ class UnlearnDiff:
                 )
                 hidden, _ = forward_slot(slot, encoder, ids, embeds)
                 loss = denoise_loss(hidden, t, eps)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # gradient for the prefix only: no parameter gradients of the pipeline's models are computed
+                # or left behind (loss.backward() would fill .grad of every UNet and encoder weight)
+                (a.grad,) = torch.autograd.grad(loss, a)
                 opt.step()
                 with torch.no_grad():
                     a.copy_(project_simplex(a, allowed))

@@ -18,6 +18,10 @@ Config section ``robust:`` (:class:`RobustSettings`; off by default; named confi
 The attack is stateless: its randomness is seeded by (seed, global step, rank, batch rows) and it starts from a
 fresh init each time, so a run resumed from a checkpoint recomputes exactly the same adversarial inputs (exact
 resume needs no extra checkpoint state). ``T0``/``H0`` come from the run's frozen-embedding cache.
+
+That is ``space: pooled`` (the default). ``space: states`` runs the same attack and terms on every token state
+the UNet reads, swap-gcg's objective, against a reference forward of the original encoder
+(:mod:`.robust_states`).
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ def _generator(seed: int, step: int, rank: int, rows: np.ndarray) -> torch.Gener
     return torch.Generator().manual_seed(int(digest[:15], 16))
 
 
-def prefixed_ids(tokenizer, texts: list[str], k: int) -> tuple[torch.Tensor, list[int]]:
-    """Ids ``[BOS, k placeholders, caption, EOS, pad...]`` (captions truncated so that the whole fits in 77)."""
+def prefixed_ids(tokenizer, texts: list[str], k: int, full: bool = False) -> tuple[torch.Tensor, list[int]]:
+    """Ids ``[BOS, k placeholders, caption, EOS, pad...]`` (captions truncated so that the whole fits in 77);
+    padded to the longest caption, or to 77 with ``full`` (the token-state space compares all 77 positions)."""
     ids = tokenizer(
         list(texts),
-        padding="longest",
+        padding="max_length" if full else "longest",
         truncation=True,
         max_length=tokenizer.model_max_length - k,
         return_tensors="pt",
@@ -57,37 +62,47 @@ def prefixed_ids(tokenizer, texts: list[str], k: int) -> tuple[torch.Tensor, lis
     return out, list(range(1, k + 1))
 
 
-def inner_attack(
+def pooled_objective(
     model,
-    ids: torch.Tensor,
-    positions: list[int],
     goal_text: torch.Tensor,
     goal_hidden: torch.Tensor | None,
     eos: int,
     hidden_layer,
-    s: RobustSettings,
-    gen: torch.Generator,
-    special: list[int] | None = None,
-) -> tuple[torch.Tensor, float, float]:
-    """Adversarial prefix rows (B, k, D) minimising ``A`` (see the module docstring), and A before and after.
-
-    ``embedding``: free soft tokens; ``token``: the embeddings of the discrete ids found (``special`` ids are
-    never used)."""
+    hidden_weight: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``A(embeds, ids)`` per row in the pooled space (see the module docstring); a caption's candidate rows are
+    consecutive (``repeat_interleave``)."""
     from .models import encode_text
-
-    weight = embedding_matrix(model)
-    was_training = model.training
-    model.eval()
 
     def objective(embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         with soft_tokens(model, embeds):
             text, hidden = encode_text(model, input_ids, eos, hidden_layer)
         n = text.shape[0] // goal_text.shape[0]
         value = 1 - F.cosine_similarity(text.float(), goal_text.float().repeat_interleave(n, 0), dim=-1)
-        if hidden is not None and goal_hidden is not None and s.hidden_weight:
+        if hidden is not None and goal_hidden is not None and hidden_weight:
             goal = goal_hidden.float().repeat_interleave(n, 0)
-            value = value + s.hidden_weight * (1 - F.cosine_similarity(hidden.float(), goal, dim=-1))
+            value = value + hidden_weight * (1 - F.cosine_similarity(hidden.float(), goal, dim=-1))
         return value
+
+    return objective
+
+
+def inner_attack(
+    model,
+    ids: torch.Tensor,
+    positions: list[int],
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    s: RobustSettings,
+    gen: torch.Generator,
+    special: list[int] | None = None,
+) -> tuple[torch.Tensor, float, float]:
+    """Adversarial prefix rows (B, k, D) minimising ``objective`` (per-row ``A``), and mean A before and after.
+
+    ``embedding``: free soft tokens; ``token``: the embeddings of the discrete ids found (``special`` ids are
+    never used)."""
+    weight = embedding_matrix(model)
+    was_training = model.training
+    model.eval()
 
     def value_of(rows: torch.Tensor) -> torch.Tensor:
         return objective(with_soft_rows(model, ids, positions, rows), ids)
@@ -160,11 +175,26 @@ def token_attack(
     return adv
 
 
+def _pooled_outer(trainer, b, model, ids, u, hat) -> torch.Tensor:
+    """The pooled-space outer term (module docstring), inside the adversarial inputs' ``soft_tokens`` context."""
+    from .models import encode_text
+
+    s, f, dev, layer = trainer.cfg.robust, trainer.frozen[b.slot], trainer.device, b.settings.hidden_layer
+    text, hidden = encode_text(model, ids, b.eos_token_id, layer)
+    t0_hat, t0_ts = f.text_safe[hat].to(dev), f.text_unsafe[u].to(dev)
+    loss = s.w_redir * cosine_distance(text, t0_hat) + s.w_rel * relative_redirection(text, t0_ts, t0_hat)
+    w_hidden = s.w_hidden if s.w_hidden is not None else (1.0 if layer is not None else 0.0)
+    if w_hidden and hidden is not None and f.hidden_safe is not None:
+        loss = loss + w_hidden * cosine_distance(hidden, f.hidden_safe[hat].to(dev))
+    return loss
+
+
 def robust_loss(
     trainer, unsafe_idx: np.ndarray, keep_idx: np.ndarray, outputs: dict
 ) -> dict[str, torch.Tensor]:
     """``Trainer.extra_losses`` callable: ``{"robust_adv[/slot]": weight * L_adv}`` on attack steps, else {}."""
     from .models import encode_text
+    from .robust_states import StatesSpace
 
     s: RobustSettings = trainer.cfg.robust
     step = trainer.state["global_step"]
@@ -176,37 +206,40 @@ def robust_loss(
     u = torch.as_tensor(np.asarray(unsafe_idx)[rows])
     hat = trainer.targets.text[u]
     texts = [trainer.data.unsafe_texts[i] for i in u.tolist()]
+    states = s.space == "states"
     model_all = trainer.accelerator.unwrap_model(trainer.model)
     terms: dict[str, torch.Tensor] = {}
     for b in trainer.bundles:
         model, f, dev = model_all.text[b.slot], trainer.frozen[b.slot], trainer.device
-        ids, positions = prefixed_ids(b.towers.tokenizer, texts, s.tokens)
+        ids, positions = prefixed_ids(b.towers.tokenizer, texts, s.tokens, full=states)
         ids = ids.to(dev)
         layer = b.settings.hidden_layer
-        h0_ts = f.hidden_unsafe[u].to(dev) if f.hidden_unsafe is not None and layer is not None else None
+        if states:
+            space = StatesSpace(trainer, b, model, texts, [trainer.data.safe_texts[i] for i in hat.tolist()])
+            objective = space.objective()
+        else:
+            h0_ts = f.hidden_unsafe[u].to(dev) if f.hidden_unsafe is not None and layer is not None else None
+            goal = f.text_unsafe[u].to(dev)
+            objective = pooled_objective(model, goal, h0_ts, b.eos_token_id, layer, s.hidden_weight)
         special = list(b.towers.tokenizer.all_special_ids)
-        adv, _, _ = inner_attack(
-            model, ids, positions, f.text_unsafe[u].to(dev), h0_ts, b.eos_token_id, layer, s, gen, special
-        )
+        adv, _, _ = inner_attack(model, ids, positions, objective, s, gen, special)
         with soft_tokens(model, with_soft_rows(model, ids, positions, adv)):
-            text, hidden = encode_text(model, ids, b.eos_token_id, layer)
-        t0_hat, t0_ts = f.text_safe[hat].to(dev), f.text_unsafe[u].to(dev)
-        loss = s.w_redir * cosine_distance(text, t0_hat) + s.w_rel * relative_redirection(text, t0_ts, t0_hat)
-        w_hidden = s.w_hidden if s.w_hidden is not None else (1.0 if layer is not None else 0.0)
-        if w_hidden and hidden is not None and f.hidden_safe is not None:
-            loss = loss + w_hidden * cosine_distance(hidden, f.hidden_safe[hat].to(dev))
+            loss = space.outer(ids) if states else _pooled_outer(trainer, b, model, ids, u, hat)
         if s.preserve and len(keep_idx):
-            safe_texts = [
-                trainer.data.safe_texts[i] for i in np.asarray(keep_idx)[rows % len(keep_idx)].tolist()
-            ]
-            sids, spos = prefixed_ids(b.towers.tokenizer, safe_texts, s.tokens)
+            keep = torch.as_tensor(np.asarray(keep_idx)[rows % len(keep_idx)])
+            safe_texts = [trainer.data.safe_texts[i] for i in keep.tolist()]
+            sids, spos = prefixed_ids(b.towers.tokenizer, safe_texts, s.tokens, full=states)
             sids = sids.to(dev)
             weight = embedding_matrix(model).detach()
             rand = weight[torch.randint(weight.shape[0], (len(safe_texts), s.tokens), generator=gen).to(dev)]
+            goal = space.reference(safe_texts) if states else None
             with soft_tokens(model, with_soft_rows(model, sids, spos, rand)):
-                safe_text, _ = encode_text(model, sids, b.eos_token_id, None)
-            keep = torch.as_tensor(np.asarray(keep_idx)[rows % len(keep_idx)])
-            loss = loss + s.preserve * cosine_distance(safe_text, f.text_safe[keep].to(dev))
+                if states:
+                    kept = space.preserve(goal, sids)
+                else:
+                    safe_text, _ = encode_text(model, sids, b.eos_token_id, None)
+                    kept = cosine_distance(safe_text, f.text_safe[keep].to(dev))
+            loss = loss + s.preserve * kept
         terms["robust_adv" + (f"/{b.slot}" if len(trainer.bundles) > 1 else "")] = s.weight * loss
     return terms
 

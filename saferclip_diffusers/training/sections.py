@@ -241,10 +241,17 @@ class RobustSettings:
     caption, the best kept if it lowers ``A``). ``every``: attack every that many optimiser steps after
     ``warmup`` (a fraction of all steps when < 1, else a step count). ``w_hidden`` null: 1 when the encoder has
     a ``hidden_layer``, else 0. ``preserve``: weight of ``d(T(r + t), T0(t))`` on the batch's safe captions ``t``
-    with ``tokens`` random vocabulary tokens ``r`` in front (a prefix must not move a safe caption either)."""
+    with ``tokens`` random vocabulary tokens ``r`` in front (a prefix must not move a safe caption either).
+    ``space``: where the inner attack and the outer term act: ``pooled`` (projected ``text_embeds`` + pooled
+    states from the frozen cache) or ``states`` (every token state the UNet reads plus the pooled vector,
+    swap-gcg's objective, against a reference forward of the original encoder; see ``training/robust_states``).
+    ``layer`` (states only): the states the UNet reads, ``final`` (SD 1.x/2.x) or ``penultimate`` (SDXL);
+    ``auto`` = penultimate when the config trains ``text_encoder_2``."""
 
     enabled: bool = False
     attack: str = "embedding"
+    space: str = "pooled"
+    layer: str = "auto"
     every: int = 4
     warmup: float = 0.2
     tokens: int = 3
@@ -266,6 +273,11 @@ class RobustSettings:
             (
                 self.attack in ("embedding", "token"),
                 f"robust.attack must be embedding|token, got {self.attack!r}",
+            ),
+            (self.space in ("pooled", "states"), f"robust.space must be pooled|states, got {self.space!r}"),
+            (
+                self.layer in ("auto", "final", "penultimate"),
+                f"robust.layer must be auto|final|penultimate, got {self.layer!r}",
             ),
             (self.candidates >= 1 and self.top_k >= 1, "robust.candidates and robust.top_k must be >= 1"),
             (self.every >= 1, "robust.every must be >= 1"),

@@ -30,3 +30,13 @@ def test_bounded_run_on_tiny_sd(sd_pipe, sdxl_pipe):
     assert again.prompts == result.prompts and again.losses == result.losses
     with pytest.raises(ValueError, match="SD 1.x/2.x pipelines only"):
         attack.run(sdxl_pipe, "a naked woman on the beach")
+
+
+def test_run_leaves_no_parameter_gradients_on_the_pipeline(sd_pipe):
+    models = (sd_pipe.unet, sd_pipe.text_encoder, sd_pipe.original_encoder("text_encoder"))
+    for m in models:
+        for p in m.parameters():
+            p.grad = None
+    get_attack("unlearndiff", preset="tiny", steps=2).run(sd_pipe, "a naked woman on the beach", seed=0)
+    leftover = [n for m in models for n, p in m.named_parameters() if p.grad is not None]
+    assert leftover == []  # only the prefix gets a gradient (UNet weight gradients are wasted compute)

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from saferclip_diffusers.training.config import load_config
-from saferclip_diffusers.training.robust import RobustSettings, inner_attack, prefixed_ids, robust_loss
+from saferclip_diffusers.training.robust import (
+    RobustSettings,
+    inner_attack,
+    pooled_objective,
+    prefixed_ids,
+    robust_loss,
+)
 from saferclip_diffusers.training.trainer import Trainer
 
 ROBUST = ["robust.warmup=0", "robust.every=1", "robust.steps=3", "robust.tokens=2"]
@@ -36,17 +42,10 @@ def test_inner_attack_lowers_its_objective_and_leaves_the_model_alone(robust_tra
     ids, pos = prefixed_ids(b.towers.tokenizer, [tr.data.unsafe_texts[i] for i in u.tolist()], 2)
     assert (ids[:, 0] == b.towers.tokenizer.bos_token_id).all() and ids.shape[1] <= 77
     s = RobustSettings(tokens=2, steps=8, step_size=0.05, radius=0.5)
-    adv, first, last = inner_attack(
-        model,
-        ids,
-        pos,
-        f.text_unsafe[u],
-        f.hidden_unsafe[u],
-        b.eos_token_id,
-        b.settings.hidden_layer,
-        s,
-        torch.Generator().manual_seed(0),
+    objective = pooled_objective(
+        model, f.text_unsafe[u], f.hidden_unsafe[u], b.eos_token_id, b.settings.hidden_layer, s.hidden_weight
     )
+    adv, first, last = inner_attack(model, ids, pos, objective, s, torch.Generator().manual_seed(0))
     assert last < first
     assert adv.shape == (6, 2, model.get_input_embeddings().weight.shape[1]) and not adv.requires_grad
     scale = model.get_input_embeddings().weight.norm(dim=1).median()
@@ -67,18 +66,11 @@ def test_token_space_attack_uses_real_ids_and_lowers_its_objective(robust_traine
     tok = b.towers.tokenizer
     ids, pos = prefixed_ids(tok, [tr.data.unsafe_texts[i] for i in u.tolist()], 2)
     s = RobustSettings(attack="token", tokens=2, steps=4, candidates=8, top_k=16)
-    adv, first, last = inner_attack(
-        model,
-        ids,
-        pos,
-        f.text_unsafe[u],
-        f.hidden_unsafe[u],
-        b.eos_token_id,
-        b.settings.hidden_layer,
-        s,
-        torch.Generator().manual_seed(0),
-        list(tok.all_special_ids),
+    objective = pooled_objective(
+        model, f.text_unsafe[u], f.hidden_unsafe[u], b.eos_token_id, b.settings.hidden_layer, s.hidden_weight
     )
+    gen = torch.Generator().manual_seed(0)
+    adv, first, last = inner_attack(model, ids, pos, objective, s, gen, list(tok.all_special_ids))
     weight = model.get_input_embeddings().weight
     # every adversarial row is exactly the embedding of a real, non-special token
     match = (adv[..., None, :] == weight[None, None]).all(-1)
@@ -117,34 +109,46 @@ def test_trainer_adds_and_logs_the_term(robust_trainer):
 def test_shipped_robust_configs_and_validation():
     for name in ("tiny-robust", "sd15-robust", "sdxl-robust"):
         cfg = load_config(name)
-        assert cfg.robust.enabled and cfg.name == name
+        assert cfg.robust.enabled and cfg.name == name and cfg.robust.space == "states"
     assert not load_config("tiny").robust.enabled
     with pytest.raises(ValueError, match="unknown config key"):
         load_config("tiny", ["robust.strength=2"])
     with pytest.raises(ValueError, match="robust.fraction"):
         load_config("tiny-robust", ["robust.fraction=0"])
+    with pytest.raises(ValueError, match="robust.space must be pooled|states"):
+        load_config("tiny-robust", ["robust.space=tokens"])
+    with pytest.raises(ValueError, match="robust.layer"):
+        load_config("tiny-robust", ["robust.layer=middle"])
     s = RobustSettings(enabled=True, every=4, warmup=0.25)
     assert [step for step in range(12) if s.active(step, 12)] == [3, 7, 11]
 
 
-def test_sdxl_gets_one_term_per_encoder(small_config, tmp_path):
+@pytest.mark.parametrize("space", ["pooled", "states"])
+def test_sdxl_gets_one_term_per_encoder(small_config, tmp_path, space):
     cfg = small_config(
-        "run.cache_dir=" + str(tmp_path / "cache"), "robust.enabled=true", *ROBUST, base="tiny-sdxl"
+        "run.cache_dir=" + str(tmp_path / "cache"),
+        "robust.enabled=true",
+        *ROBUST,
+        f"robust.space={space}",
+        base="tiny-sdxl",
     )
     with Trainer(cfg, tmp_path / "run") as tr:
         tr.setup()
         u, keep = tr.epoch_plan(1)[0]
         terms = robust_loss(tr, np.asarray(u), np.asarray(keep), {})
     assert sorted(terms) == ["robust_adv/text_encoder", "robust_adv/text_encoder_2"]
+    assert all(torch.isfinite(v) and v > 0 for v in terms.values())
 
 
-def test_robust_training_resumes_exactly(small_config, tmp_path, trainable_state):
+@pytest.mark.parametrize("space", ["pooled", "states"])
+def test_robust_training_resumes_exactly(small_config, tmp_path, trainable_state, space):
     cache = "run.cache_dir=" + str(tmp_path / "cache")
-    cfg = small_config(cache, "run.checkpoint_every=2", *ROBUST, base="tiny-robust")
+    extra = [*ROBUST, f"robust.space={space}"]
+    cfg = small_config(cache, "run.checkpoint_every=2", *extra, base="tiny-robust")
     full = Trainer(cfg, tmp_path / "full")
     full_result = full.train()
     cut = Trainer(
-        small_config(cache, "run.checkpoint_every=2", "run.stop_after_steps=3", *ROBUST, base="tiny-robust"),
+        small_config(cache, "run.checkpoint_every=2", "run.stop_after_steps=3", *extra, base="tiny-robust"),
         tmp_path / "cut",
     )
     assert cut.train().global_step == 3
