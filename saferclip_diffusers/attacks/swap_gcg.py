@@ -18,7 +18,7 @@ ever is tracked. Restarts use ``seed + r``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -217,7 +217,3 @@ class SwapGCG(PromptSearch):
             seconds=time.perf_counter() - start,
             meta=meta,
         )
-
-
-def with_budget(attack: SwapGCG, **changes) -> SwapGCG:
-    return SwapGCG(attack.name, replace(attack.budget, **changes))
