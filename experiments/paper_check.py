@@ -20,16 +20,23 @@ Metrics on held-out items (E = edited encoder, E0 = original; galleries use E0 e
 ``nbr@10``           recall of each held-out caption's original top-10 safe neighbours (E0 space) among its
                      top-10 in E space (both galleries re-embedded by the same encoder)
 
-    python experiments/paper_check.py --out experiments/results            # the committed run
-    python experiments/paper_check.py --quick --seeds 0 --out /tmp/check   # the committed (shrunk) budget
-    python experiments/paper_check.py --merge a/paper_check-quick.json b/paper_check-quick.json --out DIR
+Each finished (method, seed) run is written to ``<out>/paper_check-<budget>-runs/run-<method>-seed<S>.json``; a
+rerun skips those (resumable after kill -9) and the combined ``paper_check-<budget>.json``/``.md`` covers every
+run in that folder.
+
+    python experiments/paper_check.py --quick --out experiments/results    # the committed (shrunk) budget
+    python experiments/paper_check.py --quick --seeds 1 2 --methods des    # add runs; finished ones are kept
+    python experiments/paper_check.py --out /tmp/check                     # the full budget (not run)
+    python experiments/paper_check.py --merge a/paper_check-quick.json --out experiments/results
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,13 +64,16 @@ def run_method(method: str, seed: int, budget: str, work: Path, ref: dict, data,
 
     cfg = load_config("tiny", overrides(method, seed, budget) + [f"run.cache_dir={work / f'cache-{seed}'}"])
     start = time.perf_counter()
+    shutil.rmtree(
+        work / f"{method}-{seed}", ignore_errors=True
+    )  # a killed run restarts: its JSON is the unit
     if method == "des":
         cfg.des.gamma = des_gamma(ref, cfg)
     if method == "uwm":
         from saferclip_diffusers.training.backbones import load_mean_pooled
         from saferclip_diffusers.training.methods import get_method
 
-        out = get_method("uwm").run(cfg, work / f"uwm-{seed}")
+        out = get_method("uwm").run(cfg, work / f"{method}-{seed}")
         model, _ = load_mean_pooled(str(out / "text_encoder"), tokenizer_path=str(out / "tokenizer"))
         steps = 0
     else:
@@ -179,7 +189,7 @@ def run(seeds: list[int], budget: str, out: Path, methods: tuple[str, ...] = MET
     from saferclip_diffusers.training.config import load_config
 
     torch.set_num_threads(1)
-    work, folder = out / "work", runs_dir(out, budget)
+    work, folder = Path(tempfile.gettempdir()) / f"saferclip-paper-check-{budget}", runs_dir(out, budget)
     folder.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         todo = [m for m in methods if not (folder / f"run-{m}-seed{seed}.json").exists()]
