@@ -43,7 +43,7 @@ TERMS = ("pres_text", "redir_text", "rel_text_uni", "pres_text_nbr")
 EXPECT = {  # term -> (metric its removal should hurt, "up" = the metric rises when the term is off)
     "pres_text": ("drift_safe", "up"),
     "redir_text": ("term:redir_text", "up"),
-    "rel_text_uni": ("redirect@1", "down"),
+    "rel_text_uni": ("redirect_safe@1", "down"),  # its job: move u away from its own unsafe embedding
     "pres_text_nbr": ("nbr@10", "down"),
 }
 BUDGET = "quick"  # the paper check's data: 240 I2P prompts / 800 COCO captions, 60 + 60 held out, batch 16
