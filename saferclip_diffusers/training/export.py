@@ -68,6 +68,13 @@ def as_export_class(model, export_class: str):
     """``CLIPTextModel`` (SD 1.x / SDXL slot 1: no projection) or ``CLIPTextModelWithProjection`` (SDXL slot 2)."""
     from transformers import CLIPTextModel
 
+    if isinstance(model, CLIPTextModel):  # a projection-less tower (SD 2.x's text encoder, UWM)
+        if export_class != "CLIPTextModel":
+            raise ValueError(
+                f"a CLIPTextModel without text_projection cannot be exported as {export_class}: set "
+                "export_class: CLIPTextModel for this encoder"
+            )
+        return model.eval()
     if export_class == "CLIPTextModelWithProjection":
         return model
     if export_class == "AutoModel":  # methods hook: a generic backbone (backbones.MeanPooledTextEncoder)
@@ -202,6 +209,8 @@ def export_run(
             "config_fingerprint": config_fingerprint(cfg),
             "method": cfg.method,
             "global_step": run.global_step,
+            "exported_epoch": run.exported_epoch,  # None: the last weights
+            "exported_step": run.exported_step if run.exported_epoch is not None else run.global_step,
         },
     )
     if push_to_hub:
@@ -209,8 +218,13 @@ def export_run(
     return out
 
 
-def export_from_trainer(trainer: Any, push_to_hub: str | None = None) -> Path:
-    """Gather what :func:`export_run` needs from a set-up trainer (duck-typed: no import of the trainer)."""
+def export_from_trainer(
+    trainer: Any, push_to_hub: str | None = None, exported_epoch: int | None = None
+) -> Path:
+    """Gather what :func:`export_run` needs from a set-up trainer (duck-typed: no import of the trainer).
+
+    ``exported_epoch``: the epoch whose weights the model holds when it is not the last (best-epoch export).
+    """
     from .run_folder import read_log
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -232,6 +246,8 @@ def export_from_trainer(trainer: Any, push_to_hub: str | None = None) -> Path:
         trainer.state["global_step"],
         trainer.world,
         read_log(trainer.out / "validation.jsonl"),
+        exported_epoch=exported_epoch,
+        exported_step=trainer.state.get("best_epoch_step") if exported_epoch is not None else None,
     )
     return export_run(trainer.out, trainer.cfg, encoders, trainer.used_prompts(), run, push_to_hub)
 

@@ -43,6 +43,17 @@ class RunSummary:
     global_step: int
     world_size: int = 1
     validation: list[dict] = field(default_factory=list)
+    exported_epoch: int | None = None  # the best-validation epoch exported (early stopping); None = the last
+    exported_step: int | None = None
+
+
+def _exported(run: RunSummary) -> str:
+    if run.exported_epoch is None:
+        return f"Exported weights: the last ones (step {run.global_step})."
+    return (
+        f"Exported weights: **epoch {run.exported_epoch}** (step {run.exported_step}), the best validation "
+        f"recall sum of the trained epochs (early stopping keeps the best); training ran {run.global_step} steps."
+    )
 
 
 def _metrics_table(rows: list[dict]) -> str:
@@ -128,6 +139,7 @@ text_encoder = CLIPTextModel.from_pretrained("<this folder or repo>", subfolder=
 {"text and image towers" if cfg.train_vision else "text tower only (image tower frozen)"}; targets: {cfg.targets};
 curriculum: {"on" if cfg.curriculum_enabled else "off"}; {cfg.optim.epochs} epochs, lr {cfg.optim.lr}, batch {cfg.optim.batch_size}
 x {cfg.optim.grad_accum} accumulation x {run.world_size} process(es); {run.global_step} optimizer steps.
+{_exported(run)}
 
 ## Training data
 

@@ -9,6 +9,7 @@ Layout (``output_dir``)::
     checkpoints/step-N/      accelerate state + trainable weights + trainer_state.json (newest ``keep`` kept)
     train_log.jsonl          loss terms every ``run.log_every`` steps
     validation.jsonl         validation metrics per epoch (epoch 0 = before training)
+    best/                    the best trained epoch's weights + best.json (early stopping on; see best.py)
 """
 
 from __future__ import annotations

@@ -112,8 +112,15 @@ def _load_vision(
     return _split_clip(clip)[1], CLIPImageProcessor.from_pretrained(path, revision=revision)
 
 
-def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = False) -> Towers:
-    """Load the original (pre-training) towers of one configured encoder."""
+def load_towers(
+    s: EncoderSettings, need_vision: bool, allow_pickle: bool = False, need_projection: bool = True
+) -> Towers:
+    """Load the original (pre-training) towers of one configured encoder.
+
+    ``need_projection=False`` (UWM, which reads token activations only) accepts a projection-less
+    ``CLIPTextModel`` checkpoint (SD 2.x's OpenCLIP ViT-H ``text_encoder``): the text tower is then a plain
+    ``CLIPTextModel`` whose pooled output is ``pooler_output``.
+    """
     source = {"model": s.model, "backbone": s.backbone, "subfolder": s.subfolder, "revision": s.revision}
     if s.backbone == "open_clip":
         from .open_clip_convert import load_open_clip
@@ -172,7 +179,9 @@ def load_towers(s: EncoderSettings, need_vision: bool, allow_pickle: bool = Fals
             revision=s.revision,
             output_loading_info=True,
         )
-        if "text_projection.weight" in info["missing_keys"]:
+        if "text_projection.weight" in info["missing_keys"] and not need_projection:
+            text = text.text_model  # the loaded CLIPTextModel; the untrained projection head is dropped
+        elif "text_projection.weight" in info["missing_keys"]:
             raise ValueError(
                 f"{s.model} ({s.subfolder or 'root'}) has no text_projection (a CLIPTextModel checkpoint): the losses need "
                 "the projected embedding. Point `model` at the full CLIP model instead (for SD 1.x: "

@@ -127,6 +127,9 @@ class Trainer(CheckpointIO, EpochPlan, Validating):
             "grad_accum": cfg.optim.grad_accum,
             "best_score": None,
             "bad_epochs": 0,
+            "best_epoch": None,  # the best trained epoch, exported when early stopping is on (best.py)
+            "best_epoch_step": None,
+            "best_epoch_score": None,
             "stopped_early": False,
         }
         self.register_hooks()
@@ -258,12 +261,17 @@ class Trainer(CheckpointIO, EpochPlan, Validating):
 
     # ------------------------------------------------------------------ export
     def export(self, push_to_hub: str | None = None) -> Path:
-        """Write the merged encoders, model card and training prompts into the run folder, atomically."""
+        """Write the merged encoders, model card and training prompts into the run folder, atomically.
+
+        With early stopping on, the weights exported are the best-validation trained epoch's (:mod:`.best`).
+        """
+        from .best import load_best
         from .export import export_from_trainer
 
         self.setup()
         if self.is_main:
-            export_from_trainer(self, push_to_hub or self.cfg.export.push_to_hub)
+            epoch = load_best(self)  # None: the last weights (no early stopping, or nothing validated)
+            export_from_trainer(self, push_to_hub or self.cfg.export.push_to_hub, exported_epoch=epoch)
         self.accelerator.wait_for_everyone()
         return self.out
 

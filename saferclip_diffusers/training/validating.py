@@ -1,10 +1,12 @@
 """The trainer's validation step: metrics after each epoch into ``validation.jsonl`` and the early-stopping state
-(a mixin of :class:`~.trainer.Trainer`, which provides the model, data, split, targets and run state)."""
+(a mixin of :class:`~.trainer.Trainer`, which provides the model, data, split, targets and run state). With
+early stopping on, the best trained epoch's weights are kept for the export (:mod:`.best`)."""
 
 from __future__ import annotations
 
 from saferclip_diffusers.io import atomic_write_text
 
+from .best import record_if_best
 from .run_folder import json_line as _json_line
 from .run_folder import read_log
 
@@ -39,9 +41,10 @@ class Validating:
             path = self.out / "validation.jsonl"
             rows = [r for r in read_log(path) if r["epoch"] < epoch] + [row]
             atomic_write_text(path, "".join(_json_line(r) for r in rows))
-        shared = [self.state["best_score"], self.state["bad_epochs"]]
+        keys = ("best_score", "bad_epochs", "best_epoch", "best_epoch_step", "best_epoch_score")
+        shared = [self.state[k] for k in keys]
         broadcast_object_list(shared)
-        self.state["best_score"], self.state["bad_epochs"] = shared
+        self.state.update(zip(keys, shared, strict=True))
         self.state["validated_epoch"] = epoch
         return row
 
@@ -55,3 +58,4 @@ class Validating:
             self.state["best_score"], self.state["bad_epochs"] = score, 0
         else:
             self.state["bad_epochs"] += 1
+        record_if_best(self, epoch, score)  # the best trained epoch's weights, for the export (best.py)

@@ -1,6 +1,7 @@
 """The paper check's held-out metrics against hand-computed answers on 2-D embeddings."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -60,3 +61,27 @@ def test_budget_overrides_give_every_method_the_same_data_and_batches(check):
         assert (c.optim.batch_size, c.optim.epochs) == (16, 2)
         assert c.encoders[0].backbone == "transformers-mean"
     assert cfgs["des"].finetune == "full" and cfgs["saferclip"].finetune == "lora"
+
+
+def _row(seed, redirect):
+    return {"seed": seed, "redirect@1": redirect, "redirect_safe@1": 50.0, "drift_safe": 0.1, "nbr@10": 80.0}
+
+
+def test_finished_runs_are_kept_and_combined(check, tmp_path):
+    folder = check.runs_dir(tmp_path, "quick")
+    folder.mkdir(parents=True)
+    for seed, value in ((0, 10.0), (1, 30.0)):
+        (folder / f"run-uwm-seed{seed}.json").write_text(
+            json.dumps({"method": "uwm", "result": {**_row(seed, value), "steps": 0}})
+        )
+    # every requested (method, seed) is finished: nothing is loaded or trained, the summary covers both seeds
+    result = check.run([0, 1], "quick", tmp_path, methods=("uwm",))
+    assert result["seeds"] == [0, 1] and list(result["runs"]) == ["uwm"]
+    assert result["summary"]["uwm"]["redirect@1"] == pytest.approx([20.0, 10.0])
+    # a merged file adds new runs but never replaces a finished one
+    part = tmp_path / "part.json"
+    rows = [{**_row(1, 99.0), "steps": 0}, {**_row(2, 50.0), "steps": 0}]
+    part.write_text(json.dumps({"budget": "quick", "seeds": [1, 2], "runs": {"uwm": rows}, "examples": []}))
+    merged = check.merge([part], tmp_path)
+    assert [r["redirect@1"] for r in merged["runs"]["uwm"]] == [10.0, 30.0, 50.0]
+    assert json.loads((tmp_path / "paper_check-quick.json").read_text())["seeds"] == [0, 1, 2]

@@ -167,3 +167,36 @@ def test_train_cli_runs_uwm(tmp_path, small_overrides):
     ]
     assert main(["--config", "tiny", "--output", str(tmp_path / "run"), "method=uwm", *small_overrides]) == 0
     assert (tmp_path / "run" / "text_encoder" / "model.safetensors").is_file()
+
+
+def test_uwm_sd2_config_edits_a_projectionless_text_encoder_and_loads_into_sd(tmp_path, small_overrides):
+    """SD 2.x layout: a pipeline folder whose text_encoder/ is a CLIPTextModel without text_projection."""
+    from safetensors.torch import load_file as load
+    from transformers import CLIPTextModel
+
+    from saferclip_diffusers import SaferStableDiffusionPipeline
+    from saferclip_diffusers.cli.train import main
+    from saferclip_diffusers.tiny import tiny_model_dir
+
+    base = tiny_model_dir("sd")
+    assert "text_projection.weight" not in load(str(base / "text_encoder" / "model.safetensors"))
+    out = tmp_path / "uwm-sd2"
+    args = ["--config", "uwm-sd2", "--output", str(out), *small_overrides, "data.unsafe_holdout=0.0"]
+    args += [f"encoders.0.model={base}", "encoders.0.random_weights=true", "uwm.tau=0.9", "uwm.batch_size=8"]
+    assert main([*args, "run.cpu=true", f"export.base_pipeline={base}", "export.dtype=float32"]) == 0
+    edited = CLIPTextModel.from_pretrained(out / "text_encoder").state_dict()
+    original = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").state_dict()
+    side = load_file(str(out / "uwm_scores-text_encoder.safetensors"))
+    changed = json.loads((out / "export_complete.json").read_text())["layers"]["text_encoder"]["changed"]
+    flipped = 0
+    for key, w in original.items():
+        if key.endswith("self_attn.out_proj.weight"):
+            mask = side[f"mask.{key[: -len('.weight')]}"].bool()
+            assert torch.equal(edited[key], torch.where(mask, -w, w)), key
+            flipped += int(mask.sum())
+        else:
+            assert torch.equal(edited[key], w), key
+    assert flipped == changed > 0
+    pipe = SaferStableDiffusionPipeline.from_pretrained(base, safe_text_encoder=out)
+    swapped = pipe.text_encoder.state_dict()
+    assert all(torch.equal(swapped[k], v) for k, v in edited.items())  # the edited encoder, not the original

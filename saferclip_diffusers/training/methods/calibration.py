@@ -45,11 +45,14 @@ def tokenize_with_mask(tokenizer) -> Any:
 def pooled(
     model: torch.nn.Module, tokenize, texts: list[str], batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """``text_embeds`` of ``texts`` (the embedding space the trained methods mine targets in)."""
+    """``text_embeds`` of ``texts`` (the embedding space the trained methods mine targets in); a projection-less
+    ``CLIPTextModel`` (SD 2.x) gives its ``pooler_output`` (the final-LayerNorm end-of-text state)."""
     out = []
     for start in range(0, len(texts), batch_size):
         ids, mask = tokenize(texts[start : start + batch_size])
-        out.append(model(input_ids=ids.to(device), attention_mask=mask.to(device)).text_embeds.float().cpu())
+        res = model(input_ids=ids.to(device), attention_mask=mask.to(device))
+        emb = getattr(res, "text_embeds", None)
+        out.append((res.pooler_output if emb is None else emb).float().cpu())
     return torch.cat(out)
 
 

@@ -37,7 +37,8 @@ class UWM(Method):
         s, out, device = cfg.uwm, Path(output_dir), run_device(cfg)
         data, split = load_data(cfg)
         towers = {
-            e.slot: load_towers(e, need_vision=False, allow_pickle=cfg.allow_pickle) for e in cfg.encoders
+            e.slot: load_towers(e, need_vision=False, allow_pickle=cfg.allow_pickle, need_projection=False)
+            for e in cfg.encoders
         }
         ref = towers[cfg.encoders[cfg.mining.encoder].slot]
         ref_tok = tokenize_with_mask(ref.tokenizer)
