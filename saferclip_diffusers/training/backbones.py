@@ -59,6 +59,10 @@ class MeanPooledTextEncoder(nn.Module):
     def config(self) -> Any:
         return self.model.config
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The inner model's token-embedding layer (soft-token attacks and robust training hook it)."""
+        return self.model.get_input_embeddings()
+
     def forward(
         self,
         input_ids: torch.Tensor,
