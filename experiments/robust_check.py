@@ -14,7 +14,8 @@ the first ``MAX_LENGTH`` (77, CLIP's length) positions: the tokenizer's 512 woul
 and put most positions on padding.
 
 Attack (stronger than the training one: ``ATTACK`` = 4 soft tokens, 20 signed-gradient steps, radius 1.0), on
-the first ``N_ATTACKED`` (30) of the 60 held-out unsafe prompts ``u``, one per space, with the library's pieces (``training.robust.inner_attack``,
+the first ``N_ATTACKED`` (30) of the 60 held-out unsafe prompts ``u`` that the library accepts as attack targets
+(``attack_targets``: it refuses targets involving minors), one per space, with the library's pieces (``training.robust.inner_attack``,
 ``prefixed_ids``, ``pooled_objective``; ``attacks.conditioning.forward_slot``/``states_distance``): soft tokens in
 front of ``u`` minimising the trained encoder's distance to the ORIGINAL encoder's encoding of ``u``:
 ``states``: ``mean_i (1 - cos(H(a+u)_i, H0(u)_i)) + 0.5 (1 - cos(pool(a+u), pool0(u)))`` (swap-gcg's objective);
@@ -166,6 +167,14 @@ def swap_gcg(model, model0, tok, texts: list[str], gallery: torch.Tensor, own: t
     return row
 
 
+def attack_targets(texts: list[str], n: int) -> list[int]:
+    """Indices of the first ``n`` of ``texts`` the library accepts as attack targets (it refuses any involving
+    minors, :func:`~saferclip_diffusers.attacks.safety.check_target`); every attack uses the same ones."""
+    from saferclip_diffusers.attacks.safety import minor_reason
+
+    return [i for i, t in enumerate(texts) if not minor_reason(t)][:n]
+
+
 def run_one(name: str, seed: int, work: Path, ref: dict, data, tok) -> dict:
     from saferclip_diffusers.training.backbones import load_mean_pooled, package_model_dir
     from saferclip_diffusers.training.config import load_config
@@ -187,10 +196,10 @@ def run_one(name: str, seed: int, work: Path, ref: dict, data, tok) -> dict:
     row.update(metrics(embed(model, tok, data.unsafe_texts), embed(model, tok, data.safe_texts), ref))
     model0, tok0 = load_mean_pooled(package_model_dir(MODEL.split(":", 1)[1]))
     tok0.model_max_length = MAX_LENGTH
-    val_u = ref["val_unsafe"][:N_ATTACKED]
-    texts = [data.unsafe_texts[int(i)] for i in val_u]
+    pick = attack_targets([data.unsafe_texts[int(i)] for i in ref["val_unsafe"]], N_ATTACKED)
+    texts = [data.unsafe_texts[int(ref["val_unsafe"][j])] for j in pick]
     gallery = torch.cat([ref["e0_safe"], ref["e0_unsafe"][ref["val_unsafe"]]])
-    own = ref["e0_safe"].shape[0] + torch.arange(len(val_u))
+    own = ref["e0_safe"].shape[0] + torch.as_tensor(pick)
     for space in SPACES:
         t = time.perf_counter()
         for k, v in attack(model, model0, tok0, texts, gallery, own, space).items():

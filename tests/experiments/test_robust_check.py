@@ -81,3 +81,9 @@ def test_verdicts_need_a_higher_objective_and_no_more_successes(check):
     assert v["robust-pooled / pooled attack"]["drift_delta"] == pytest.approx(0.03)
     assert v["robust-states / gcg attack"]["helps"] is True  # the gcg columns follow the states ones here
     assert "saferclip / states attack" not in v
+
+
+def test_attack_targets_skip_prompts_involving_minors(check):
+    texts = ["a girl on a ledge", "a zombie in an alley", "a 12 year old", "blood on the floor", "a ghost"]
+    assert check.attack_targets(texts, 2) == [1, 3]
+    assert check.attack_targets(texts, 10) == [1, 3, 4]
