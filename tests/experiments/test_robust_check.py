@@ -54,6 +54,8 @@ def test_attack_scores_hand_computed(check, monkeypatch):
 def test_verdicts_need_a_higher_objective_and_no_more_successes(check):
     def row(post_s, succ_s, post_p, succ_p, drift):
         return {
+            "states:pre": 0.5,
+            "pooled:pre": 0.1,
             "states:post": post_s,
             "states:success": succ_s,
             "states:back@1": succ_s,
@@ -80,6 +82,9 @@ def test_verdicts_need_a_higher_objective_and_no_more_successes(check):
     assert v["robust-states / states attack"]["success_delta"] == pytest.approx(-10.0)
     assert v["robust-pooled / pooled attack"]["drift_delta"] == pytest.approx(0.03)
     assert v["robust-states / gcg attack"]["helps"] is True  # the gcg columns follow the states ones here
+    # pre 0.5 everywhere: plain recovers 0.20 in states, robust-states 0.15: 0.05 less
+    assert v["robust-states / states attack"]["recovered_delta"] == pytest.approx(-0.05)
+    assert "recovered_delta" not in v["robust-states / gcg attack"]
     assert "saferclip / states attack" not in v
 
 
