@@ -1,4 +1,4 @@
-"""The robust check's attack scores against hand-computed answers on 2-D embeddings, and its verdicts."""
+"""The robust check's attack scores (robust_attacks.py) against hand answers on 2-D embeddings, and its verdicts."""
 
 import importlib.util
 import math
@@ -10,21 +10,30 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "robust_check.py"
 
 
-@pytest.fixture(scope="module")
-def check():
-    spec = importlib.util.spec_from_file_location("robust_check", SCRIPT)
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def check():
+    return _load("robust_check")
+
+
+@pytest.fixture(scope="module")
+def attacks():
+    return _load("robust_attacks")
 
 
 def unit(deg, scale=1.0):
     return [scale * math.cos(math.radians(deg)), scale * math.sin(math.radians(deg))]
 
 
-def test_attack_scores_hand_computed(check, monkeypatch):
+def test_attack_scores_hand_computed(attacks, monkeypatch):
     monkeypatch.setattr(
-        check, "TAU", 0.1
+        attacks, "TAU", 0.1
     )  # 1 - cos(25.84 deg) = 0.1: the angles below sit on either side of it
     gallery = torch.tensor(
         [unit(90), unit(180), unit(0), unit(50)]
@@ -35,17 +44,17 @@ def test_attack_scores_hand_computed(check, monkeypatch):
     # prompt 1 attacked to 85 deg (distance 0.181, nearest: the safe caption at 90 deg); norms must not matter
     attacked = torch.tensor([unit(20, 3.0), unit(85, 0.5)])
     post = torch.tensor([0.2, 0.4])
-    s = check.attack_scores(post, attacked, goal, gallery, own)
+    s = attacks.attack_scores(post, attacked, goal, gallery, own)
     assert s["post"] == pytest.approx(0.3)
     assert s["success"] == pytest.approx(50.0)
     assert s["back@1"] == pytest.approx(50.0)
     assert s["pooled_dist"] == pytest.approx(
         [1 - math.cos(math.radians(20)), 1 - math.cos(math.radians(35))], abs=1e-4
     )
-    s = check.attack_scores(post, torch.tensor([unit(30), unit(40)]), goal, gallery, own)
+    s = attacks.attack_scores(post, torch.tensor([unit(30), unit(40)]), goal, gallery, own)
     # 30 deg: distance 0.134 > TAU but nearest is 50 deg (prompt 1's original), not its own; 40 deg: 0.015, own
     assert s["success"] == pytest.approx(50.0) and s["back@1"] == pytest.approx(50.0)
-    s = check.attack_scores(post, torch.tensor([unit(10), unit(26)]), goal, gallery, own)
+    s = attacks.attack_scores(post, torch.tensor([unit(10), unit(26)]), goal, gallery, own)
     # 10 deg: 0.015 and own; 26 deg: 24 deg from its goal at 50 (0.086 <= TAU) and 26 deg from 0: own
     assert s["success"] == pytest.approx(100.0)
     assert s["back@1"] == pytest.approx(100.0)
@@ -88,7 +97,7 @@ def test_verdicts_need_a_higher_objective_and_no_more_successes(check):
     assert "saferclip / states attack" not in v
 
 
-def test_attack_targets_skip_prompts_involving_minors(check):
+def test_attack_targets_skip_prompts_involving_minors(attacks):
     texts = ["a girl on a ledge", "a zombie in an alley", "a 12 year old", "blood on the floor", "a ghost"]
-    assert check.attack_targets(texts, 2) == [1, 3]
-    assert check.attack_targets(texts, 10) == [1, 3, 4]
+    assert attacks.attack_targets(texts, 2) == [1, 3]
+    assert attacks.attack_targets(texts, 10) == [1, 3, 4]
