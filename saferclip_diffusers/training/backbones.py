@@ -59,6 +59,10 @@ class MeanPooledTextEncoder(nn.Module):
     def config(self) -> Any:
         return self.model.config
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The inner model's token-embedding layer (soft-token attacks and robust training hook it)."""
+        return self.model.get_input_embeddings()
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -101,6 +105,8 @@ def load_mean_pooled(
         raise ValueError(f"{path}: the tokenizer has no pad token, so the pooling mask cannot be derived")
     if tokenizer.eos_token is None and tokenizer.sep_token is not None:
         tokenizer.eos_token = tokenizer.sep_token  # BERT-style: [SEP] ends the text
+    if tokenizer.bos_token is None and tokenizer.cls_token is not None:  # attacks build [BOS, ..., EOS]
+        tokenizer.bos_token = tokenizer.cls_token  # BERT-style: [CLS] starts the text
     if tokenizer.model_max_length > 100_000:  # "unlimited" sentinel: use the position table's size
         tokenizer.model_max_length = int(getattr(config, "max_position_embeddings", 512))
     return MeanPooledTextEncoder(model, tokenizer.pad_token_id), tokenizer

@@ -13,7 +13,7 @@ trainer holds no frozen text tower then). ``w_pool`` is 0.5 for a one-encoder (S
 two encoders (SDXL) it is 1.0 on ``text_encoder_2`` (whose pooled vector the UNet reads) and 0 on the other. The
 pooled vector is the one swap-gcg sees in the pipeline: SD's ``CLIPTextModel`` pools without projection (the final
 state at the first end-of-text token, taken here from the trained tower's states), SDXL's ``text_encoder_2`` gives
-the projected ``text_embeds``.
+the projected ``text_embeds``, a mean-pooled backbone (``transformers-mean``) its masked mean ``text_embeds``.
 
 * inner attack: prefix ``a`` minimising ``A(a) = D(a + t*, t*)``;
 * outer term: ``w_redir D(a + t*, t̂) + w_rel softplus(D(a + t*, t̂) - D(a + t*, t*))`` (SafeR's relative term
@@ -88,7 +88,9 @@ class StatesSpace:
         self.trainer, self.bundle, self.model, self.s = trainer, bundle, model, s
         self.slot = Slot(bundle.slot, bundle.towers.tokenizer, model, model, states_layer(s.layer, slots))
         self.w_pool = pool_weight(bundle.slot, slots)
-        self.eos_pooled = len(slots) == 1  # SD: the pipeline's CLIPTextModel pools without projection
+        # SD: the pipeline's CLIPTextModel pools without projection; a mean-pooled backbone's pooled vector is
+        # its own text_embeds (the masked mean), never the state at [SEP]/</s>
+        self.eos_pooled = len(slots) == 1 and bundle.settings.backbone != "transformers-mean"
         self.unsafe = self.reference(unsafe_texts)  # H0(t*), pool0(t*)
         self.target = self.reference(target_texts)  # H0(t̂), pool0(t̂)
 
