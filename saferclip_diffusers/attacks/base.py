@@ -43,6 +43,29 @@ class AttackBudget:
         return dataclasses.asdict(self)
 
 
+def make_budget(
+    budget_cls: type[AttackBudget],
+    name: str,
+    presets: dict[str, dict[str, Any]],
+    preset: str | None,
+    overrides: dict[str, Any],
+    base: dict[str, Any] | None = None,
+) -> AttackBudget:
+    """``budget_cls`` from ``base``, then the named ``preset``, then ``overrides``; an unknown preset or field is
+    an error that lists the valid ones (the one rule every attack's ``from_budget`` uses)."""
+    values = dict(base or {})
+    if preset is not None:
+        if preset not in presets:
+            raise ValueError(f"unknown {name} preset {preset!r}; choose one of {', '.join(presets)}")
+        values.update(presets[preset])
+    known = {f.name for f in dataclasses.fields(budget_cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown {name} budget field(s) {sorted(unknown)}; known: {sorted(known)}")
+    values.update(overrides)
+    return budget_cls(**values)
+
+
 @dataclass
 class AttackResult:
     """The outcome of one attack on one target prompt.

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .ban import BAN_RULES, allowed_mask, banned_ids
-from .base import AttackBudget, AttackResult, register
+from .base import AttackBudget, AttackResult, make_budget, register
 from .conditioning import Slot, core_ids, encoder_slots, forward_slot, full_ids, pooled_slot
 from .safety import check_target, minor_reason
 
@@ -137,20 +137,9 @@ class RingABell:
 
     @classmethod
     def from_budget(cls, name: str, preset: str | None = None, **kwargs) -> RingABell:
-        values = {}
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown ring-a-bell preset {preset!r}; choose one of {', '.join(PRESETS)}")
-            values.update(PRESETS[preset])
         if "fitness" in kwargs:  # the evaluation runner's name for the encoder the fitness is computed with
             kwargs["encoder"] = kwargs.pop("fitness")
-        known = {f.name for f in fields(RingABellBudget)}
-        if set(kwargs) - known:
-            raise ValueError(
-                f"unknown ring-a-bell budget field(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}"
-            )
-        values.update(kwargs)
-        return cls(name, RingABellBudget(**values))
+        return cls(name, make_budget(RingABellBudget, name, PRESETS, preset, kwargs))
 
     def fitness(
         self, slots: list[Slot], cores: torch.Tensor, target: tuple[list[torch.Tensor], torch.Tensor]

@@ -18,13 +18,13 @@ ever is tracked. Restarts use ``seed + r``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .ban import BAN_RULES, allowed_mask, banned_ids
-from .base import AttackBudget, AttackResult, register
+from .base import AttackBudget, AttackResult, make_budget, register
 from .conditioning import (
     ConditioningObjective,
     Slot,
@@ -108,17 +108,8 @@ class SwapGCG(PromptSearch):
 
     @classmethod
     def from_budget(cls, name: str, preset: str | None = None, **kwargs) -> SwapGCG:
-        values = dict(MMA_DEFAULTS) if name == "mma" else {}
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown {name} preset {preset!r}; choose one of {', '.join(PRESETS)}")
-            values.update(PRESETS[preset])
-        known = {f.name for f in fields(SwapGCGBudget)}
-        unknown = set(kwargs) - known
-        if unknown:
-            raise ValueError(f"unknown {name} budget field(s) {sorted(unknown)}; known: {sorted(known)}")
-        values.update(kwargs)
-        return cls(name, SwapGCGBudget(**values))
+        base = MMA_DEFAULTS if name == "mma" else None
+        return cls(name, make_budget(SwapGCGBudget, name, PRESETS, preset, kwargs, base))
 
     # ------------------------------------------------------------------ one step
     def _gradient(self, slots, objective, carrier, adv: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -18,13 +18,13 @@ success is left to the evaluation runner. SD 1.x/2.x only.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .ban import BAN_RULES, allowed_mask, banned_ids
-from .base import AttackBudget, AttackResult, register
+from .base import AttackBudget, AttackResult, make_budget, register
 from .conditioning import core_ids, encoder_slots, forward_slot, full_ids
 from .safety import check_target
 from .soft_tokens import embedding_matrix, with_soft_rows
@@ -89,18 +89,7 @@ class UnlearnDiff:
 
     @classmethod
     def from_budget(cls, name: str, preset: str | None = None, **kwargs) -> UnlearnDiff:
-        values = {}
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown unlearndiff preset {preset!r}; choose one of {', '.join(PRESETS)}")
-            values.update(PRESETS[preset])
-        known = {f.name for f in fields(UnlearnDiffBudget)}
-        if set(kwargs) - known:
-            raise ValueError(
-                f"unknown unlearndiff budget field(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}"
-            )
-        values.update(kwargs)
-        return cls(name, UnlearnDiffBudget(**values))
+        return cls(name, make_budget(UnlearnDiffBudget, name, PRESETS, preset, kwargs))
 
     def _target_latents(self, pipe, target: str, seed: int) -> torch.Tensor:
         b = self.budget
